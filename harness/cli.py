@@ -1,0 +1,159 @@
+"""The ``harness`` command line. Each command is a thin shell over a core module."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from harness.errors import HarnessError
+from harness.plugins import ENV_STRICT, LoadedPlugins, load_plugins
+
+
+class HarnessGroup(click.Group):
+    """Turns every HarnessError into its message and exit code instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except HarnessError as error:
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(error.exit_code)
+
+
+@click.group(cls=HarnessGroup)
+@click.option(
+    "--strict-plugins",
+    is_flag=True,
+    envvar=ENV_STRICT,
+    help=f"Fail (exit 3) if any plugin is broken. Also ${ENV_STRICT}=1.",
+)
+@click.version_option(package_name="rnn-harness")
+@click.pass_context
+def cli(ctx: click.Context, strict_plugins: bool) -> None:
+    """Benchmark recurrent cells (RNN, GRUs, LSTMs) on sequence tasks."""
+    ctx.obj = {"strict_plugins": strict_plugins}
+
+
+def loaded_plugins(ctx: click.Context) -> LoadedPlugins:
+    """Load plugins once per command, honouring --strict-plugins."""
+    root = ctx.find_root()
+    if "plugins" not in root.obj:
+        root.obj["plugins"] = load_plugins(strict=root.obj["strict_plugins"] or None)
+        for plugin in root.obj["plugins"].broken:
+            click.echo(f"Warning: plugin {plugin.name!r} is broken: {'; '.join(plugin.errors)}", err=True)
+    return root.obj["plugins"]
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List every plugin, what it registered, and broken plugins with their error."""
+    loaded = loaded_plugins(ctx)
+    if as_json:
+        click.echo(json.dumps([p.as_dict() for p in loaded.plugins], indent=2))
+        return
+    for plugin in loaded.plugins:
+        source = "built-in" if plugin.builtin else f"{plugin.distribution or plugin.module} {plugin.version or ''}".strip()
+        status = "BROKEN" if plugin.broken else "ok"
+        items = ", ".join([f"cell:{c}" for c in plugin.cells] + [f"task:{t}" for t in plugin.tasks]) or "-"
+        click.echo(f"{plugin.name:<20} {status:<7} {source:<28} {items}")
+        for error in plugin.errors:
+            # Indent every line: pluggy's validation errors span several lines.
+            for line in error.splitlines():
+                click.echo(f"    {line}")
+
+
+@cli.command()
+@click.argument("experiment_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a value of the file, e.g. --set training.max_epochs=1 (repeatable).")
+@click.option("--quiet", is_flag=True, help="Print only the summary.")
+@click.pass_context
+def run(ctx: click.Context, experiment_file: Path, overrides: tuple[str, ...], quiet: bool) -> None:
+    """Train every cell × task × seed of EXPERIMENT_FILE, then write its report.
+
+    Finished runs are skipped; interrupted or failed ones run again. Exit code 0 when
+    every run finished, 1 when any failed, 2 for bad input, 130/143 when interrupted.
+    """
+    from harness.config import load_experiment
+    from harness.runner import Runner, expand_grid
+
+    loaded = load_experiment(experiment_file, overrides)
+    plugins = loaded_plugins(ctx)
+    specs = expand_grid(loaded, plugins)
+    runner = Runner(loaded, plugins, specs, verbose=not quiet)
+    runner.open()
+    started = time.perf_counter()
+    summary = runner.run()
+    elapsed = time.perf_counter() - started
+    paths = _write_report(loaded, runner.tracker)
+    click.echo(
+        f"{loaded.name}: {summary.finished} finished, {summary.failed} failed, {summary.skipped} skipped"
+        f" (already finished) in {elapsed:.0f}s"
+        + (f"; interrupted by signal {summary.interrupted_by}" if summary.interrupted_by else "")
+    )
+    click.echo(f"report: {paths.markdown}  {paths.html}")
+    click.echo(f"browse runs: mlflow ui --backend-store-uri {runner.tracker.tracking_uri}")
+    sys.exit(summary.exit_code)
+
+
+@cli.command()
+@click.argument("experiment_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="As for harness run.")
+def report(experiment_file: Path, overrides: tuple[str, ...]) -> None:
+    """Rebuild the report of EXPERIMENT_FILE from MLflow alone."""
+    from harness.config import load_experiment
+    from harness.errors import BadInputError
+    from harness.tracking import Tracker, default_tracking_uri
+
+    loaded = load_experiment(experiment_file, overrides)
+    uri = loaded.experiment.tracking_uri
+    if uri is None:
+        if not (loaded.output_dir / "mlflow.db").exists():
+            raise BadInputError(f"{experiment_file}: no runs recorded in {loaded.output_dir}; "
+                                f"run `harness run {experiment_file}` first")
+        uri = default_tracking_uri(loaded.output_dir)
+    paths = _write_report(loaded, Tracker(uri, loaded.name, loaded.output_dir / "artifacts"))
+    click.echo(f"report: {paths.markdown}  {paths.html}")
+
+
+def _write_report(loaded, tracker):  # type: ignore[no-untyped-def]
+    from harness.reporting import build_report
+
+    return build_report(loaded.name, tracker, loaded.report_dir, experiment_file=str(loaded.path))
+
+
+@cli.command()
+@click.argument("cells", nargs=-1, required=True)
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A cell option, e.g. reset=after.")
+@click.pass_context
+def conformance(ctx: click.Context, cells: tuple[str, ...], options: tuple[str, ...]) -> None:
+    """Run the cell contract tests (the ones the built-ins pass) on CELLS."""
+    from harness.conformance import run_conformance
+
+    loaded = loaded_plugins(ctx)
+    for name in cells:
+        loaded.cells.get(name)  # unknown names: exit 2 with the installed ones listed
+    sys.exit(run_conformance(list(cells), dict(_parse_assignment(o) for o in options)))
+
+
+def _parse_assignment(text: str) -> tuple[str, object]:
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"{text!r} is not KEY=VALUE")
+    return key.strip(), yaml.safe_load(value)
+
+
+def main() -> None:
+    cli(prog_name="harness")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""Experiment files: YAML validated against a typed schema before anything starts.
+
+Every error names the file, the line and the key path (``cells[1].options.reset``)
+and says how to fix it; unknown cell and task names get a did-you-mean. Validation
+has two stages: the schema (no plugins needed), then each cell's and task's own
+options against the plugin's Config class (:func:`resolve`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.errors import ConfigError, UnknownNameError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PluginChoice(_Strict):
+    """A cell or task by name, with options for its plugin's Config."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    #: Shown in reports; defaults to the name plus any options, e.g. ``gru(reset=after)``.
+    label: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @property
+    def display(self) -> str:
+        """The label, or the name (the experiment adds options when a name is listed twice)."""
+        return self.label or self.name
+
+    def with_options_label(self) -> PluginChoice:
+        options = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return self.model_copy(update={"label": f"{self.name}({options})" if options else self.name})
+
+
+class ModelSettings(_Strict):
+    #: Token embedding width (token inputs only).
+    embedding_size: int = Field(32, gt=0)
+    #: Width of each recurrent layer; leave unset when ``parameter_budget`` is given.
+    hidden_size: int | None = Field(None, gt=0)
+    #: Match cells by size: each cell gets the hidden size whose recurrent stack has the
+    #: parameter count closest to this (Chung et al. 2014 and Greff et al. 2017 compare so).
+    parameter_budget: int | None = Field(None, gt=0)
+    #: Stacked recurrent layers (the notes' deep RNN).
+    num_layers: int = Field(1, ge=1, le=8)
+    bidirectional: bool = False
+    #: Dropout between recurrent layers and before the output layer.
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    #: Which execution path the stack may take: auto (torch.nn where it is exact) or reference.
+    implementation: Literal["auto", "reference"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_size(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            given = [k for k in ("hidden_size", "parameter_budget") if values.get(k) is not None]
+            if len(given) == 2:
+                raise ValueError("give hidden_size or parameter_budget, not both")
+            if not given:
+                values = {**values, "hidden_size": 64}
+        return values
+
+
+class EarlyStopping(_Strict):
+    #: Epochs without a validation-loss improvement before stopping.
+    patience: int = Field(3, ge=1)
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class TrainingSettings(_Strict):
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    #: constant, cosine (to zero over max_epochs) or step (× lr_gamma every lr_step_epochs).
+    lr_schedule: Literal["constant", "cosine", "step"] = "constant"
+    lr_step_epochs: int = Field(1, ge=1)
+    lr_gamma: float = Field(0.5, gt=0, le=1)
+    batch_size: int = Field(32, ge=1)
+    max_epochs: int = Field(5, ge=1)
+    #: Rescale the gradient when its global norm exceeds this (the notes' clipping); null: off.
+    gradient_clip_norm: float | None = Field(1.0, gt=0)
+    early_stopping: EarlyStopping | None = None
+
+
+class Experiment(_Strict):
+    """The schema of an experiment file."""
+
+    #: MLflow experiment and report folder name; defaults to the file's stem.
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    cells: list[PluginChoice] = Field(min_length=1)
+    tasks: list[PluginChoice] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    #: auto uses a GPU when one is present.
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    #: MLflow tracking URI; default: SQLite in the output folder.
+    tracking_uri: str | None = None
+    #: Where the ledger, MLflow store and checkpoints go; default runs/<name>.
+    output_dir: str | None = None
+    #: Where reports go: <reports_dir>/<name>/.
+    reports_dir: str = "reports"
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        return seeds
+
+    @field_validator("cells", "tasks")
+    @classmethod
+    def _unique_labels(cls, choices: list[PluginChoice]) -> list[PluginChoice]:
+        # A name listed twice (gru with reset before and after) is told apart by its options.
+        names = [c.name for c in choices]
+        choices = [c.with_options_label() if names.count(c.name) > 1 and not c.label else c for c in choices]
+        labels = [c.display for c in choices]
+        duplicates = sorted({x for x in labels if labels.count(x) > 1})
+        if duplicates:
+            raise ValueError(f"listed twice: {', '.join(duplicates)}; give one of them a different label")
+        return choices
+
+
+@dataclass(frozen=True)
+class LoadedExperiment:
+    """A validated experiment file and where it came from."""
+
+    experiment: Experiment
+    path: Path
+    lines: dict[tuple[Any, ...], int]
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.experiment.name or self.path.stem
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.experiment.output_dir or f"runs/{self.name}")
+
+    @property
+    def report_dir(self) -> Path:
+        return Path(self.experiment.reports_dir) / self.name
+
+    def where(self, *key_path: Any) -> str:
+        """``file:line: key.path: `` for messages, using the closest key that has a line."""
+        path = tuple(key_path)
+        for cut in range(len(path), -1, -1):
+            if path[:cut] in self.lines:
+                return f"{self.path}:{self.lines[path[:cut]]}: {format_key_path(path)}: "
+        return f"{self.path}: {format_key_path(path)}: "
+
+
+def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> LoadedExperiment:
+    """Read, override (``key.path=value``) and validate an experiment file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such experiment file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the experiment file: {error}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f"{mark.line + 1}" if mark else "?"
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"{path}:{line}: YAML syntax error: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: an experiment file must be a mapping with cells, tasks and seeds")
+    lines = _line_numbers(root) if root is not None else {}
+    for override in overrides:
+        _apply_override(data, override, path)
+        key = tuple(_split_key(override.partition("=")[0]))
+        lines = {k: v for k, v in lines.items() if k[: len(key)] != key}
+    try:
+        experiment = Experiment.model_validate(data)
+    except ValidationError as error:
+        loaded = LoadedExperiment(Experiment.model_construct(), path, lines, tuple(overrides))
+        raise ConfigError(_describe_validation(error, loaded)) from None
+    return LoadedExperiment(experiment, path, lines, tuple(overrides))
+
+
+def format_key_path(path: Sequence[Any]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _describe_validation(error: ValidationError, loaded: LoadedExperiment, prefix: tuple[Any, ...] = ()) -> str:
+    messages = []
+    for problem in error.errors():
+        location = prefix + tuple(p for p in problem["loc"] if p not in ("function-after", "function-before"))
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            parent = location[:-1]
+            message = f"unknown key {location[-1]!r}"
+            known = _known_keys(loaded, parent)
+            if known:
+                message += f"; valid keys here: {', '.join(known)}"
+        elif "input" in problem and problem["type"] not in ("missing",):
+            message += f" (got {problem['input']!r})"
+        messages.append(f"{loaded.where(*location)}{message}")
+    return "\n".join(messages)
+
+
+def _known_keys(loaded: LoadedExperiment, parent: tuple[Any, ...]) -> list[str]:
+    model: Any = Experiment
+    for part in parent:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        model = next((a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _line_numbers(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    lines = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = (*path, key_node.value)
+            lines.update(_line_numbers(value_node, key))
+            lines[key] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines.update(_line_numbers(item, (*path, index)))
+    return lines
+
+
+def _split_key(key: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in key.strip().split(".")]
+
+
+def _apply_override(data: dict[str, Any], override: str, path: Path) -> None:
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. --set training.max_epochs=2")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {override!r}: the value is not valid YAML: {error}") from None
+    parts = _split_key(key)
+    target: Any = data
+    for depth, part in enumerate(parts[:-1]):
+        try:
+            target = target[part]
+        except (KeyError, IndexError, TypeError):
+            if isinstance(target, dict) and isinstance(part, str):
+                target = target.setdefault(part, {})
+                continue
+            raise ConfigError(
+                f"--set {override!r}: {format_key_path(parts[: depth + 1])} does not exist in {path}"
+            ) from None
+    try:
+        target[parts[-1]] = value
+    except (IndexError, TypeError):
+        raise ConfigError(f"--set {override!r}: cannot set {format_key_path(parts)} in {path}") from None
+
+
+# ---------------------------------------------------------------------------
+# Second stage: plugin options, once plugins are loaded.
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolvedChoice:
+    """A cell or task choice with its plugin class and validated Config instance."""
+
+    choice: PluginChoice
+    plugin_class: type
+    config: BaseModel
+
+    @property
+    def name(self) -> str:
+        return self.choice.name
+
+    @property
+    def label(self) -> str:
+        return self.choice.display
+
+    def options(self) -> dict[str, Any]:
+        """All options, defaults included: what the run really used."""
+        return self.config.model_dump(mode="json")
+
+
+def resolve(loaded: LoadedExperiment, plugins: Any) -> tuple[list[ResolvedChoice], list[ResolvedChoice]]:
+    """Look up every cell and task and validate its options against the plugin's Config."""
+    experiment = loaded.experiment
+    cells = [_resolve_choice(loaded, plugins.cells, "cells", i, c) for i, c in enumerate(experiment.cells)]
+    tasks = [_resolve_choice(loaded, plugins.tasks, "tasks", i, t) for i, t in enumerate(experiment.tasks)]
+    return cells, tasks
+
+
+def _resolve_choice(loaded: LoadedExperiment, registry: Any, section: str, index: int, choice: PluginChoice) -> ResolvedChoice:
+    try:
+        plugin_class = registry.get(choice.name, where=loaded.where(section, index, "name"))
+    except UnknownNameError as error:
+        raise ConfigError(str(error)) from None
+    try:
+        config = plugin_class.Config(**choice.options)
+    except ValidationError as error:
+        plugin = registry.entry(choice.name).plugin
+        message = _describe_validation(error, loaded, (section, index, "options"))
+        known = ", ".join(plugin_class.Config.model_fields) or "(none)"
+        raise ConfigError(f"{message}\n  ({choice.name} is from plugin {plugin!r}; its options: {known})") from None
+    return ResolvedChoice(choice, plugin_class, config)
+
+
+def content_hash(payload: Any) -> str:
+    """A stable short hash of JSON-able content (sorted keys)."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

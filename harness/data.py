@@ -1,0 +1,98 @@
+"""Batching: turn a family's Examples into padded tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from harness.tasks import Example, TaskData
+
+IGNORE_INDEX = -100  # targets at padded steps; cross-entropy skips them
+
+
+class ExampleDataset(Dataset):
+    def __init__(self, examples: Sequence[Example]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> tuple[int, Example]:
+        return index, self.examples[index]
+
+
+def _pad(sequences: Sequence[Sequence[int]], value: int) -> Tensor:
+    longest = max(len(s) for s in sequences)
+    out = torch.full((len(sequences), longest), value, dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        out[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
+    return out
+
+
+def _pad_vectors(sequences: Sequence[Sequence[Sequence[float]]]) -> Tensor:
+    longest = max(len(s) for s in sequences)
+    out = torch.zeros(len(sequences), longest, len(sequences[0][0]))
+    for row, sequence in enumerate(sequences):
+        out[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.float32)
+    return out
+
+
+class Collator:
+    """Builds the batch dict of one family. Keys are documented per family below."""
+
+    def __init__(self, family: str, data: TaskData) -> None:
+        self.family, self.data = family, data
+        vocab = data.input_vocab
+        self.pad_id = vocab.pad_id if vocab is not None and "<PAD>" in vocab else 0
+
+    def __call__(self, items: list[tuple[int, Example]]) -> dict[str, Any]:
+        indices = torch.tensor([i for i, _ in items])
+        examples = [e for _, e in items]
+        batch: dict[str, Any] = {"index": indices}
+        if self.family == "language_model":
+            # x<1> = <BOS>, x<t> = y<t-1>; the last target is <EOS> (the notes' sentence end).
+            vocab = self.data.input_vocab
+            sequences = [list(e.inputs) for e in examples]
+            batch["inputs"] = _pad([[vocab.bos_id] + s for s in sequences], self.pad_id)  # (B, T+1)
+            batch["targets"] = _pad([s + [vocab.eos_id] for s in sequences], IGNORE_INDEX)  # (B, T+1)
+            batch["lengths"] = torch.tensor([len(s) + 1 for s in sequences])
+            return batch
+        if self.data.input_size is not None:
+            batch["inputs"] = _pad_vectors([e.inputs for e in examples])  # (B, T, F)
+        else:
+            batch["inputs"] = _pad([e.inputs for e in examples], self.pad_id)  # (B, T)
+        batch["lengths"] = torch.tensor([len(e.inputs) for e in examples])
+        if self.family == "classification":
+            batch["targets"] = torch.tensor([int(e.target) for e in examples])  # (B,)
+        elif self.family == "regression":
+            batch["targets"] = torch.tensor([float(e.target) for e in examples])  # (B,)
+        elif self.family == "tagging":
+            batch["targets"] = _pad([e.target for e in examples], IGNORE_INDEX)  # (B, T)
+        elif self.family == "seq2seq":
+            vocab = self.data.output_vocab
+            targets = [list(e.target) for e in examples]
+            batch["decoder_inputs"] = _pad([[vocab.bos_id] + t for t in targets], vocab.pad_id)  # (B, Ty+1)
+            batch["targets"] = _pad([t + [vocab.eos_id] for t in targets], IGNORE_INDEX)  # (B, Ty+1)
+            batch["decoder_lengths"] = torch.tensor([len(t) + 1 for t in targets])
+        return batch
+
+
+def make_loader(family: str, data: TaskData, split: str, batch_size: int, *, seed: int) -> DataLoader:
+    """A loader over one split; only the training split is shuffled, with a seeded generator."""
+    examples = data.splits()[split]
+    shuffle = split == "train"
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(ExampleDataset(examples), batch_size=batch_size, shuffle=shuffle,
+                      generator=generator, collate_fn=Collator(family, data), num_workers=0)
+
+
+def count_tokens(batch: dict[str, Any]) -> int:
+    """Real (non-padding) input steps in a batch, for throughput."""
+    total = int(batch["lengths"].sum())
+    if "decoder_lengths" in batch:
+        total += int(batch["decoder_lengths"].sum())
+    return total

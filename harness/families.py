@@ -1,0 +1,252 @@
+"""One generic LightningModule per task family, with the network injected.
+
+Each module computes its family's loss (summed, then divided by the number of
+predictions, so perplexity and bits per token come from the summed NLL) and its
+standard metrics per split; the task adds its own through ``Task.evaluate``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from harness.config import TrainingSettings
+from harness.data import IGNORE_INDEX, count_tokens
+from harness.errors import HarnessError
+from harness.sampling import sample_sequences
+from harness.tasks import Task, TaskData
+
+
+class NonFiniteLossError(HarnessError):
+    """The training loss became NaN or infinite; the run ends FAILED(nonfinite)."""
+
+
+class FamilyModule(pl.LightningModule):
+    """Shared training/evaluation logic; subclasses implement :meth:`compute`."""
+
+    family: ClassVar[str]
+
+    def __init__(self, net: nn.Module, task: Task, data: TaskData, training: TrainingSettings,
+                 hyperparameters: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.net, self.task, self.data, self.settings = net, task, data, training
+        self.save_hyperparameters(hyperparameters or {})
+        self.train_tokens = 0
+        self.epoch_metrics: dict[str, float] = {}
+        self.test_metrics: dict[str, float] = {}
+        self.samples: list[list[str]] = []
+        self._sums: dict[str, list[float]] = {}
+        self._predictions: dict[str, list[tuple[int, Any]]] = {}
+
+    # Subclass API ---------------------------------------------------------
+
+    def compute(self, batch: dict[str, Any], *, predict: bool) -> tuple[Tensor, int, int, list[Any] | None]:
+        """Returns (summed loss, number of predictions, correct predictions, per-example predictions)."""
+        raise NotImplementedError
+
+    def split_metrics(self, split: str, loss: float, accuracy: float, predictions: list[Any]) -> dict[str, float]:
+        """The family's standard metrics beyond loss."""
+        return {}
+
+    # Lightning hooks ------------------------------------------------------
+
+    def training_step(self, batch: dict[str, Any], batch_index: int) -> Tensor:
+        loss_sum, count, _, _ = self.compute(batch, predict=False)
+        loss = loss_sum / count
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_index}; "
+                "lower the learning rate or enable gradient clipping"
+            )
+        self.train_tokens += count_tokens(batch)
+        self._accumulate("train", loss_sum.detach(), count, 0)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_index: int) -> None:
+        self._evaluate_batch("val", batch)
+
+    def test_step(self, batch: dict[str, Any], batch_index: int) -> None:
+        self._evaluate_batch("test", batch)
+
+    def on_train_epoch_start(self) -> None:
+        self._reset("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._reset("test")
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self._finish("val", self.data.validation)
+        # Early stopping monitors val_loss through Lightning's logged metrics.
+        self.log("val_loss", metrics["val_loss"], prog_bar=True)
+        self.epoch_metrics.update(metrics)
+
+    def current_epoch_metrics(self) -> dict[str, float]:
+        """This epoch's train loss and validation metrics (what gets logged per epoch)."""
+        loss_sum, count, _ = self._sums.get("train", [0.0, 0, 0])
+        train = {"train_loss": loss_sum / count} if count else {}
+        return {**train, **self.epoch_metrics}
+
+    def on_test_epoch_end(self) -> None:
+        self.test_metrics = self._finish("test", self.data.test)
+
+    def configure_optimizers(self) -> Any:
+        settings = self.settings
+        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+                      "rmsprop": torch.optim.RMSprop}
+        optimizer = optimizers[settings.optimizer](self.parameters(), lr=settings.learning_rate,
+                                                   weight_decay=settings.weight_decay)
+        if settings.lr_schedule == "constant":
+            return optimizer
+        if settings.lr_schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.max_epochs)
+        else:
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, settings.lr_step_epochs, settings.lr_gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # Helpers --------------------------------------------------------------
+
+    def _reset(self, split: str) -> None:
+        self._sums[split] = [0.0, 0, 0]
+        self._predictions[split] = []
+
+    def _accumulate(self, split: str, loss_sum: Tensor, count: int, correct: int) -> None:
+        sums = self._sums.setdefault(split, [0.0, 0, 0])
+        sums[0] += float(loss_sum)
+        sums[1] += count
+        sums[2] += correct
+
+    def _evaluate_batch(self, split: str, batch: dict[str, Any]) -> None:
+        loss_sum, count, correct, predictions = self.compute(batch, predict=True)
+        self._accumulate(split, loss_sum, count, correct)
+        if predictions is not None:
+            self._predictions[split].extend(zip(batch["index"].tolist(), predictions))
+
+    def _finish(self, split: str, examples: list[Any]) -> dict[str, float]:
+        loss_sum, count, correct = self._sums[split]
+        loss = loss_sum / max(count, 1)
+        predictions = [p for _, p in sorted(self._predictions[split], key=lambda item: item[0])]
+        metrics = {"loss": loss, **self.split_metrics(split, loss, correct / max(count, 1), predictions)}
+        if predictions:
+            metrics.update(self.task.evaluate(predictions, examples))
+            metrics.update(_group_accuracy(predictions, examples, self.family))
+        return {f"{split}_{name}": float(value) for name, value in metrics.items()}
+
+
+def _group_accuracy(predictions: list[Any], examples: list[Any], family: str) -> dict[str, float]:
+    """accuracy/<group> for classification examples that carry a group (e.g. a distance bucket)."""
+    if family != "classification" or not any(e.group for e in examples):
+        return {}
+    totals: dict[str, list[int]] = {}
+    for prediction, example in zip(predictions, examples):
+        if example.group is not None:
+            hits = totals.setdefault(example.group, [0, 0])
+            hits[0] += int(prediction == example.target)
+            hits[1] += 1
+    return {f"accuracy/{group}": hit / n for group, (hit, n) in sorted(totals.items())}
+
+
+class ClassificationModule(FamilyModule):
+    family = "classification"
+
+    def compute(self, batch, *, predict):
+        logits = self.net(batch["inputs"], batch["lengths"])  # (B, C)
+        loss_sum = nn.functional.cross_entropy(logits, batch["targets"], reduction="sum")
+        predicted = logits.argmax(1)
+        correct = int((predicted == batch["targets"]).sum())
+        return loss_sum, len(predicted), correct, predicted.tolist() if predict else None
+
+    def split_metrics(self, split, loss, accuracy, predictions):
+        return {"accuracy": accuracy}
+
+
+class RegressionModule(FamilyModule):
+    family = "regression"
+
+    def compute(self, batch, *, predict):
+        predicted = self.net(batch["inputs"], batch["lengths"])[:, 0]  # (B,)
+        loss_sum = nn.functional.mse_loss(predicted, batch["targets"], reduction="sum")
+        return loss_sum, len(predicted), 0, predicted.tolist() if predict else None
+
+    def split_metrics(self, split, loss, accuracy, predictions):
+        return {"mse": loss}
+
+
+class TaggingModule(FamilyModule):
+    family = "tagging"
+
+    def compute(self, batch, *, predict):
+        logits = self.net(batch["inputs"], batch["lengths"])  # (B, T, C)
+        targets = batch["targets"]  # (B, T), IGNORE_INDEX at padding
+        loss_sum = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum",
+                                               ignore_index=IGNORE_INDEX)
+        real = targets != IGNORE_INDEX
+        predicted = logits.argmax(2)
+        correct = int(((predicted == targets) & real).sum())
+        predictions = None
+        if predict:
+            predictions = [row[:length] for row, length in zip(predicted.tolist(), batch["lengths"].tolist())]
+        return loss_sum, int(real.sum()), correct, predictions
+
+    def split_metrics(self, split, loss, accuracy, predictions):
+        return {"cross_entropy": loss, "token_accuracy": accuracy}
+
+
+class LanguageModelModule(FamilyModule):
+    family = "language_model"
+    #: Sequences sampled at test time for ``Task.evaluate_samples``.
+    test_samples = 200
+    sample_max_length = 100
+
+    def compute(self, batch, *, predict):
+        logits, _ = self.net(batch["inputs"], batch["lengths"])  # (B, T, V)
+        targets = batch["targets"]
+        loss_sum = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum",
+                                               ignore_index=IGNORE_INDEX)
+        real = targets != IGNORE_INDEX
+        correct = int(((logits.argmax(2) == targets) & real).sum())
+        return loss_sum, int(real.sum()), correct, None
+
+    def split_metrics(self, split, loss, accuracy, predictions):
+        metrics = {"perplexity": math.exp(min(loss, 700.0)), "bits_per_token": loss / math.log(2),
+                   "token_accuracy": accuracy}
+        if split == "test":
+            generator = torch.Generator(device="cpu").manual_seed(0)
+            self.samples = sample_sequences(self.net, self.data.input_vocab, count=self.test_samples,
+                                            max_length=self.sample_max_length, generator=generator)
+            metrics.update(self.task.evaluate_samples(self.samples))
+        return metrics
+
+
+class Seq2SeqModule(FamilyModule):
+    family = "seq2seq"
+
+    def compute(self, batch, *, predict):
+        logits = self.net(batch["inputs"], batch["lengths"], batch["decoder_inputs"], batch["decoder_lengths"])
+        targets = batch["targets"]  # (B, Ty+1)
+        loss_sum = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum",
+                                               ignore_index=IGNORE_INDEX)
+        real = targets != IGNORE_INDEX
+        correct = int(((logits.argmax(2) == targets) & real).sum())
+        predictions = None
+        if predict:
+            vocab = self.data.output_vocab
+            longest = int(batch["decoder_lengths"].max()) * 2 + 5
+            predictions = self.net.greedy_decode(batch["inputs"], batch["lengths"], vocab.bos_id, vocab.eos_id,
+                                                 longest)
+        return loss_sum, int(real.sum()), correct, predictions
+
+    def split_metrics(self, split, loss, accuracy, predictions):
+        return {"perplexity": math.exp(min(loss, 700.0)), "token_accuracy_teacher_forced": accuracy}
+
+
+FAMILY_MODULES: dict[str, type[FamilyModule]] = {
+    module.family: module
+    for module in (ClassificationModule, RegressionModule, TaggingModule, LanguageModelModule, Seq2SeqModule)
+}

@@ -1,0 +1,66 @@
+"""Sampling novel sequences from a language model, as the notes describe it.
+
+Start from x<1> = <BOS> and a<0>; at each step draw ŷ<t> from the softmax, feed it
+back as x<t+1>, and stop at <EOS> or a length limit. ``temperature`` sharpens (< 1)
+or flattens (> 1) the distribution; ``reject_unk`` never emits <UNK>, which is the
+notes' "keep resampling until it is not <UNK>", i.e. sampling from the rest of the
+vocabulary renormalised.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from harness.vocab import BOS, EOS, PAD, UNK, Vocabulary
+
+
+@torch.no_grad()
+def sample_sequences(
+    net: nn.Module,
+    vocab: Vocabulary,
+    *,
+    count: int,
+    max_length: int,
+    temperature: float = 1.0,
+    reject_unk: bool = False,
+    prime: list[str] | None = None,
+    generator: torch.Generator | None = None,
+) -> list[list[str]]:
+    """``count`` samples of at most ``max_length`` tokens each (without <EOS>).
+
+    ``net`` is a language model: ``net(inputs (B, T), lengths, state) -> (logits (B, T, V), state)``.
+    ``prime`` tokens are fed first (after <BOS>) and included in each sample.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    was_training = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    forbidden = [vocab.id(t) for t in (PAD, BOS) if t in vocab]
+    if reject_unk and UNK in vocab:
+        forbidden.append(vocab.unk_id)
+    start = [vocab.bos_id] + (vocab.encode(prime) if prime else [])
+    inputs = torch.tensor([start] * count, device=device)  # (N, P)
+    logits, state = net(inputs, None, None)
+    last = logits[:, -1]  # (N, V)
+    sampled: list[torch.Tensor] = []
+    finished = torch.zeros(count, dtype=torch.bool, device=device)
+    eos_id = vocab.id(EOS) if EOS in vocab else -1
+    for _ in range(max_length):
+        scores = last / temperature
+        scores[:, forbidden] = float("-inf")
+        probabilities = torch.softmax(scores, dim=-1).cpu()
+        token = torch.multinomial(probabilities, 1, generator=generator).to(device)  # (N, 1)
+        sampled.append(token[:, 0])
+        finished |= token[:, 0] == eos_id
+        if finished.all():
+            break
+        logits, state = net(token, None, state)
+        last = logits[:, -1]
+    net.train(was_training)
+    samples = []
+    for row in torch.stack(sampled, dim=1).tolist():
+        row = row[: row.index(eos_id)] if eos_id in row else row
+        samples.append((prime or []) + vocab.decode(row))
+    return samples

@@ -1,0 +1,210 @@
+"""A deep, optionally bidirectional recurrent stack built from any registered cell.
+
+Two execution paths compute the same function:
+
+* ``reference``: the time loop over ``cell.step``, the ground truth for every cell;
+* ``torch``: when every cell reports a :class:`~harness.cells.TorchEquivalent`, the
+  whole stack runs as one ``torch.nn.RNN/LSTM/GRU`` call (cuDNN on CUDA, ATen on CPU)
+  on weights built from the cells' own parameters.
+
+``execution_path`` says which one ran ("cudnn", "aten" or "reference") so runs can
+record it and reports never compare paths silently.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from harness.cells import CellConfig, RecurrentCell, State
+
+Implementation = Literal["auto", "reference", "torch"]
+
+_TORCH_MODULES = {"RNN_TANH": nn.RNN, "RNN_RELU": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}
+
+
+class RecurrentStack(nn.Module):
+    """``num_layers`` layers of cells, each with its own parameters (the notes' deep RNN).
+
+    Layer l > 1 reads the outputs of layer l - 1 (both directions concatenated),
+    with dropout between layers. The backward direction of a bidirectional layer
+    starts at each sequence's own last real token, so padding never leaks in.
+    """
+
+    def __init__(
+        self,
+        cell_class: type[RecurrentCell],
+        input_size: int,
+        hidden_size: int,
+        *,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        config: CellConfig | None = None,
+        implementation: Implementation = "auto",
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.cell_class, self.config = cell_class, config
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.num_layers, self.num_directions = num_layers, 2 if bidirectional else 1
+        self.dropout, self.implementation = dropout, implementation
+        self.layers = nn.ModuleList(
+            nn.ModuleList(
+                cell_class(input_size if layer == 0 else hidden_size * self.num_directions, hidden_size, config)
+                for _ in range(self.num_directions)
+            )
+            for layer in range(num_layers)
+        )
+        self._torch_mode = self._common_torch_mode()
+        if implementation == "torch" and self._torch_mode is None:
+            raise ValueError(f"cell {cell_class.name!r} with {config!r} has no torch.nn equivalent")
+
+    @property
+    def output_size(self) -> int:
+        return self.hidden_size * self.num_directions
+
+    @property
+    def bidirectional(self) -> bool:
+        return self.num_directions == 2
+
+    def execution_path(self, device: torch.device | str | None = None) -> str:
+        """"cudnn", "aten" or "reference": what a forward pass on ``device`` runs."""
+        if self.implementation == "reference" or self._torch_mode is None:
+            return "reference"
+        device = torch.device(device) if device is not None else self.layers[0][0].weight_a.device
+        return "cudnn" if device.type == "cuda" and torch.backends.cudnn.enabled else "aten"
+
+    def initial_state(self, batch_size: int) -> State:
+        """The stacked a<0> (and c<0>) of every layer and direction, each (L*D, B, H)."""
+        per_cell = [cell.initial_state(batch_size) for layer in self.layers for cell in layer]
+        return tuple(torch.stack(parts) for parts in zip(*per_cell))
+
+    def forward(
+        self, inputs: Tensor, lengths: Tensor | None = None, initial_state: State | None = None
+    ) -> tuple[Tensor, State]:
+        """Run the stack over a (possibly padded) batch.
+
+        Args:
+            inputs: (B, T, I), batch first.
+            lengths: (B,) real lengths, 1 <= length <= T; None means all are T.
+            initial_state: each tensor (L*D, B, H), e.g. the state carried over from the
+                previous BPTT segment; None uses each cell's initial state.
+        Returns:
+            outputs: (B, T, D*H), [a→, a←] per step, zero at padded steps.
+            final_state: each tensor (L*D, B, H), index layer * D + direction, taken at
+                each sequence's last real token (the backward direction ends at t = 1).
+        """
+        batch, steps, _ = inputs.shape
+        if lengths is not None:
+            lengths = lengths.to(device=inputs.device, dtype=torch.long)
+            if lengths.shape != (batch,) or int(lengths.min()) < 1 or int(lengths.max()) > steps:
+                raise ValueError(f"lengths must be (B,) = ({batch},) with values in [1, {steps}], got {lengths}")
+        if initial_state is None:
+            initial_state = self.initial_state(batch)
+        if self.execution_path(inputs.device) == "reference":
+            return self._forward_reference(inputs, lengths, initial_state)
+        return self._forward_torch(inputs, lengths, initial_state)
+
+    def _forward_reference(self, inputs: Tensor, lengths: Tensor | None, initial_state: State) -> tuple[Tensor, State]:
+        batch, steps, _ = inputs.shape
+        positions = torch.arange(steps, device=inputs.device)
+        if lengths is None:
+            lengths = torch.full((batch,), steps, device=inputs.device, dtype=torch.long)
+        mask = positions.unsqueeze(0) < lengths.unsqueeze(1)  # (B, T), True at real tokens
+        # Reversing each sequence within its own length is its own inverse.
+        reverse_index = torch.where(mask, lengths.unsqueeze(1) - 1 - positions, positions)  # (B, T)
+        layer_input, finals = inputs, []
+        for layer_number, layer in enumerate(self.layers):
+            if layer_number > 0 and self.dropout > 0:
+                layer_input = nn.functional.dropout(layer_input, self.dropout, self.training)
+            outputs = []
+            for direction, cell in enumerate(layer):
+                index = layer_number * self.num_directions + direction
+                state = tuple(part[index] for part in initial_state)
+                x = layer_input if direction == 0 else _gather_time(layer_input, reverse_index)
+                out, state = _run_cell(cell, x, state, mask)
+                outputs.append(out if direction == 0 else _gather_time(out, reverse_index))
+                finals.append(state)
+            layer_input = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
+        return layer_input, tuple(torch.stack(parts) for parts in zip(*finals))
+
+    def _forward_torch(self, inputs: Tensor, lengths: Tensor | None, initial_state: State) -> tuple[Tensor, State]:
+        steps = inputs.shape[1]
+        module = self._torch_module()
+        module.train(self.training)
+        parameters = {}
+        for layer_number, layer in enumerate(self.layers):
+            for direction, cell in enumerate(layer):
+                suffix = f"_l{layer_number}" + ("_reverse" if direction else "")
+                weights = cell.torch_equivalent()
+                parameters[f"weight_ih{suffix}"] = weights.weight_ih
+                parameters[f"weight_hh{suffix}"] = weights.weight_hh
+                parameters[f"bias_ih{suffix}"] = weights.bias_ih
+                parameters[f"bias_hh{suffix}"] = weights.bias_hh
+        hx = initial_state if self._torch_mode == "LSTM" else initial_state[0]
+        hx = tuple(h.contiguous() for h in hx) if isinstance(hx, tuple) else hx.contiguous()
+        if lengths is None:
+            outputs, final = functional_call(module, parameters, (inputs, hx))
+        else:
+            packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            packed_out, final = functional_call(module, parameters, (packed, hx))
+            outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=steps)
+        return outputs, (final if isinstance(final, tuple) else (final,))
+
+    def _torch_module(self) -> nn.RNNBase:
+        # A weightless skeleton on the meta device: functional_call supplies the cells' weights.
+        # Kept out of the module tree so it never appears in state_dict or moves with .to().
+        cached = self.__dict__.get("_skeleton")
+        if cached is None:
+            mode = self._torch_mode
+            options = dict(num_layers=self.num_layers, dropout=self.dropout, batch_first=True,
+                           bidirectional=self.bidirectional)
+            if mode.startswith("RNN_"):
+                options["nonlinearity"] = mode[4:].lower()
+            with torch.device("meta"):
+                cached = _TORCH_MODULES[mode](self.input_size, self.hidden_size, **options)
+            self.__dict__["_skeleton"] = cached
+        return cached
+
+    def _common_torch_mode(self) -> str | None:
+        if self.implementation == "reference":
+            return None
+        modes = set()
+        for layer in self.layers:
+            for cell in layer:
+                equivalent = cell.torch_equivalent()
+                modes.add(None if equivalent is None else equivalent.mode)
+        return modes.pop() if len(modes) == 1 else None
+
+
+def _gather_time(values: Tensor, index: Tensor) -> Tensor:
+    """values[b, index[b, t]] for (B, T, F) values and a (B, T) index."""
+    return values.gather(1, index.unsqueeze(2).expand(-1, -1, values.shape[2]))
+
+
+def _run_cell(cell: RecurrentCell, inputs: Tensor, state: State, mask: Tensor) -> tuple[Tensor, State]:
+    """The reference time loop of one direction of one layer.
+
+    Args:
+        inputs: (B, T, I); mask: (B, T), False at padding, where the state is held.
+    Returns:
+        outputs (B, T, H), zero at padding, and the state after each sequence's last real token.
+    """
+    projected = cell.project_inputs(inputs)  # (B, T, G*H): hoisted out of the loop
+    # unbind, not projected[:, t]: the backward of T selects would allocate T full-size zero tensors.
+    steps = projected.unbind(1)  # T × (B, G*H)
+    keeps = mask.unsqueeze(2).unbind(1)  # T × (B, 1)
+    outputs = []
+    for projected_t, keep in zip(steps, keeps):
+        new_state = cell.step(projected_t, state)
+        state = tuple(torch.where(keep, new, old) for new, old in zip(new_state, state))
+        outputs.append(torch.where(keep, new_state[0], 0.0))
+    return torch.stack(outputs, dim=1), state

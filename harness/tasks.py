@@ -1,0 +1,136 @@
+"""The task interface: a task supplies data splits, vocabularies and its own metrics.
+
+The harness supplies everything else: the network around the recurrent stack, the
+loss and the standard metrics of the task's *family*. The families follow the
+architectures of the lecture notes:
+
+==================  ============================  =====================================
+family              architecture                  Example.inputs → Example.target
+==================  ============================  =====================================
+``tagging``         many-to-many, Tx = Ty         token ids (T) → tag ids (T)
+``classification``  many-to-one                   token ids (T) → class id
+``regression``      many-to-one                   vectors (T, F) → float
+``language_model``  x<t> = y<t-1>, sampling       token ids (T) → (unused, None)
+``seq2seq``         encoder-decoder, Tx ≠ Ty      source ids (Tx) → target ids (Ty)
+==================  ============================  =====================================
+
+Token ids never include <BOS>/<EOS>: the family adds them where its architecture needs them.
+A third-party task picks a family and implements :meth:`Task.load`; it never touches the core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from harness.errors import HarnessError
+from harness.vocab import Vocabulary
+
+Family = Literal["tagging", "classification", "regression", "language_model", "seq2seq"]
+FAMILIES: tuple[str, ...] = ("tagging", "classification", "regression", "language_model", "seq2seq")
+
+
+class EmptySplitError(HarnessError):
+    """A data split has no examples; training on it would report a meaningless metric."""
+
+    exit_code = 2
+
+
+class TaskConfig(BaseModel):
+    """Options every task accepts. Subclasses add their own fields with defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class Example:
+    """One example. What ``inputs`` and ``target`` hold depends on the family (see module doc).
+
+    ``group`` optionally names a bucket (e.g. the agreement distance "10-14"); the
+    family then also reports its main metric per group.
+    """
+
+    inputs: list[int] | list[list[float]]
+    target: int | float | list[int] | None = None
+    group: str | None = None
+
+
+@dataclass
+class TaskData:
+    """Everything a task hands the harness.
+
+    Attributes:
+        train, validation, test: the splits, each non-empty.
+        input_vocab: vocabulary of token inputs (None for vector inputs).
+        input_size: number of features per step for vector inputs (None for tokens).
+        output_vocab: classes (classification), tags (tagging) or target tokens (seq2seq);
+            None for regression, and the same as ``input_vocab`` for language models.
+        info: task facts worth recording (e.g. a baseline's score), logged as params.
+    """
+
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example]
+    input_vocab: Vocabulary | None = None
+    input_size: int | None = None
+    output_vocab: Vocabulary | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def splits(self) -> dict[str, list[Example]]:
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
+    def check(self, task: str) -> None:
+        """Refuse empty splits and inconsistent vocabularies before any training starts."""
+        for split, examples in self.splits().items():
+            if not examples:
+                raise EmptySplitError(f"task {task!r}: the {split} split is empty; nothing to train or score on.")
+        if (self.input_vocab is None) == (self.input_size is None):
+            raise HarnessError(f"task {task!r}: set exactly one of input_vocab (tokens) or input_size (vectors)")
+
+
+class Task:
+    """Base class of every task plugin.
+
+    Subclasses set:
+        name: registry name (``"agreement"``).
+        family: one of :data:`FAMILIES`.
+        Config: a :class:`TaskConfig` subclass.
+        primary_metric: the metric reports rank cells by (a key of the test metrics,
+            without the ``test_`` prefix), and ``higher_is_better`` for its direction.
+
+    and implement :meth:`load`. :meth:`evaluate` and :meth:`evaluate_samples` add
+    task-specific metrics to the family's standard ones.
+    """
+
+    name: ClassVar[str]
+    family: ClassVar[Family]
+    Config: ClassVar[type[TaskConfig]] = TaskConfig
+    primary_metric: ClassVar[str] = "loss"
+    higher_is_better: ClassVar[bool] = False
+
+    def __init__(self, config: TaskConfig | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    def load(self) -> TaskData:
+        """Build or read the splits. Called once per run, before training."""
+        raise NotImplementedError
+
+    def evaluate(self, predictions: Sequence[Any], examples: Sequence[Example]) -> dict[str, float]:
+        """Task-specific metrics on one split.
+
+        Args:
+            predictions: one per example, in order: a class id (classification), a float
+                (regression), a list of tag ids over the real steps (tagging), or the
+                greedily decoded target ids without <BOS>/<EOS> (seq2seq).
+            examples: the split's examples.
+        Returns:
+            ``{metric name: value}``; the family's standard metrics are added separately.
+        """
+        return {}
+
+    def evaluate_samples(self, samples: Sequence[list[str]]) -> dict[str, float]:
+        """Metrics of sequences sampled from a trained language model (tokens, no <EOS>)."""
+        return {}

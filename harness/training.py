@@ -1,0 +1,183 @@
+"""Train and test one grid run with PyTorch Lightning. Lightning stays in this layer.
+
+``build_network`` turns (cell, task family, model settings, task data) into a plain
+``nn.Module``; ``train_run`` wraps it in its family's LightningModule, fits, tests
+and measures wall time, throughput and peak memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from harness.cells import CellConfig, RecurrentCell
+from harness.config import ModelSettings, TrainingSettings
+from harness.data import make_loader
+from harness.families import FAMILY_MODULES, FamilyModule
+from harness.models import (ClassifierNet, Encoder, LanguageModelNet, Seq2SeqNet, TaggerNet, build_stack,
+                            hidden_size_for_budget, stack_param_count)
+from harness.tasks import Task, TaskData
+
+
+@dataclass
+class NetworkPlan:
+    """Sizes decided before building: the hidden size (possibly from a budget) and the stack's input size."""
+
+    hidden_size: int
+    input_size: int
+    stack_param_count: int
+
+
+def plan_network(cell_class: type[RecurrentCell], cell_config: CellConfig, family: str, model: ModelSettings,
+                 input_size: int | None) -> NetworkPlan:
+    """``input_size``: features per step for vector inputs, None for token inputs (embedding_size)."""
+    stack_input = input_size if input_size is not None else model.embedding_size
+    hidden = model.hidden_size
+    if hidden is None:
+        hidden = hidden_size_for_budget(cell_class, cell_config, stack_input, model.parameter_budget,
+                                        model.num_layers, model.bidirectional)
+    count = stack_param_count(cell_class, cell_config, stack_input, hidden, model.num_layers, model.bidirectional)
+    return NetworkPlan(hidden, stack_input, count)
+
+
+def build_network(cell_class: type[RecurrentCell], cell_config: CellConfig, task: Task, data: TaskData,
+                  model: ModelSettings, plan: NetworkPlan) -> nn.Module:
+    family = task.family
+
+    def encoder(vocab_size: int | None, bidirectional: bool, pad_id: int = 0) -> Encoder:
+        stack = build_stack(cell_class, cell_config, plan.input_size, plan.hidden_size, model.num_layers,
+                            bidirectional, model.dropout, model.implementation)
+        return Encoder(stack, vocab_size=vocab_size, embedding_size=model.embedding_size, pad_id=pad_id)
+
+    vocab = data.input_vocab
+    source = encoder(len(vocab) if vocab else None, model.bidirectional, _pad_id(vocab))
+    if family == "tagging":
+        return TaggerNet(source, len(data.output_vocab), model.dropout)
+    if family == "classification":
+        return ClassifierNet(source, len(data.output_vocab), model.dropout)
+    if family == "regression":
+        return ClassifierNet(source, 1, model.dropout)
+    if family == "language_model":
+        return LanguageModelNet(source, len(vocab), model.dropout)
+    if family == "seq2seq":
+        target = data.output_vocab
+        decoder = encoder(len(target), False, _pad_id(target))
+        return Seq2SeqNet(source, decoder, len(target), model.dropout)
+    raise ValueError(f"unknown task family {family!r}")
+
+
+def _pad_id(vocab: Any) -> int:
+    return vocab.pad_id if vocab is not None and "<PAD>" in vocab else 0
+
+
+@dataclass
+class TrainingResult:
+    test_metrics: dict[str, float]
+    history: list[dict[str, float]]
+    wall_time_s: float
+    train_tokens_per_s: float
+    peak_memory_mb: float
+    memory_measure: str
+    epochs: int
+    execution_path: str
+    model_param_count: int
+    samples: list[list[str]] = field(default_factory=list)
+
+
+class _EpochReporter(pl.Callback):
+    """Hands each epoch's metrics to the runner (MLflow) and prints a progress line."""
+
+    def __init__(self, on_epoch: Callable[[int, dict[str, float]], None], max_epochs: int, verbose: bool) -> None:
+        self.on_epoch, self.max_epochs, self.verbose = on_epoch, max_epochs, verbose
+        self.history: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: FamilyModule) -> None:
+        metrics = module.current_epoch_metrics()
+        self.history.append(metrics)
+        self.on_epoch(trainer.current_epoch, metrics)
+        if self.verbose:
+            shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if "/" not in k)
+            print(f"    epoch {trainer.current_epoch + 1}/{self.max_epochs}  {shown}", file=sys.stderr, flush=True)
+
+
+def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSettings, *, seed: int,
+              device: str, hyperparameters: dict[str, Any],
+              on_epoch: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
+              verbose: bool = True) -> TrainingResult:
+    """Fit on train (validating each epoch), then test; raises NonFiniteLossError on NaN/inf loss."""
+    module = FAMILY_MODULES[task.family](net, task, data, training, hyperparameters)
+    reporter = _EpochReporter(on_epoch, training.max_epochs, verbose)
+    callbacks: list[pl.Callback] = [reporter]
+    if training.early_stopping is not None:
+        callbacks.append(pl.callbacks.EarlyStopping(
+            monitor="val_loss", mode="min", patience=training.early_stopping.patience,
+            min_delta=training.early_stopping.min_delta,
+        ))
+    accelerator = {"auto": "auto", "cpu": "cpu", "gpu": "gpu"}[device]
+    with _quiet_lightning():
+        trainer = pl.Trainer(
+            accelerator=accelerator, devices=1, max_epochs=training.max_epochs, logger=False,
+            enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+            enable_progress_bar=verbose and sys.stderr.isatty(), callbacks=callbacks,
+            gradient_clip_val=training.gradient_clip_norm, gradient_clip_algorithm="norm",
+            deterministic="warn",
+        )
+    train_loader = make_loader(task.family, data, "train", training.batch_size, seed=seed)
+    val_loader = make_loader(task.family, data, "validation", training.batch_size, seed=seed)
+    test_loader = make_loader(task.family, data, "test", training.batch_size, seed=seed)
+    on_gpu = torch.cuda.is_available() and accelerator != "cpu"
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    with _quiet_lightning():
+        trainer.fit(module, train_loader, val_loader)
+        train_seconds = time.perf_counter() - started
+        trainer.test(module, test_loader, verbose=False)
+    wall = time.perf_counter() - started
+    if on_gpu:
+        peak, measure = torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated"
+    else:
+        peak, measure = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_max_rss"
+    stack = next(m for m in net.modules() if hasattr(m, "execution_path"))
+    return TrainingResult(
+        test_metrics=module.test_metrics,
+        history=reporter.history,
+        wall_time_s=wall,
+        train_tokens_per_s=module.train_tokens / max(train_seconds, 1e-9),
+        peak_memory_mb=peak,
+        memory_measure=measure,
+        epochs=trainer.current_epoch,
+        execution_path=stack.execution_path(next(net.parameters()).device),
+        model_param_count=sum(p.numel() for p in net.parameters()),
+        samples=module.samples,
+    )
+
+
+class _quiet_lightning:
+    """Silence Lightning's start-up chatter (GPU available, …) that would bury the grid progress."""
+
+    _names = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning")
+
+    def __enter__(self) -> None:
+        self._levels = {n: logging.getLogger(n).level for n in self._names}
+        for name in self._names:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+    def __exit__(self, *exc: object) -> None:
+        self._warnings.__exit__(*exc)
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)

@@ -1,0 +1,1 @@
+"""Built-in recurrent cells, one module (and one plugin) each."""

@@ -1,0 +1,1 @@
+"""Built-in task plugins, one module (and one plugin) each."""

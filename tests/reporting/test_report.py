@@ -1,0 +1,277 @@
+"""build_report against a real MLflow store on SQLite holding synthetic runs.
+
+The runs are written with the Tracker's own methods, in the documented layout; the
+expected numbers are computed here from the raw values, independently of the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from harness.reporting import ReportPaths, build_report
+from harness.tracking import Tracker
+
+SEEDS = (0, 1, 2)
+SCRIPT = "<script>alert(1)</script>"
+GROUPS = ("01-05", "06-10", "11-15")
+#: agreement: test accuracy per seed, and per distance bucket (same for every seed, plus a small offset).
+AGREEMENT = {
+    "vanilla": ("vanilla", [0.61, 0.64, 0.58], (0.96, 0.71, 0.51)),
+    "gru": ("gru", [0.90, 0.93, 0.91], (0.99, 0.93, 0.86)),
+    "lstm": ("lstm", [0.86, 0.88, 0.91], (0.99, 0.92, 0.80)),
+    SCRIPT: ("gru_simple", [0.70, 0.72, 0.75], (0.98, 0.80, 0.62)),
+}
+#: adding: test mse per seed; lstm's seed 2 fails, vanilla has only seed 0.
+ADDING = {"gru": ("gru", [0.010, 0.012, 0.011]), "lstm": ("lstm", [0.015, 0.017]), "vanilla": ("vanilla", [0.05])}
+FAILURE = "error: RuntimeError: out of memory (<oops>)"
+
+
+def _run(tracker: Tracker, task: str, cell: str, cell_name: str, seed: int, test: dict[str, float],
+         status: str = "FINISHED", reason: str = "") -> str:
+    primary, higher = ("accuracy", True) if task == "agreement" else ("mse", False)
+    tags = {"run_key": f"{cell}|{task}|{seed}", "cell": cell, "cell_name": cell_name, "task": task,
+            "family": "classification" if task == "agreement" else "regression", "seed": seed,
+            "primary_metric": primary, "higher_is_better": higher, "param_count": 100 + 10 * len(cell_name),
+            "hidden_size": 8, "execution_path": "cudnn" if cell_name in ("gru", "lstm") else "eager-loop"}
+    run_id = tracker.start_run(f"{cell}-{task}-s{seed}", tags, {"model.hidden_size": 8})
+    for epoch in range(3):
+        tracker.log_metrics(run_id, {"train_loss": 1.0 / (epoch + 1) + seed * 0.01,
+                                     "val_loss": 1.2 / (epoch + 1) + seed * 0.01}, step=epoch)
+    tracker.log_metrics(run_id, {**test, "wall_time_s": 10.0 + seed + len(cell_name), "train_tokens_per_s": 500.0,
+                                 "peak_memory_mb": 12.5, "epochs": 3})
+    tracker.end_run(run_id, status, reason)
+    return run_id
+
+
+def _fill(tracker: Tracker) -> None:
+    for cell, (name, accuracies, buckets) in AGREEMENT.items():
+        for seed, accuracy in zip(SEEDS, accuracies):
+            grouped = {f"test_accuracy/{g}": b + 0.01 * seed for g, b in zip(GROUPS, buckets)}
+            if cell == "gru" and seed == 1:  # a killed attempt, then its rerun: only the rerun counts
+                _run(tracker, "agreement", cell, name, seed, {"test_accuracy": 0.1}, "KILLED", "interrupted by SIGINT")
+                time.sleep(0.01)
+            _run(tracker, "agreement", cell, name, seed, {"test_accuracy": accuracy, "test_loss": 1 - accuracy,
+                                                          **grouped})
+    for cell, (name, errors) in ADDING.items():
+        for seed, mse in zip(SEEDS, errors):
+            _run(tracker, "adding", cell, name, seed, {"test_mse": mse})
+    _run(tracker, "adding", "lstm", "lstm", 2, {"test_mse": 99.0}, "FAILED", FAILURE)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Tracker, Path]:
+    root = tmp_path_factory.mktemp("store")
+    tracker = Tracker(f"sqlite:///{root}/mlflow.db", "exp", root / "artifacts")
+    _fill(tracker)
+    return tracker, root
+
+
+@pytest.fixture(scope="module")
+def report(store: tuple[Tracker, Path]) -> tuple[ReportPaths, dict[str, bytes]]:
+    tracker, root = store
+    paths = build_report("exp", tracker, root / "report", experiment_file="experiments/exp.yaml", note="synthetic")
+    files = {p.relative_to(paths.directory).as_posix(): p.read_bytes()
+             for p in sorted(paths.directory.rglob("*")) if p.is_file()}
+    return paths, files
+
+
+def _ci(values: list[float]) -> str:
+    """``mean ± half`` as the report prints it, computed with numpy and scipy."""
+    if len(values) == 1:
+        return f"{values[0]:.4g} (n=1)"
+    half = stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
+    return f"{np.mean(values):.4g} ± {half:.4g}"
+
+
+def _section(markdown: str, heading: str, task: str) -> str:
+    """The text under ``### heading`` inside ``## Task: task``."""
+    body = markdown.split(f"## Task: {task}\n", 1)[1].split("\n## ", 1)[0]
+    return body.split(f"### {heading}\n", 1)[1].split("\n### ", 1)[0].strip("\n")
+
+
+def _row(section: str, first_cell: str) -> str:
+    return next(line for line in section.splitlines() if line.startswith(f"| {first_cell} |"))
+
+
+# results.csv ----------------------------------------------------------------
+
+
+def _rows(paths: ReportPaths) -> list[dict[str, str]]:
+    with paths.results_csv.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_csv_has_one_row_per_run_key_sorted(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
+    rows = _rows(report[0])
+    keys = [(r["task"], r["cell"], int(r["seed"])) for r in rows]
+    assert len(rows) == 12 + 3 + 3 + 1  # the killed attempt is superseded
+    assert keys == sorted(keys)
+    assert len(set(keys)) == len(keys)
+
+
+def test_csv_columns(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
+    with report[0].results_csv.open(encoding="utf-8", newline="") as handle:
+        header = next(csv.reader(handle))
+    required = ["cell", "task", "seed", "status", "failure_reason", "param_count", "hidden_size", "execution_path",
+                "wall_time_s", "train_tokens_per_s", "peak_memory_mb", "epochs", "run_id", "path"]
+    assert [c for c in header if c in required] == required
+    tests = [c for c in header if c.startswith("test_")]
+    assert tests == sorted(["test_accuracy", "test_loss", "test_mse", *(f"test_accuracy/{g}" for g in GROUPS)])
+    assert header.index("failure_reason") < header.index(tests[0]) < header.index("param_count")
+
+
+def test_csv_values(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
+    rows = {(r["task"], r["cell"], r["seed"]): r for r in _rows(report[0])}
+    rerun = rows["agreement", "gru", "1"]
+    assert (rerun["status"], float(rerun["test_accuracy"]), rerun["test_mse"]) == ("FINISHED", 0.93, "")
+    assert float(rerun["test_accuracy/11-15"]) == pytest.approx(0.87)
+    assert (rerun["param_count"], rerun["hidden_size"], rerun["execution_path"]) == ("130", "8", "cudnn")
+    assert (rerun["wall_time_s"], rerun["epochs"], rerun["peak_memory_mb"]) == ("14", "3", "12.5")
+    assert rerun["path"].startswith("file:") and rerun["run_id"] in rerun["path"]
+    failed = rows["adding", "lstm", "2"]
+    assert (failed["status"], failed["failure_reason"], failed["test_accuracy"]) == ("FAILED", FAILURE, "")
+    assert rows["agreement", SCRIPT, "0"]["cell"] == SCRIPT
+
+
+# report.md ------------------------------------------------------------------
+
+
+def test_header(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
+    markdown = report[0].markdown.read_text(encoding="utf-8")
+    assert markdown.startswith("# Report: exp\n")
+    assert "Experiment file: experiments/exp.yaml" in markdown
+    assert re.search(r"Generated: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", markdown)
+    assert "Runs (latest attempt per run key): 19 (FINISHED 18, FAILED 1); superseded attempts: 1" in markdown
+    assert "Note: synthetic" in markdown
+
+
+def test_agreement_table_means_and_best(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
+    table = _section(report[0].markdown.read_text(encoding="utf-8"), "Cells", "agreement")
+    assert table.splitlines()[0].startswith("| cell | accuracy ↑ | loss | finished | not finished | params |")
+    for cell, (_, accuracies, _) in AGREEMENT.items():
+        shown = "\\<script\\>alert(1)\\</script\\>" if cell == SCRIPT else cell
+        row = _row(table, f"**{shown}**" if cell == "gru" else shown)
+        assert _ci(accuracies) in row
+        assert _ci([1 - a for a in accuracies]) in row
+        assert "| 3 | 0 |" in row
+    assert f"| **gru** | **{_ci(AGREEMENT['gru'][1])}** |" in table
+    assert "| 130 | 8 | cudnn | 14 |" in _row(table, "**gru**")  # params, hidden, path, mean wall time
+
+
+def test_adding_table_excludes_failed_run_and_shows_n1(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
+    markdown = report[0].markdown.read_text(encoding="utf-8")
+    table = _section(markdown, "Cells", "adding")
+    assert f"| **gru** | **{_ci(ADDING['gru'][1])}** |" in table  # lower mse is better
+    assert f"| lstm | {_ci([0.015, 0.017])} | 2 | 1 |" in table
+    assert f"| vanilla | {_ci([0.05])} | 1 | 0 |" in table
+    assert "0.05 (n=1)" in table
+    assert "lstm, seed 2: FAILED: error: RuntimeError: out of memory (\\<oops\\>)" in markdown
+    assert f"{np.mean([0.015, 0.017, 99.0]):.4g}" not in markdown
+
+
+def test_gru_vs_lstm_comparison(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
+    markdown = report[0].markdown.read_text(encoding="utf-8")
+    section = _section(markdown, "GRU vs LSTM", "agreement")
+    gru, lstm = AGREEMENT["gru"][1], AGREEMENT["lstm"][1]
+    p = stats.ttest_ind(gru, lstm, equal_var=False).pvalue
+    row = _row(section, "gru")
+    assert row.startswith(f"| gru | lstm | 3 | 3 | {np.mean(gru) - np.mean(lstm):.4g} | (")
+    assert f"| {p:.3g} |" in row and "no significant difference at 0.05" in row
+    assert _row(section, "\\<script\\>alert(1)\\</script\\>").startswith("| \\<script\\>alert(1)\\</script\\> | lstm |")
+    adding = _section(markdown, "GRU vs LSTM", "adding")
+    p_adding = stats.ttest_ind(ADDING["gru"][1], ADDING["lstm"][1], equal_var=False).pvalue
+    assert f"| gru | lstm | 3 | 2 | {np.mean(ADDING['gru'][1]) - 0.016:.4g} |" in adding
+    assert f"| {p_adding:.3g} |" in adding
+
+
+def test_vanilla_comparisons(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
+    markdown = report[0].markdown.read_text(encoding="utf-8")
+    agreement = _section(markdown, "Each cell vs vanilla", "agreement")
+    p = stats.ttest_ind(AGREEMENT["gru"][1], AGREEMENT["vanilla"][1], equal_var=False).pvalue
+    assert f"| {p:.3g} |" in _row(agreement, "gru") and "gru better, significant at 0.05" in _row(agreement, "gru")
+    adding = _section(markdown, "Each cell vs vanilla", "adding")
+    assert "| gru | vanilla | 3 | 1 |" in adding
+    assert "n too small for a test: fewer than 2 finished seeds on a side" in _row(adding, "gru")
+
+
+def test_accuracy_by_distance_table_and_narrative(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
+    markdown = report[0].markdown.read_text(encoding="utf-8")
+    table = _section(markdown, "Accuracy by distance", "agreement")
+    assert table.splitlines()[0] == "| cell | 01-05 | 06-10 | 11-15 |"
+    assert _ci([0.51, 0.52, 0.53]) in _row(table, "vanilla")
+    assert "### Accuracy by distance" not in markdown.split("## Task: adding\n")[1].split("## Task:")[0]
+    story = _section(markdown, "What the numbers say", "agreement")
+    assert "Best by accuracy (higher is better): gru" in story
+    assert "The runner-up is lstm" in story and "intervals overlap" in story
+    assert f"vanilla {0.97:.4g} → {0.52:.4g}" in story
+    assert "At the longest distance vanilla is within 0.05 of chance (0.5)." in story
+    adding_story = _section(markdown, "What the numbers say", "adding")
+    assert "Best by mse (lower is better): gru" in adding_story
+    assert "1 run(s) did not finish" in adding_story
+
+
+def test_markdown_references_plots(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
+    paths = report[0]
+    markdown = paths.markdown.read_text(encoding="utf-8")
+    for plot in paths.plots:
+        assert f"]({plot.relative_to(paths.directory).as_posix()})" in markdown
+
+
+# plots and index.html ----------------------------------------------------------
+
+
+def test_plot_files_are_pngs(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
+    paths = report[0]
+    names = sorted(p.name for p in paths.plots)
+    assert names == sorted(["agreement-learning_curves.png", "agreement-accuracy_by_distance.png",
+                            "agreement-quality_vs_time.png", "adding-learning_curves.png",
+                            "adding-quality_vs_time.png"])
+    for plot in paths.plots:
+        assert plot.parent == paths.directory / "plots"
+        assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+        assert plot.stat().st_size < 200_000
+
+
+def test_html_is_self_contained_and_escaped(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
+    page = report[0].html.read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") == len(report[0].plots)
+    assert not re.search(r"https?://|<link|@import|url\(", page, re.IGNORECASE)
+    assert not re.search(r"""(?:src|href)=["'](?!data:)""", page)
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "out of memory (&lt;oops&gt;)" in page
+    assert f"<td><strong>gru</strong></td><td><strong>{_ci(AGREEMENT['gru'][1])}</strong></td>" in page
+    assert "<h3>GRU vs LSTM</h3>" in page
+
+
+def test_rebuild_gives_the_same_files_except_the_timestamp(
+        store: tuple[Tracker, Path], report: tuple[ReportPaths, dict[str, bytes]]) -> None:
+    tracker, _ = store
+    paths, first = report
+    (paths.directory / "plots" / "stale.png").write_bytes(b"old")
+    again = build_report("exp", tracker, paths.directory, experiment_file="experiments/exp.yaml", note="synthetic")
+    second = {p.relative_to(again.directory).as_posix(): p.read_bytes()
+              for p in sorted(again.directory.rglob("*")) if p.is_file()}
+    assert sorted(second) == sorted(first)
+
+    def untimed(data: bytes) -> bytes:
+        return re.sub(rb"Generated: [^<\n]*", b"Generated: -", data)
+
+    assert {k: untimed(v) for k, v in second.items()} == {k: untimed(v) for k, v in first.items()}
+
+
+def test_empty_experiment(store: tuple[Tracker, Path], tmp_path: Path) -> None:
+    tracker, root = store
+    empty = Tracker(tracker.tracking_uri, "empty", root / "artifacts")
+    paths = build_report("empty", empty, tmp_path / "report")
+    assert paths.plots == ()
+    assert "No runs are recorded" in paths.markdown.read_text(encoding="utf-8")
+    assert paths.results_csv.read_text(encoding="utf-8").startswith("cell,task,seed,status,failure_reason,")
