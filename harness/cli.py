@@ -38,6 +38,18 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
     ctx.obj = {"strict_plugins": strict_plugins}
 
 
+def strict_plugins_option(command):  # type: ignore[no-untyped-def]
+    """Also accept --strict-plugins after the command name (harness run --strict-plugins …)."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        if value:
+            ctx.find_root().obj["strict_plugins"] = True
+        return value
+
+    return click.option("--strict-plugins", is_flag=True, expose_value=False, callback=remember,
+                        help="Fail (exit 3) if any plugin is broken.")(command)
+
+
 def loaded_plugins(ctx: click.Context) -> LoadedPlugins:
     """Load plugins once per command, honouring --strict-plugins."""
     root = ctx.find_root()
@@ -49,6 +61,7 @@ def loaded_plugins(ctx: click.Context) -> LoadedPlugins:
 
 
 @cli.command()
+@strict_plugins_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def plugins(ctx: click.Context, as_json: bool) -> None:
@@ -69,6 +82,7 @@ def plugins(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
+@strict_plugins_option
 @click.argument("experiment_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a value of the file, e.g. --set training.max_epochs=1 (repeatable).")
@@ -129,6 +143,7 @@ def _write_report(loaded, tracker):  # type: ignore[no-untyped-def]
 
 
 @cli.command()
+@strict_plugins_option
 @click.argument("cells", nargs=-1, required=True)
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A cell option, e.g. reset=after.")
 @click.pass_context

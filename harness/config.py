@@ -95,6 +95,9 @@ class TrainingSettings(_Strict):
     #: Rescale the gradient when its global norm exceeds this (the notes' clipping); null: off.
     gradient_clip_norm: float | None = Field(1.0, gt=0)
     early_stopping: EarlyStopping | None = None
+    #: CPU threads for torch (null: torch's default). Small recurrent models step through
+    #: many tiny kernels, where one thread avoids OpenMP hand-off costs on a busy machine.
+    cpu_threads: int | None = Field(None, ge=1)
 
 
 class Experiment(_Strict):

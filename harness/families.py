@@ -118,7 +118,7 @@ class FamilyModule(pl.LightningModule):
 
     def _accumulate(self, split: str, loss_sum: Tensor, count: int, correct: int) -> None:
         sums = self._sums.setdefault(split, [0.0, 0, 0])
-        sums[0] += float(loss_sum)
+        sums[0] += float(loss_sum.detach())
         sums[1] += count
         sums[2] += correct
 

@@ -104,15 +104,19 @@ class Ledger:
                 sa.select(runs_table).where(runs_table.c.experiment == experiment, runs_table.c.status == RUNNING)
             ).mappings().all()
             stale = [r for r in running if r["lease_expires"] < now or _dead_local_owner(r["owner"])]
+            reconciled = []
             for row in stale:
-                connection.execute(
+                reason = f"worker {row['owner']} stopped without finishing"
+                moved = connection.execute(
                     sa.update(runs_table)
                     .where(runs_table.c.key == row["key"], runs_table.c.status == RUNNING,
                            runs_table.c.owner == row["owner"])
-                    .values(status=KILLED, reason=f"worker {row['owner']} stopped without finishing",
-                            owner=None, lease_expires=None, updated_at=now)
-                )
-        return [_row(r) for r in stale]
+                    .values(status=KILLED, reason=reason, owner=None, lease_expires=None, updated_at=now)
+                ).rowcount
+                if moved == 1:
+                    # Return the rows as they are now (KILLED, with the reason the MLflow run gets).
+                    reconciled.append(_row({**row, "status": KILLED, "reason": reason, "owner": None}))
+        return reconciled
 
     def claim(self, experiment: str, worker: str, lease_seconds: float,
               keys: set[str] | None = None, exclude: set[str] = frozenset()) -> LedgerRow | None:

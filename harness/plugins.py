@@ -50,6 +50,8 @@ class PluginInfo:
     distribution: str | None
     version: str | None
     builtin: bool
+    #: "built-in", "entry point", or "in-process" (passed to load_plugins directly).
+    source: str = "entry point"
     hooks: list[str] = field(default_factory=list)
     cells: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
@@ -65,7 +67,7 @@ class PluginInfo:
             "module": self.module,
             "distribution": self.distribution,
             "version": self.version,
-            "source": "built-in" if self.builtin else "entry point",
+            "source": "built-in" if self.builtin else self.source,
             "hooks": self.hooks,
             "cells": self.cells,
             "tasks": self.tasks,
@@ -155,7 +157,8 @@ def load_plugins(
         if allow is not None and name not in allow:
             continue
         module = getattr(plugin, "__name__", type(plugin).__name__)
-        _add_plugin(loaded, PluginInfo(name, module, None, None, builtin=False), lambda p=plugin: p)
+        _add_plugin(loaded, PluginInfo(name, module, None, None, builtin=False, source="in-process"),
+                    lambda p=plugin: p)
 
     if strict and loaded.broken:
         details = "\n".join(f"  {p.name}: {'; '.join(p.errors)}" for p in loaded.broken)
@@ -220,7 +223,7 @@ def _call_contribution_hook(
         hooktrace(hook_name, f"plugin={info.name}")
         try:
             implementation.function(register=register)
-        except Exception as error:  # noqa: BLE001 - report, keep loading the rest
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - report, keep loading the rest
             info.errors.append(f"plugin {info.name!r} raised in {hook_name}: {_describe(error)}")
     info.errors.extend(register.errors)
 

@@ -8,40 +8,33 @@ say" is computed from the runs.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from harness import report_plots as figures
+from harness.report_document import (Block, Bullets, Cell, Heading, Image, Para, Strong, Table, render_html,
+                                     render_markdown)
+from harness.report_plots import CHANCE, GROUPED
 from harness.statistics import mean_ci, welch
 from harness.tracking import RunRecord, Tracker, latest_per_key
-
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
 
 __all__ = ["ReportPaths", "build_report"]
 
 GRU_FAMILY = ("gru", "gru_simple")
 LSTM_FAMILY = ("lstm", "peephole_lstm")
 VANILLA = "vanilla"
-#: Chance accuracy drawn on the accuracy-by-distance chart (binary agreement tasks).
-CHANCE = 0.5
 #: A cell whose longest-distance accuracy is within this of chance is called "at chance".
 CHANCE_MARGIN = 0.05
 #: Significance level the comparison verdicts use; the p-values are printed regardless.
 ALPHA = 0.05
-#: Small figures keep the HTML (which embeds them) light.
-DPI = 80
 RUN_METRICS = ("wall_time_s", "train_tokens_per_s", "peak_memory_mb", "epochs")
 STATUS_ORDER = ("FINISHED", "FAILED", "KILLED", "RUNNING")
-GROUPED = "test_accuracy/"
 
 
 @dataclass(frozen=True)
@@ -81,7 +74,7 @@ def build_report(experiment_name: str, tracker: Tracker, report_dir: Path, *,
     _write_csv(csv_path, runs)
 
     labels = sorted({r.cell for r in runs})
-    colors = _colors(labels)
+    colors = figures.colors(labels)
     blocks = _header(experiment_name, experiment_file, note, runs, len(all_records) - len(runs))
     plots: list[Path] = []
     used: set[str] = set()
@@ -89,12 +82,12 @@ def build_report(experiment_name: str, tracker: Tracker, report_dir: Path, *,
         task = _Task(name, [r for r in runs if r.task == name])
         stem = _unique(_slug(name), used)
         blocks += _task_section(task, tracker, plot_dir, stem, colors, plots)
-    _remove_stale_plots(plot_dir, plots)
+    figures.remove_stale_plots(plot_dir, plots)
 
     title = f"Report: {experiment_name}"
     md_path, html_path = report_dir / "report.md", report_dir / "index.html"
-    md_path.write_text(_render_markdown(title, blocks), encoding="utf-8")
-    html_path.write_text(_render_html(title, blocks, report_dir), encoding="utf-8")
+    md_path.write_text(render_markdown(title, blocks), encoding="utf-8")
+    html_path.write_text(render_html(title, blocks, report_dir), encoding="utf-8")
     return ReportPaths(report_dir, csv_path, md_path, html_path, tuple(plots))
 
 
@@ -192,51 +185,7 @@ def _csv_number(value: float) -> str:
     return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
 
 
-# ---------------------------------------------------------------------------
-# The document: a few block types rendered to both Markdown and HTML.
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Strong:
-    text: str
-
-
-_Cell = str | _Strong
-
-
-@dataclass(frozen=True)
-class _Heading:
-    level: int
-    text: str
-
-
-@dataclass(frozen=True)
-class _Para:
-    text: str
-
-
-@dataclass(frozen=True)
-class _Bullets:
-    items: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class _Table:
-    header: tuple[str, ...]
-    rows: tuple[tuple[_Cell, ...], ...]
-
-
-@dataclass(frozen=True)
-class _Image:
-    path: Path  # relative to the report directory
-    alt: str
-
-
-_Block = _Heading | _Para | _Bullets | _Table | _Image
-
-
-def _header(name: str, file: str | None, note: str, runs: Sequence[_Run], superseded: int) -> list[_Block]:
+def _header(name: str, file: str | None, note: str, runs: Sequence[_Run], superseded: int) -> list[Block]:
     counts = Counter(r.status for r in runs)
     order = [s for s in STATUS_ORDER if s in counts] + sorted(set(counts) - set(STATUS_ORDER))
     by_status = ", ".join(f"{s} {counts[s]}" for s in order) or "none"
@@ -248,33 +197,34 @@ def _header(name: str, file: str | None, note: str, runs: Sequence[_Run], supers
     method = ("Each value is the mean over seeds of the finished runs ± the half-width of its 95% Student-t "
               "interval; a single seed shows its value and n=1. Runs that did not finish are listed with their "
               "reason and never averaged in. Comparisons use Welch's t-test on the primary metric.")
-    blocks: list[_Block] = [_Bullets(tuple(items)), _Para(method)]
+    blocks: list[Block] = [Bullets(tuple(items)), Para(method)]
     if not runs:
-        blocks.append(_Para("No runs are recorded for this experiment yet."))
+        blocks.append(Para("No runs are recorded for this experiment yet."))
     return blocks
 
 
 def _task_section(task: _Task, tracker: Tracker, plot_dir: Path, stem: str,
-                  colors: dict[str, str], plots: list[Path]) -> list[_Block]:
-    blocks: list[_Block] = [_Heading(2, f"Task: {task.name}"), _Heading(3, "What the numbers say"),
-                            _Para(" ".join(_narrative(task))), _Heading(3, "Cells"), _cell_table(task)]
+                  colors: dict[str, str], plots: list[Path]) -> list[Block]:
+    blocks: list[Block] = [Heading(2, f"Task: {task.name}"), Heading(3, "What the numbers say"),
+                            Para(" ".join(_narrative(task))), Heading(3, "Cells"), _cell_table(task)]
     if task.unfinished():
         items = [f"{r.cell}, seed {r.seed}: {r.status}: {_short(r.reason) or 'no reason recorded'}"
                  for r in task.unfinished()]
-        blocks += [_Para("Runs that did not finish (excluded from every mean):"), _Bullets(tuple(items))]
+        blocks += [Para("Runs that did not finish (excluded from every mean):"), Bullets(tuple(items))]
     blocks += _comparisons(task)
     if task.groups:
-        blocks += [_Heading(3, "Accuracy by distance"), _group_table(task)]
-    for kind, draw in (("learning_curves", _plot_learning_curves), ("accuracy_by_distance", _plot_groups),
-                       ("quality_vs_time", _plot_quality_vs_time)):
+        blocks += [Heading(3, "Accuracy by distance"), _group_table(task)]
+    for kind, plot in (("learning_curves", figures.plot_learning_curves),
+                       ("accuracy_by_distance", figures.plot_groups),
+                       ("quality_vs_time", figures.plot_quality_vs_time)):
         path = plot_dir / f"{stem}-{kind}.png"
-        if _draw(path, lambda axes: draw(axes, task, tracker, colors)):  # called at once, inside the loop
+        if figures.draw(path, lambda axes: plot(axes, task, tracker, colors)):  # called at once, inside the loop
             plots.append(path)
-            blocks.append(_Image(path.relative_to(plot_dir.parent), f"{task.name}: {kind.replace('_', ' ')}"))
+            blocks.append(Image(path.relative_to(plot_dir.parent), f"{task.name}: {kind.replace('_', ' ')}"))
     return blocks
 
 
-def _cell_table(task: _Task) -> _Table:
+def _cell_table(task: _Task) -> Table:
     names = [k[len("test_"):] + (" ↑" if task.higher else " ↓") * (k == task.primary) for k in task.metrics]
     header = ("cell", *names, "finished", "not finished", "params", "hidden", "path", "wall time (s)")
     best = (task.ranking() or [None])[0]
@@ -283,43 +233,43 @@ def _cell_table(task: _Task) -> _Table:
         done = task.finished(label)
         values = [_fmt_ci(task.values(label, k), len(done)) for k in task.metrics]
         wall = task.values(label, "wall_time_s")
-        row: list[_Cell] = [label, *values, str(len(done)), str(len(runs) - len(done)),
+        row: list[Cell] = [label, *values, str(len(done)), str(len(runs) - len(done)),
                             _distinct(r.record.tag("param_count") for r in runs),
                             _distinct(r.record.tag("hidden_size") for r in runs),
                             _distinct(r.record.tag("execution_path") for r in done),
                             _fmt(sum(wall) / len(wall)) if wall else "—"]
         if label == best:
-            row[0], row[1] = _Strong(label), _Strong(str(row[1]))
+            row[0], row[1] = Strong(label), Strong(str(row[1]))
         rows.append(tuple(row))
-    return _Table(header, tuple(rows))
+    return Table(header, tuple(rows))
 
 
-def _group_table(task: _Task) -> _Table:
+def _group_table(task: _Task) -> Table:
     rows = tuple((label, *(_fmt_ci(task.values(label, GROUPED + g), len(task.finished(label))) for g in task.groups))
                  for label in task.cells)
-    return _Table(("cell", *task.groups), rows)
+    return Table(("cell", *task.groups), rows)
 
 
-def _comparisons(task: _Task) -> list[_Block]:
+def _comparisons(task: _Task) -> list[Block]:
     labels = list(task.cells)
     gru = [c for c in labels if task.cell_name(c) in GRU_FAMILY]
     lstm = [c for c in labels if task.cell_name(c) in LSTM_FAMILY]
     vanilla = [c for c in labels if task.cell_name(c) == VANILLA]
     sections = [("GRU vs LSTM", [(g, s) for g in gru for s in lstm]),
                 ("Each cell vs vanilla", [(c, v) for v in vanilla for c in labels if c not in vanilla])]
-    blocks: list[_Block] = []
+    blocks: list[Block] = []
     for title, pairs in sections:
         if not pairs:
             continue
-        blocks.append(_Heading(3, title))
+        blocks.append(Heading(3, title))
         if not task.primary:
-            blocks.append(_Para(f"No finished run logged the primary metric test_{task.primary_name}."))
+            blocks.append(Para(f"No finished run logged the primary metric test_{task.primary_name}."))
             continue
-        blocks.append(_Para(f"Primary metric {task.primary} ({task.direction()}); difference = mean A − mean B "
+        blocks.append(Para(f"Primary metric {task.primary} ({task.direction()}); difference = mean A − mean B "
                             f"with its 95% Welch interval; Welch's t-test (two-sided); a positive Hedges' g "
                             f"means A is larger. n counts finished seeds."))
         header = ("A", "B", "n A", "n B", "mean A − B", "95% CI", "p (Welch)", "Hedges' g", "verdict")
-        blocks.append(_Table(header, tuple(_comparison_row(task, a, b) for a, b in pairs)))
+        blocks.append(Table(header, tuple(_comparison_row(task, a, b) for a, b in pairs)))
     return blocks
 
 
@@ -418,171 +368,6 @@ def _param_sentence(task: _Task) -> list[str]:
     spread = 100 * (counts[high] - counts[low]) / counts[low] if counts[low] else math.inf
     return [f"Recurrent parameter counts differ: from {_fmt(counts[low])} ({low}) to {_fmt(counts[high])} "
             f"({high}), {spread:.0f}% more."]
-
-
-# ---------------------------------------------------------------------------
-# Plots: one PNG per figure, drawn without pyplot (no global state).
-# ---------------------------------------------------------------------------
-
-
-def _draw(path: Path, draw: Callable[[Axes], bool]) -> bool:
-    """Draw onto a fresh figure and save it; False (nothing written) when there is nothing to show."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6.4, 3.6), dpi=DPI)
-    axes = figure.add_subplot()
-    if not draw(axes):
-        path.unlink(missing_ok=True)
-        return False
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", loc="best")
-    figure.tight_layout()
-    figure.savefig(path, dpi=DPI, metadata={"Software": None})
-    return True
-
-
-def _plot_learning_curves(axes: Axes, task: _Task, tracker: Tracker, colors: dict[str, str]) -> bool:
-    drawn = False
-    for label in task.cells:
-        for key, style in (("val_loss", "-"), ("train_loss", "--")):
-            steps = _mean_curve([tracker.metric_history(r.run_id, key) for r in task.finished(label)])
-            if steps:
-                xs, ys = zip(*steps)
-                axes.plot(xs, ys, style, color=colors[label], label=_mpl(label) if key == "val_loss" else None)
-                drawn = True
-    axes.set(title=_mpl(f"{task.name}: val_loss (solid), train_loss (dashed), mean over seeds"),
-             xlabel="epoch", ylabel="loss")
-    axes.xaxis.get_major_locator().set_params(integer=True)
-    return drawn
-
-
-def _plot_groups(axes: Axes, task: _Task, tracker: Tracker, colors: dict[str, str]) -> bool:
-    if not task.groups:
-        return False
-    positions = range(len(task.groups))
-    for label in task.cells:
-        stats = [mean_ci(v) if v else None for v in (task.values(label, GROUPED + g) for g in task.groups)]
-        means = [s.mean if s else math.nan for s in stats]
-        axes.plot(positions, means, "o-", color=colors[label], label=_mpl(label))
-        low = [s.low if s and s.n > 1 else m for s, m in zip(stats, means)]
-        high = [s.high if s and s.n > 1 else m for s, m in zip(stats, means)]
-        axes.fill_between(positions, low, high, color=colors[label], alpha=0.2, linewidth=0)
-    axes.axhline(CHANCE, linestyle="--", color="grey", label="chance")
-    axes.set_xticks(list(positions), [_mpl(g) for g in task.groups], rotation=30)
-    axes.set(title=_mpl(f"{task.name}: test accuracy by distance (mean, 95% CI)"), xlabel="distance bucket",
-             ylabel="accuracy", ylim=(-0.02, 1.02))
-    return True
-
-
-def _plot_quality_vs_time(axes: Axes, task: _Task, tracker: Tracker, colors: dict[str, str]) -> bool:
-    drawn = False
-    for label in task.cells:
-        points = [(r.metrics["wall_time_s"], r.metrics[task.primary]) for r in task.finished(label)
-                  if task.primary and "wall_time_s" in r.metrics and task.primary in r.metrics]
-        if points:
-            xs, ys = zip(*points)
-            axes.scatter(xs, ys, color=colors[label], label=_mpl(label))
-            drawn = True
-    axes.set(title=_mpl(f"{task.name}: {task.primary} vs wall time ({task.direction()})"),
-             xlabel="wall time (s)", ylabel=_mpl(task.primary))
-    return drawn
-
-
-def _mean_curve(histories: Sequence[list[tuple[int, float]]]) -> list[tuple[int, float]]:
-    by_step: dict[int, list[float]] = {}
-    for history in histories:
-        for step, value in dict(history).items():  # the last value logged at a step wins
-            by_step.setdefault(step, []).append(value)
-    return [(step, sum(v) / len(v)) for step, v in sorted(by_step.items())]
-
-
-def _colors(labels: Sequence[str]) -> dict[str, str]:
-    from matplotlib import colormaps
-    from matplotlib.colors import to_hex
-
-    palette = colormaps["tab10"].colors
-    return {label: to_hex(palette[i % len(palette)]) for i, label in enumerate(labels)}
-
-
-def _mpl(text: str) -> str:
-    """Text matplotlib shows verbatim: no mathtext, and a legend label may not start with "_"."""
-    text = text.replace("$", r"\$")
-    return " " + text if text.startswith("_") else text
-
-
-def _remove_stale_plots(plot_dir: Path, keep: Sequence[Path]) -> None:
-    for path in plot_dir.glob("*.png"):
-        if path not in keep:
-            path.unlink()
-
-
-# ---------------------------------------------------------------------------
-# Rendering.
-# ---------------------------------------------------------------------------
-
-_CSS = """
-body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
-table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: left; }
-th { background: #f3f3f3; }
-img { max-width: 100%; }
-h2 { border-bottom: 1px solid #ddd; margin-top: 2.5rem; }
-"""
-
-
-def _render_markdown(title: str, blocks: Sequence[_Block]) -> str:
-    lines = [f"# {_md(title)}", ""]
-    for block in blocks:
-        if isinstance(block, _Heading):
-            lines += [f"{'#' * block.level} {_md(block.text)}", ""]
-        elif isinstance(block, _Para):
-            lines += [_md(block.text), ""]
-        elif isinstance(block, _Bullets):
-            lines += [f"- {_md(item)}" for item in block.items] + [""]
-        elif isinstance(block, _Table):
-            lines.append("| " + " | ".join(_md(h) for h in block.header) + " |")
-            lines.append("|" + "---|" * len(block.header))
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
-            lines.append("")
-        else:
-            lines += [f"![{_md(block.alt)}]({block.path.as_posix()})", ""]
-    return "\n".join(lines)
-
-
-def _render_html(title: str, blocks: Sequence[_Block], report_dir: Path) -> str:
-    esc = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             f"<title>{esc(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>", f"<h1>{esc(title)}</h1>"]
-    for block in blocks:
-        if isinstance(block, _Heading):
-            parts.append(f"<h{block.level}>{esc(block.text)}</h{block.level}>")
-        elif isinstance(block, _Para):
-            parts.append(f"<p>{esc(block.text)}</p>")
-        elif isinstance(block, _Bullets):
-            parts.append("<ul>" + "".join(f"<li>{esc(item)}</li>" for item in block.items) + "</ul>")
-        elif isinstance(block, _Table):
-            head = "".join(f"<th>{esc(h)}</th>" for h in block.header)
-            body = "".join("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in row) + "</tr>" for row in block.rows)
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        else:
-            data = base64.b64encode((report_dir / block.path).read_bytes()).decode("ascii")
-            parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{esc(block.alt)}"></figure>')
-    parts += ["</body>", "</html>", ""]
-    return "\n".join(parts)
-
-
-def _md(text: str) -> str:
-    """Markdown-safe text: one line, with table pipes and inline markup escaped."""
-    text = " ".join(text.split())
-    return re.sub(r"([\\`*\[\]<>|])", r"\\\1", text)
-
-
-def _md_cell(cell: _Cell) -> str:
-    return f"**{_md(cell.text)}**" if isinstance(cell, _Strong) else _md(cell)
-
-
-def _html_cell(cell: _Cell) -> str:
-    return f"<strong>{html.escape(cell.text)}</strong>" if isinstance(cell, _Strong) else html.escape(cell)
 
 
 # ---------------------------------------------------------------------------

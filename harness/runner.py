@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ import harness
 from harness.config import LoadedExperiment, ResolvedChoice, content_hash, resolve
 from harness.errors import BadInputError, ConfigError
 from harness.families import NonFiniteLossError
-from harness.ledger import DONE, FAILED, KILLED, Ledger, LedgerRow, worker_id
+from harness.ledger import DONE, FAILED, KILLED, Ledger, worker_id
 from harness.plugins import LoadedPlugins
 from harness.tasks import Task, TaskData
 from harness.tracking import Tracker, default_tracking_uri, flatten
@@ -248,6 +247,7 @@ class Runner:
             task = choice.plugin_class(choice.config)
             data = task.load()
             data.check(choice.name)
+            data.check_declared_input_size(choice.plugin_class)
             self._task_data[cache_key] = (task, data)
         return self._task_data[cache_key]
 

@@ -90,6 +90,12 @@ class TaskData:
         if (self.input_vocab is None) == (self.input_size is None):
             raise HarnessError(f"task {task!r}: set exactly one of input_vocab (tokens) or input_size (vectors)")
 
+    def check_declared_input_size(self, task: type[Task]) -> None:
+        if task.input_size is not None and task.input_size != self.input_size:
+            raise HarnessError(
+                f"task {task.name!r} declares input_size {task.input_size} but its data has {self.input_size}"
+            )
+
 
 class Task:
     """Base class of every task plugin.
@@ -110,6 +116,9 @@ class Task:
     Config: ClassVar[type[TaskConfig]] = TaskConfig
     primary_metric: ClassVar[str] = "loss"
     higher_is_better: ClassVar[bool] = False
+    #: Features per step of a vector-input task, when known before loading; lets the grid
+    #: size networks (parameter budgets) without loading data. None for token inputs.
+    input_size: ClassVar[int | None] = None
 
     def __init__(self, config: TaskConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()

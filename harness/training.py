@@ -136,6 +136,8 @@ def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSett
     val_loader = make_loader(task.family, data, "validation", training.batch_size, seed=seed)
     test_loader = make_loader(task.family, data, "test", training.batch_size, seed=seed)
     on_gpu = torch.cuda.is_available() and accelerator != "cpu"
+    if training.cpu_threads is not None and not on_gpu:
+        torch.set_num_threads(training.cpu_threads)
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()

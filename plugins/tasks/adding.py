@@ -64,6 +64,7 @@ class AddingTask(Task):
 
     name = "adding"
     family = "regression"
+    input_size = 2  # (value, marker) per step
     Config = AddingConfig
     primary_metric = "mse"
     higher_is_better = False

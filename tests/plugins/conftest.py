@@ -11,6 +11,7 @@ points exactly as it would after a user's ``pip install``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -108,6 +109,8 @@ THIRD_PARTY = (HEALTHY, SENTINEL, *BROKEN.values(), IMPOSTOR)
 
 def pip_install(target: Path, packages: Sequence[Path]) -> None:
     """Install package directories into ``target`` with the real pip, offline, in one call."""
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.fail("setuptools is needed to build the fixture distributions: add setuptools>=68 to the test extra")
     command = [
         sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
         "--no-index", "--no-compile", "--disable-pip-version-check", "--target", str(target),
@@ -118,8 +121,8 @@ def pip_install(target: Path, packages: Sequence[Path]) -> None:
 
 
 def subprocess_env(site: Path | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The current environment without HARNESS_* switches, with ``site`` as PYTHONPATH."""
-    env = {k: v for k, v in os.environ.items() if k not in HARNESS_ENV and k != "PYTHONPATH"}
+    """The current environment without any HARNESS_* variable, with ``site`` as PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_") and k != "PYTHONPATH"}
     if site is not None:
         env["PYTHONPATH"] = str(site)
     env.update(extra or {})

@@ -20,10 +20,14 @@ JSON_KEYS = {"name", "module", "distribution", "version", "source", "hooks", "ce
 
 #: Plugin name → (distribution, version, a fragment of its error).
 BROKEN = {
-    "broken_import": ("harness-fx-broken-import", "0.1.0", 'Error importing plugin "broken_import": ModuleNotFoundError'),
+    "broken_import": (
+        "harness-fx-broken-import", "0.1.0", 'Error importing plugin "broken_import": ModuleNotFoundError'
+    ),
     "bad_argument": ("harness-fx-bad-argument", "0.2.0", "Argument(s) {'extra'} are declared in the hookimpl"),
     "raises_in_hook": ("harness-fx-raises-in-hook", "0.3.0", "raised in register_cells: RuntimeError: fixture failure"),
-    "duplicate_cell": ("harness-fx-duplicate-cell", "0.4.0", "registered by both plugin 'lstm' and plugin 'duplicate_cell'"),
+    "duplicate_cell": (
+        "harness-fx-duplicate-cell", "0.4.0", "registered by both plugin 'lstm' and plugin 'duplicate_cell'"
+    ),
     "misspelt_hook": ("harness-fx-misspelt-hook", "0.5.0", "Did you mean 'register_cells' instead of 'register_cell'?"),
     "not_a_cell": ("harness-fx-not-a-cell", "0.6.0", "does not subclass harness.cells.RecurrentCell"),
 }
@@ -161,7 +165,8 @@ def test_strict_makes_broken_plugins_fatal(runs: dict[str, Any], label: str) -> 
 def test_allow_list_loads_only_those_and_imports_nothing_else(runs: dict[str, Any], sentinel_dir: Path) -> None:
     run = runs["allow-list"]
     assert run.returncode == 0, run.explain()  # strict is on, but none of the broken plugins was loaded
-    assert [(e["name"], e["cells"], e["broken"]) for e in run.json()] == [("gru", ["gru"], False), ("lstm", ["lstm"], False)]
+    loaded = [(e["name"], e["cells"], e["broken"]) for e in run.json()]
+    assert loaded == [("gru", ["gru"], False), ("lstm", ["lstm"], False)]
     assert not (sentinel_dir / "allow-list").exists()
 
 
