@@ -136,6 +136,45 @@ def report(experiment_file: Path, overrides: tuple[str, ...]) -> None:
     click.echo(f"report: {paths.markdown}  {paths.html}")
 
 
+@cli.command()
+@strict_plugins_option
+@click.argument("run_reference", metavar="RUN")
+@click.option("--count", default=5, show_default=True, help="How many samples.")
+@click.option("--length", default=100, show_default=True, help="Stop after this many tokens (or at <EOS>).")
+@click.option("--temperature", default=1.0, show_default=True, help="< 1 sharper, > 1 flatter.")
+@click.option("--prime", default=None, help="Tokens to start from, separated by spaces.")
+@click.option("--reject-unk", is_flag=True, help="Never emit <UNK> (resample from the rest).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--tracking-uri", default=None, help="Where to look up RUN when it is an MLflow run id.")
+@click.pass_context
+def sample(ctx: click.Context, run_reference: str, count: int, length: int, temperature: float,
+           prime: str | None, reject_unk: bool, seed: int, tracking_uri: str | None) -> None:
+    """Print samples from a trained language model.
+
+    RUN is the run's artifact folder (the `path` column of results.csv) or its MLflow run id.
+    """
+    import torch
+
+    from harness.checkpoints import load_trained_run, run_directory
+    from harness.errors import BadInputError
+    from harness.sampling import sample_sequences
+
+    trained = load_trained_run(run_directory(run_reference, tracking_uri), loaded_plugins(ctx))
+    if trained.task.family != "language_model":
+        raise BadInputError(f"run {run_reference} is a {trained.task.family} run; only language models sample")
+    if temperature <= 0:
+        raise BadInputError(f"--temperature must be positive, got {temperature}")
+    vocab = trained.data.input_vocab
+    primed = prime.split() if prime else None
+    unknown = [t for t in primed or [] if t not in vocab]
+    if unknown:
+        raise BadInputError(f"--prime tokens not in the vocabulary: {', '.join(unknown)}")
+    generator = torch.Generator().manual_seed(seed)
+    for tokens in sample_sequences(trained.net, vocab, count=count, max_length=length, temperature=temperature,
+                                   reject_unk=reject_unk, prime=primed, generator=generator):
+        click.echo(" ".join(tokens))
+
+
 def _write_report(loaded, tracker):  # type: ignore[no-untyped-def]
     from harness.reporting import build_report
 

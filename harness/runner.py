@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 import harness
+from harness.checkpoints import save_network
 from harness.config import LoadedExperiment, ResolvedChoice, content_hash, resolve
 from harness.errors import BadInputError, ConfigError
 from harness.families import NonFiniteLossError
@@ -238,8 +239,12 @@ class Runner:
                 self.tracker.log_metrics(run_id, metrics, step=epoch)
             self._check_interrupt()
 
-        return train_run(net, task, data, experiment.training, seed=spec.seed, device=experiment.device,
-                         hyperparameters=spec.config, on_epoch=on_epoch, verbose=self.verbose)
+        result = train_run(net, task, data, experiment.training, seed=spec.seed, device=experiment.device,
+                           hyperparameters=spec.config, on_epoch=on_epoch, verbose=self.verbose)
+        with self._critical_section():
+            digest = save_network(self.tracker, run_id, net, plan, data)
+            self.tracker.set_tags(run_id, {"model_sha256": digest})
+        return result
 
     def _load_task(self, choice: ResolvedChoice) -> tuple[Task, TaskData]:
         cache_key = content_hash({"name": choice.name, "options": choice.options()})
