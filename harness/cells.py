@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from harness.fused import FusedKernel
 
 #: A cell state: a tuple of (B, H) tensors; ``state[0]`` is the output a<t>.
 State = tuple[Tensor, ...]
@@ -59,8 +62,9 @@ class RecurrentCell(nn.Module):
         gate_count: rows of W_ax in units of ``hidden_size`` (LSTM: 4).
         state_names: the state tensors in order; the first is the output a<t>.
 
-    and implement :meth:`step`. Optionally :meth:`torch_equivalent` (a fast path)
-    and :meth:`param_count` (a closed form; the default counts on the meta device).
+    and implement :meth:`step`. Optionally :meth:`torch_equivalent` (a fast path),
+    :meth:`fused_kernel` (the other fast path) and :meth:`param_count` (a closed form;
+    the default counts on the meta device).
     """
 
     name: ClassVar[str]
@@ -122,6 +126,14 @@ class RecurrentCell(nn.Module):
 
     def torch_equivalent(self) -> TorchEquivalent | None:
         """Weights for the ``torch.nn`` fast path, or None when torch computes something else."""
+        return None
+
+    def fused_kernel(self) -> FusedKernel | None:
+        """A new :class:`~harness.fused.FusedKernel` with this cell's step math, or None.
+
+        The stack runs it (``implementation: fused``, or ``auto`` without a torch.nn
+        equivalent) instead of the loop over :meth:`step`; it must compute the same function.
+        """
         return None
 
     @classmethod

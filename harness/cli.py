@@ -95,15 +95,20 @@ def run(ctx: click.Context, experiment_file: Path, overrides: tuple[str, ...], q
     every run finished, 1 when any failed, 2 for bad input, 130/143 when interrupted.
     """
     from harness.config import load_experiment
-    from harness.runner import Runner, expand_grid
 
-    loaded = load_experiment(experiment_file, overrides)
+    loaded = load_experiment(experiment_file, overrides)  # before heavy imports: bad files fail fast
+    from harness.runner import Runner, RunInterrupted, expand_grid
+
     plugins = loaded_plugins(ctx)
     specs = expand_grid(loaded, plugins)
     runner = Runner(loaded, plugins, specs, verbose=not quiet)
-    runner.open()
     started = time.perf_counter()
-    summary = runner.run()
+    try:
+        runner.open()
+        summary = runner.run()
+    except RunInterrupted as interrupted:  # before any run was claimed
+        click.echo(f"{loaded.name}: {interrupted}", err=True)
+        sys.exit(interrupted.exit_code)
     elapsed = time.perf_counter() - started
     paths = _write_report(loaded, runner.tracker)
     click.echo(
@@ -139,17 +144,23 @@ def report(experiment_file: Path, overrides: tuple[str, ...]) -> None:
 @cli.command()
 @strict_plugins_option
 @click.argument("run_reference", metavar="RUN")
-@click.option("--count", default=5, show_default=True, help="How many samples.")
-@click.option("--length", default=100, show_default=True, help="Stop after this many tokens (or at <EOS>).")
+@click.option("--count", default=None, type=int, help="How many samples.  [default: 5; music: 1]")
+@click.option("--length", default=100, show_default=True,
+              help="Stop after this many tokens (or at <EOS>); music: sample this many time steps.")
 @click.option("--temperature", default=1.0, show_default=True, help="< 1 sharper, > 1 flatter.")
 @click.option("--prime", default=None, help="Tokens to start from, separated by spaces.")
 @click.option("--reject-unk", is_flag=True, help="Never emit <UNK> (resample from the rest).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--tracking-uri", default=None, help="Where to look up RUN when it is an MLflow run id.")
+@click.option("--prime-steps", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Music: start from the first K steps of the first test piece (reads the run's data set).")
+@click.option("--output", default="sample.mid", show_default=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Music: the MIDI file to write (a piano-roll PNG goes next to it; -1, -2, … for several).")
 @click.pass_context
-def sample(ctx: click.Context, run_reference: str, count: int, length: int, temperature: float,
-           prime: str | None, reject_unk: bool, seed: int, tracking_uri: str | None) -> None:
-    """Print samples from a trained language model.
+def sample(ctx: click.Context, run_reference: str, count: int | None, length: int, temperature: float,
+           prime: str | None, reject_unk: bool, seed: int, tracking_uri: str | None, prime_steps: int,
+           output: Path) -> None:
+    """Print samples from a trained language model, or write music samples as MIDI + PNG.
 
     RUN is the run's artifact folder (the `path` column of results.csv) or its MLflow run id.
     """
@@ -160,6 +171,15 @@ def sample(ctx: click.Context, run_reference: str, count: int, length: int, temp
     from harness.sampling import sample_sequences
 
     trained = load_trained_run(run_directory(run_reference, tracking_uri), loaded_plugins(ctx))
+    if trained.task.family == "multilabel_sequence":
+        if prime or reject_unk:
+            raise BadInputError("--prime and --reject-unk are for language models; music runs take --prime-steps")
+        for path in _sample_multilabel(trained, count or 1, length, temperature, prime_steps, seed, output):
+            click.echo(str(path))
+        return
+    count = 5 if count is None else count
+    if prime_steps:
+        raise BadInputError("--prime-steps is for music runs; language models take --prime")
     if trained.task.family != "language_model":
         raise BadInputError(f"run {run_reference} is a {trained.task.family} run; only language models sample")
     if temperature <= 0:
@@ -173,6 +193,32 @@ def sample(ctx: click.Context, run_reference: str, count: int, length: int, temp
     for tokens in sample_sequences(trained.net, vocab, count=count, max_length=length, temperature=temperature,
                                    reject_unk=reject_unk, prime=primed, generator=generator):
         click.echo(" ".join(tokens))
+
+
+def _sample_multilabel(trained, count: int, length: int, temperature: float, prime_steps: int, seed: int,
+                       output: Path) -> list[Path]:  # type: ignore[no-untyped-def]
+    """Sample a multilabel_sequence run and hand the rolls to its task's ``write_samples`` (MIDI + PNG)."""
+    import torch
+
+    from harness.errors import BadInputError
+    from harness.sampling import sample_multilabel
+
+    write = getattr(trained.task, "write_samples", None)
+    if write is None:
+        raise BadInputError(f"task {trained.task.name!r} cannot write samples (it has no write_samples)")
+    if temperature <= 0 or count < 1 or length < 1:
+        raise BadInputError("--temperature, --count and --length must be positive")
+    prime = None
+    if prime_steps:
+        test = trained.task.load().test
+        if not test or len(test[0].inputs) < prime_steps:
+            raise BadInputError(f"--prime-steps {prime_steps}: the first test piece has only "
+                                f"{len(test[0].inputs) if test else 0} steps")
+        prime = [list(step) for step in test[0].inputs[:prime_steps]]
+    generator = torch.Generator().manual_seed(seed)
+    rolls = sample_multilabel(trained.net, count=count, length=length, labels=trained.data.input_size, prime=prime,
+                              temperature=temperature, generator=generator)
+    return write(rolls, output, prime_steps=prime_steps)
 
 
 def _write_report(loaded, tracker):  # type: ignore[no-untyped-def]

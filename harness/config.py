@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError,
+                      field_validator, model_serializer, model_validator)
 
 from harness.errors import ConfigError, UnknownNameError
 
@@ -61,8 +62,9 @@ class ModelSettings(_Strict):
     bidirectional: bool = False
     #: Dropout between recurrent layers and before the output layer.
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    #: Which execution path the stack may take: auto (torch.nn where it is exact) or reference.
-    implementation: Literal["auto", "reference"] = "auto"
+    #: Which execution path the stack may take: auto (torch.nn where it is exact, else the fused
+    #: kernel where the cell has one, else the reference loop), fused or reference.
+    implementation: Literal["auto", "reference", "fused"] = "auto"
 
     @model_validator(mode="before")
     @classmethod
@@ -98,6 +100,18 @@ class TrainingSettings(_Strict):
     #: CPU threads for torch (null: torch's default). Small recurrent models step through
     #: many tiny kernels, where one thread avoids OpenMP hand-off costs on a busy machine.
     cpu_threads: int | None = Field(None, ge=1)
+    #: Standard deviation of Gaussian noise added to every parameter for each training step's
+    #: forward and backward pass; the update is applied to the clean weights (Graves 2011;
+    #: Chung et al. 2014 use 0.075). 0: off.
+    weight_noise: float = Field(0.0, ge=0)
+
+    @model_serializer(mode="wrap")
+    def _omit_weight_noise_when_off(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out when off, so the run keys (hashes of the dumped config) of older experiments stay the same.
+        data = handler(self)
+        if not self.weight_noise:
+            data.pop("weight_noise", None)
+        return data
 
 
 class Experiment(_Strict):
@@ -163,6 +177,11 @@ class LoadedExperiment:
     def where(self, *key_path: Any) -> str:
         """``file:line: key.path: `` for messages, using the closest key that has a line."""
         path = tuple(key_path)
+        for override in reversed(self.overrides):
+            # A value that came from --set has no line in the file: blame the --set, not a parent's line.
+            key = tuple(_split_key(override.partition("=")[0]))
+            if path[: len(key)] == key:
+                return f"{self.path}: --set {override}: {format_key_path(path)}: "
         for cut in range(len(path), -1, -1):
             if path[:cut] in self.lines:
                 return f"{self.path}:{self.lines[path[:cut]]}: {format_key_path(path)}: "

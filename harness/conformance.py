@@ -3,8 +3,8 @@
 Third parties subclass :class:`CellContract` in their own test suite (or run
 ``harness conformance CELL``); the built-in cells pass the same contract. It checks the
 shared state interface, parameter counting, input hoisting, gradients, padding, seeding,
-state_dict round trips, state carry (truncated BPTT) and the torch.nn fast path. It does
-not check a cell's equations: that is each cell's own test.
+state_dict round trips, state carry (truncated BPTT) and the two fast paths (torch.nn and
+the fused kernel). It does not check a cell's equations: that is each cell's own test.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.cells import CellConfig, RecurrentCell
+from harness.fused import kernel_for
 from harness.registry import Registry
 from harness.stack import RecurrentStack
 
@@ -70,7 +71,8 @@ class CellContract:
     output first; zero or learned (trainable) initial state; ``param_count`` is exact;
     ``project_inputs`` can be hoisted out of the time loop; gradcheck passes; padding
     never leaks; seeds reproduce; state_dict round-trips; carrying the final state
-    across segments equals one long run; the torch.nn fast path, if any, matches.
+    across segments equals one long run; the torch.nn fast path and the fused kernel,
+    if any, match the reference loop.
 
     Example::
 
@@ -281,7 +283,7 @@ class CellContract:
 
     def test_torch_fast_path_matches_reference(self, cell_spec: CellSpec) -> None:
         if cell_spec.cell(3, 4).torch_equivalent() is None:
-            reason = f"{cell_spec.name} {cell_spec.options} has no torch.nn equivalent; the reference loop is its path"
+            reason = f"{cell_spec.name} {cell_spec.options} has no torch.nn equivalent: it runs fused or on the loop"
             pytest.skip(reason)
         options = dict(num_layers=2, bidirectional=True, initial_state="learned")
         reference = cell_spec.stack(3, 4, implementation="reference", **options)
@@ -293,6 +295,23 @@ class CellContract:
         runs = [_forward_backward(stack, x, lengths) for stack in (reference, fast)]
         for (name, expected), actual in zip(runs[0].items(), runs[1].values()):
             torch.testing.assert_close(actual, expected, **_FAST_PATH_TOLERANCE, msg=lambda m, n=name: f"{n}: {m}")
+
+    def test_fused_path_matches_reference(self, cell_spec: CellSpec) -> None:
+        if kernel_for(cell_spec.cell(3, 4)) is None:
+            reason = f"{cell_spec.name} {cell_spec.options} has no fused kernel; the reference loop is its path"
+            pytest.skip(reason)
+        options = dict(num_layers=2, bidirectional=True, initial_state="learned")
+        x, lengths = torch.randn(3, 5, 3), torch.tensor([4, 2, 3])  # padded, and shorter than T
+        for dtype, tolerance in ((torch.float64, _FLOAT64_TOLERANCE), (torch.float32, _FAST_PATH_TOLERANCE)):
+            reference = cell_spec.stack(3, 4, implementation="reference", **options).to(dtype)
+            _perturb(reference)
+            fused = cell_spec.stack(3, 4, implementation="fused", **options).to(dtype)
+            fused.load_state_dict(reference.state_dict())
+            assert fused.execution_path() == "fused"
+            runs = [_forward_backward(stack, x.to(dtype), lengths) for stack in (reference, fused)]
+            for (name, expected), actual in zip(runs[0].items(), runs[1].values()):
+                torch.testing.assert_close(actual, expected, **tolerance,
+                                           msg=lambda m, n=name, d=dtype: f"{n} ({d}): {m}")
 
 
 def _perturb(module: nn.Module, scale: float = 0.3) -> None:

@@ -41,6 +41,21 @@ def _pad_vectors(sequences: Sequence[Sequence[Sequence[float]]]) -> Tensor:
     return out
 
 
+def _multi_hot(sequences: Sequence[Sequence[Sequence[int]]], labels: int) -> Tensor:
+    """(B, T, labels) float 0/1 frames from each step's active label ids; zeros past a sequence's end."""
+    longest = max(len(s) for s in sequences)
+    rows, steps, active = [], [], []
+    for row, sequence in enumerate(sequences):
+        for step, ids in enumerate(sequence):
+            rows += [row] * len(ids)
+            steps += [step] * len(ids)
+            active += ids
+    out = torch.zeros(len(sequences), longest, labels)
+    out[torch.tensor(rows, dtype=torch.long), torch.tensor(steps, dtype=torch.long),
+        torch.tensor(active, dtype=torch.long)] = 1.0
+    return out
+
+
 class Collator:
     """Builds the batch dict of one family. Keys are documented per family below."""
 
@@ -60,6 +75,13 @@ class Collator:
             batch["inputs"] = _pad([[vocab.bos_id] + s for s in sequences], self.pad_id)  # (B, T+1)
             batch["targets"] = _pad([s + [vocab.eos_id] for s in sequences], IGNORE_INDEX)  # (B, T+1)
             batch["lengths"] = torch.tensor([len(s) + 1 for s in sequences])
+            return batch
+        if self.family == "multilabel_sequence":
+            # x<1> = zeros, x<t> = y<t-1>: targets are the (B, T, L) 0/1 frames, inputs the same shifted by one.
+            frames = _multi_hot([e.inputs for e in examples], self.data.input_size)
+            batch["targets"] = frames
+            batch["inputs"] = torch.nn.functional.pad(frames[:, :-1], (0, 0, 1, 0))  # (B, T, L)
+            batch["lengths"] = torch.tensor([len(e.inputs) for e in examples])
             return batch
         if self.data.input_size is not None:
             batch["inputs"] = _pad_vectors([e.inputs for e in examples])  # (B, T, F)

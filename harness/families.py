@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.config import TrainingSettings
-from harness.data import IGNORE_INDEX, count_tokens
+from harness.data import IGNORE_INDEX, Collator, ExampleDataset, count_tokens
 from harness.errors import HarnessError
 from harness.sampling import sample_sequences
 from harness.tasks import Task, TaskData
@@ -131,6 +131,13 @@ class FamilyModule(pl.LightningModule):
     def _finish(self, split: str, examples: list[Any]) -> dict[str, float]:
         loss_sum, count, correct = self._sums[split]
         loss = loss_sum / max(count, 1)
+        if not math.isfinite(loss):
+            # The last optimiser step can blow the weights up after a finite training loss:
+            # never log or report a NaN/inf evaluation as a finished result.
+            raise NonFiniteLossError(
+                f"{'validation' if split == 'val' else split} loss is {loss} at epoch {self.current_epoch}; "
+                "lower the learning rate or enable gradient clipping"
+            )
         predictions = [p for _, p in sorted(self._predictions[split], key=lambda item: item[0])]
         metrics = {"loss": loss, **self.split_metrics(split, loss, correct / max(count, 1), predictions)}
         if predictions:
@@ -246,7 +253,60 @@ class Seq2SeqModule(FamilyModule):
         return {"perplexity": math.exp(min(loss, 700.0)), "token_accuracy_teacher_forced": accuracy}
 
 
+class MultilabelSequenceModule(FamilyModule):
+    """x<t> = y<t-1> with one sigmoid per label (polyphonic music: 88 keys per step).
+
+    ``loss`` = ``nll``: binary cross-entropy (the negative log-likelihood of the step's
+    labels under independent Bernoullis), summed over every label of every real step of
+    every sequence, divided by the number of real steps — the average NLL per time step
+    of Boulanger-Lewandowski et al. (2012) and Chung et al. (2014), in nats; each step
+    weighs the same. At test time ``train_nll`` is the same quantity on the training split
+    (the tested weights, no weight noise), and, with early stopping on, the weights of the
+    best validation epoch (``best_epoch``, counted from 1) are restored before testing.
+    """
+
+    family = "multilabel_sequence"
+    _best: tuple[float, int, dict[str, Tensor]] | None = None
+
+    def compute(self, batch, *, predict):
+        logits, _ = self.net(batch["inputs"], batch["lengths"])  # (B, T, L)
+        lengths = batch["lengths"].to(logits.device)
+        real = torch.arange(logits.shape[1], device=logits.device)[None, :] < lengths[:, None]  # (B, T)
+        per_step = nn.functional.binary_cross_entropy_with_logits(logits, batch["targets"], reduction="none").sum(2)
+        return per_step[real].sum(), int(real.sum()), 0, None
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        loss = self.epoch_metrics["val_loss"]
+        if self._best is None or loss < self._best[0]:
+            self._best = (loss, self.current_epoch + 1,
+                          {k: v.detach().clone() for k, v in self.net.state_dict().items()})
+
+    def on_fit_end(self) -> None:
+        if self.settings.early_stopping is not None and self._best is not None:
+            self.net.load_state_dict(self._best[2])
+
+    def split_metrics(self, split, loss, accuracy, predictions):
+        metrics = {"nll": loss}
+        if split == "test":
+            metrics["train_nll"] = self._nll(self.data.train)
+            if self.settings.early_stopping is not None and self._best is not None:
+                metrics["best_epoch"] = self._best[1]
+        return metrics
+
+    @torch.no_grad()
+    def _nll(self, examples: list[Any]) -> float:
+        loader = torch.utils.data.DataLoader(ExampleDataset(examples), batch_size=self.settings.batch_size,
+                                             collate_fn=Collator(self.family, self.data))
+        total, steps = 0.0, 0
+        for batch in loader:
+            loss_sum, count, _, _ = self.compute({k: v.to(self.device) for k, v in batch.items()}, predict=False)
+            total, steps = total + float(loss_sum), steps + count
+        return total / max(steps, 1)
+
+
 FAMILY_MODULES: dict[str, type[FamilyModule]] = {
     module.family: module
-    for module in (ClassificationModule, RegressionModule, TaggingModule, LanguageModelModule, Seq2SeqModule)
+    for module in (ClassificationModule, RegressionModule, TaggingModule, LanguageModelModule, Seq2SeqModule,
+                   MultilabelSequenceModule)
 }

@@ -97,6 +97,25 @@ class LanguageModelNet(nn.Module):
         return self.head(self.dropout(outputs)), state  # (B, T, V)
 
 
+class MultilabelSequenceNet(nn.Module):
+    """x<t> = y<t-1> with one sigmoid per label (the notes' music generation): logits (B, T, L).
+
+    The inputs are the previous step's 0/1 label vectors, fed raw to the stack (no embedding);
+    the sigmoids live in the loss (``binary_cross_entropy_with_logits``) and in sampling.
+    """
+
+    def __init__(self, encoder: Encoder, num_labels: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if encoder.stack.bidirectional:
+            raise ValueError("a next-step model cannot be bidirectional: it would see the steps it predicts")
+        self.encoder, self.dropout = encoder, nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.stack.output_size, num_labels)
+
+    def forward(self, inputs: Tensor, lengths: Tensor | None, state: State | None = None) -> tuple[Tensor, State]:
+        outputs, state = self.encoder(inputs, lengths, state)  # (B, T, H)
+        return self.head(self.dropout(outputs)), state  # (B, T, L)
+
+
 class Seq2SeqNet(nn.Module):
     """Encoder-decoder (Tx ≠ Ty): the decoder starts from the encoder's final state.
 

@@ -91,10 +91,12 @@ def expand_grid(loaded: LoadedExperiment, plugins: LoadedPlugins) -> list[RunSpe
         raise ConfigError(f"{loaded.where('device')}device is 'gpu' but no CUDA device is visible; use auto or cpu")
     specs = []
     for task_index, task in enumerate(tasks):
-        if task.plugin_class.family == "language_model" and experiment.model.bidirectional:
+        family = task.plugin_class.family
+        if family in ("language_model", "multilabel_sequence") and experiment.model.bidirectional:
             raise ConfigError(
-                f"{loaded.where('model', 'bidirectional')}task {task.name!r} is a language model, which cannot be "
-                "bidirectional (it would see the tokens it predicts); set model.bidirectional: false"
+                f"{loaded.where('model', 'bidirectional')}task {task.name!r} predicts the next step "
+                f"({family}), so it cannot be bidirectional (it would see what it predicts); "
+                "set model.bidirectional: false"
             )
         for cell in cells:
             for seed in experiment.seeds:
@@ -162,21 +164,25 @@ class Runner:
         self._say(f"{self.loaded.name}: {total} runs, {done_before} already finished"
                   f" (ledger {self.output_dir / 'ledger.db'})")
         with self._signals():
-            while self._interrupt is None:
-                with self._critical_section():
-                    row = self.ledger.claim(self.loaded.name, self.worker, LEASE_SECONDS, keys=set(by_key),
-                                            exclude=attempted)
-                    if row is None:
-                        break
-                    attempted.add(row.key)
-                    spec = by_key[row.key]
-                    self._say(f"[{done_before + len(attempted)}/{total}] {spec.cell.label} × {spec.task.label}"
-                              f" × seed {spec.seed} (hidden {spec.hidden_size}, attempt {row.attempts})")
-                status = self._execute(spec)  # handles its own interruption: ends KILLED
-                if status == DONE:
-                    summary.finished += 1
-                elif status == FAILED:
-                    summary.failed += 1
+            try:
+                while self._interrupt is None:
+                    with self._critical_section():
+                        row = self.ledger.claim(self.loaded.name, self.worker, LEASE_SECONDS, keys=set(by_key),
+                                                exclude=attempted)
+                        if row is None:
+                            break
+                        attempted.add(row.key)
+                        spec = by_key[row.key]
+                        self._say(f"[{done_before + len(attempted)}/{total}] {spec.cell.label} × "
+                                  f"{spec.task.label} × seed {spec.seed} (hidden {spec.hidden_size}, "
+                                  f"attempt {row.attempts})")
+                    status = self._execute(spec)  # handles its own interruption: ends KILLED
+                    if status == DONE:
+                        summary.finished += 1
+                    elif status == FAILED:
+                        summary.failed += 1
+            except RunInterrupted:
+                pass  # arrived between runs, when no run was claimed: nothing to close
         if self._interrupt is not None:
             summary.interrupted_by = self._interrupt.signal_number
         return summary

@@ -64,3 +64,44 @@ def sample_sequences(
         row = row[: row.index(eos_id)] if eos_id in row else row
         samples.append((prime or []) + vocab.decode(row))
     return samples
+
+
+@torch.no_grad()
+def sample_multilabel(
+    net: nn.Module,
+    *,
+    count: int,
+    length: int,
+    labels: int,
+    prime: list[list[int]] | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> list[list[list[int]]]:
+    """``count`` sequences of 0/1 label vectors from a ``multilabel_sequence`` network.
+
+    Start from x<1> = zeros (after the ``prime`` steps, each a list of active label ids,
+    when given); at each step draw every label from its own Bernoulli(σ(logit / temperature))
+    and feed the drawn vector back as the next input. Returns (count, P + length, labels)
+    nested lists: the primed steps first, then ``length`` sampled ones.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    was_training = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    primed = torch.zeros(len(prime or []), labels)
+    for step, active in enumerate(prime or []):
+        primed[step, list(active)] = 1.0
+    inputs = torch.cat([torch.zeros(1, labels), primed]).expand(count, -1, -1).contiguous().to(device)  # (N, P+1, L)
+    logits, state = net(inputs, None, None)
+    steps = []
+    for step in range(length):
+        probabilities = torch.sigmoid(logits[:, -1] / temperature).cpu()  # (N, L)
+        frame = torch.bernoulli(probabilities, generator=generator)
+        steps.append(frame)
+        if step + 1 < length:
+            logits, state = net(frame.unsqueeze(1).to(device), None, state)
+    net.train(was_training)
+    sampled = torch.stack(steps, dim=1) if steps else torch.zeros(count, 0, labels)  # (N, length, L)
+    rolls = torch.cat([primed.expand(count, -1, -1), sampled], dim=1)
+    return rolls.to(torch.int64).tolist()

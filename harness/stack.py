@@ -1,14 +1,17 @@
 """A deep, optionally bidirectional recurrent stack built from any registered cell.
 
-Two execution paths compute the same function:
+Three execution paths compute the same function:
 
 * ``reference``: the time loop over ``cell.step``, the ground truth for every cell;
 * ``torch``: when every cell reports a :class:`~harness.cells.TorchEquivalent`, the
   whole stack runs as one ``torch.nn.RNN/LSTM/GRU`` call (cuDNN on CUDA, ATen on CPU)
-  on weights built from the cells' own parameters.
+  on weights built from the cells' own parameters;
+* ``fused``: when every cell has a :class:`~harness.fused.FusedKernel`, each layer
+  direction runs as one autograd Function with a hand-written backward through time.
 
-``execution_path`` says which one ran ("cudnn", "aten" or "reference") so runs can
-record it and reports never compare paths silently.
+``auto`` takes torch where it is exact, else fused, else the reference loop.
+``execution_path`` says which one ran ("cudnn", "aten", "fused" or "reference") so
+runs can record it and reports never compare paths silently.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from harness.cells import CellConfig, RecurrentCell, State
+from harness.fused import Padding, kernel_for, run_fused
 
-Implementation = Literal["auto", "reference", "torch"]
+Implementation = Literal["auto", "reference", "torch", "fused"]
 
 _TORCH_MODULES = {"RNN_TANH": nn.RNN, "RNN_RELU": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}
 
@@ -66,6 +70,11 @@ class RecurrentStack(nn.Module):
         self._torch_mode = self._common_torch_mode()
         if implementation == "torch" and self._torch_mode is None:
             raise ValueError(f"cell {cell_class.name!r} with {config!r} has no torch.nn equivalent")
+        self._fused = implementation in ("auto", "fused") and all(
+            kernel_for(cell) is not None for layer in self.layers for cell in layer
+        )
+        if implementation == "fused" and not self._fused:
+            raise ValueError(f"cell {cell_class.name!r} with {config!r} has no fused kernel")
 
     @property
     def output_size(self) -> int:
@@ -76,9 +85,9 @@ class RecurrentStack(nn.Module):
         return self.num_directions == 2
 
     def execution_path(self, device: torch.device | str | None = None) -> str:
-        """"cudnn", "aten" or "reference": what a forward pass on ``device`` runs."""
-        if self.implementation == "reference" or self._torch_mode is None:
-            return "reference"
+        """"cudnn", "aten", "fused" or "reference": what a forward pass on ``device`` runs."""
+        if self._torch_mode is None:
+            return "fused" if self._fused else "reference"
         device = torch.device(device) if device is not None else self.layers[0][0].weight_a.device
         return "cudnn" if device.type == "cuda" and torch.backends.cudnn.enabled else "aten"
 
@@ -109,16 +118,22 @@ class RecurrentStack(nn.Module):
                 raise ValueError(f"lengths must be (B,) = ({batch},) with values in [1, {steps}], got {lengths}")
         if initial_state is None:
             initial_state = self.initial_state(batch)
-        if self.execution_path(inputs.device) == "reference":
-            return self._forward_reference(inputs, lengths, initial_state)
+        path = self.execution_path(inputs.device)
+        if path in ("reference", "fused"):
+            return self._forward_loop(inputs, lengths, initial_state, fused=path == "fused")
         return self._forward_torch(inputs, lengths, initial_state)
 
-    def _forward_reference(self, inputs: Tensor, lengths: Tensor | None, initial_state: State) -> tuple[Tensor, State]:
+    def _forward_loop(
+        self, inputs: Tensor, lengths: Tensor | None, initial_state: State, *, fused: bool
+    ) -> tuple[Tensor, State]:
+        """The time loop per layer and direction: ``_run_cell`` (reference) or ``run_fused``."""
         batch, steps, _ = inputs.shape
         positions = torch.arange(steps, device=inputs.device)
+        given = lengths
         if lengths is None:
             lengths = torch.full((batch,), steps, device=inputs.device, dtype=torch.long)
         mask = positions.unsqueeze(0) < lengths.unsqueeze(1)  # (B, T), True at real tokens
+        padding = Padding.of(mask, given, steps) if fused else None  # which steps the fused loop masks
         # Reversing each sequence within its own length is its own inverse.
         reverse_index = torch.where(mask, lengths.unsqueeze(1) - 1 - positions, positions)  # (B, T)
         layer_input, finals = inputs, []
@@ -130,7 +145,10 @@ class RecurrentStack(nn.Module):
                 index = layer_number * self.num_directions + direction
                 state = tuple(part[index] for part in initial_state)
                 x = layer_input if direction == 0 else _gather_time(layer_input, reverse_index)
-                out, state = _run_cell(cell, x, state, mask)
+                if fused:
+                    out, state = run_fused(cell, x, state, padding)
+                else:
+                    out, state = _run_cell(cell, x, state, mask)
                 outputs.append(out if direction == 0 else _gather_time(out, reverse_index))
                 finals.append(state)
             layer_input = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
@@ -175,7 +193,7 @@ class RecurrentStack(nn.Module):
         return cached
 
     def _common_torch_mode(self) -> str | None:
-        if self.implementation == "reference":
+        if self.implementation in ("reference", "fused"):
             return None
         modes = set()
         for layer in self.layers:

@@ -14,6 +14,10 @@ family              architecture                  Example.inputs → Example.tar
 ``seq2seq``         encoder-decoder, Tx ≠ Ty      source ids (Tx) → target ids (Ty)
 ==================  ============================  =====================================
 
+``multilabel_sequence`` (x<t> = y<t-1>, one sigmoid per label, sampling): inputs are the active
+label ids of each step, e.g. the sounding piano keys 0..87 (T lists) → (unused, None); the task
+sets ``input_size`` to the number of labels.
+
 Token ids never include <BOS>/<EOS>: the family adds them where its architecture needs them.
 A third-party task picks a family and implements :meth:`Task.load`; it never touches the core.
 """
@@ -29,8 +33,9 @@ from pydantic import BaseModel, ConfigDict
 from harness.errors import HarnessError
 from harness.vocab import Vocabulary
 
-Family = Literal["tagging", "classification", "regression", "language_model", "seq2seq"]
-FAMILIES: tuple[str, ...] = ("tagging", "classification", "regression", "language_model", "seq2seq")
+Family = Literal["tagging", "classification", "regression", "language_model", "seq2seq", "multilabel_sequence"]
+FAMILIES: tuple[str, ...] = ("tagging", "classification", "regression", "language_model", "seq2seq",
+                             "multilabel_sequence")
 
 
 class EmptySplitError(HarnessError):

@@ -24,8 +24,8 @@ from harness.cells import CellConfig, RecurrentCell
 from harness.config import ModelSettings, TrainingSettings
 from harness.data import make_loader
 from harness.families import FAMILY_MODULES, FamilyModule
-from harness.models import (ClassifierNet, Encoder, LanguageModelNet, Seq2SeqNet, TaggerNet, build_stack,
-                            hidden_size_for_budget, stack_param_count)
+from harness.models import (ClassifierNet, Encoder, LanguageModelNet, MultilabelSequenceNet, Seq2SeqNet, TaggerNet,
+                            build_stack, hidden_size_for_budget, stack_param_count)
 from harness.tasks import Task, TaskData
 
 
@@ -69,6 +69,8 @@ def build_network(cell_class: type[RecurrentCell], cell_config: CellConfig, task
         return ClassifierNet(source, 1, model.dropout)
     if family == "language_model":
         return LanguageModelNet(source, len(vocab), model.dropout)
+    if family == "multilabel_sequence":
+        return MultilabelSequenceNet(source, data.input_size, model.dropout)
     if family == "seq2seq":
         target = data.output_vocab
         decoder = encoder(len(target), False, _pad_id(target))
@@ -92,6 +94,41 @@ class TrainingResult:
     execution_path: str
     model_param_count: int
     samples: list[list[str]] = field(default_factory=list)
+
+
+class WeightNoise(pl.Callback):
+    """Gaussian weight noise (Graves 2011), as Chung et al. 2014 train with (σ = 0.075).
+
+    Before each training batch every trainable parameter gets fresh N(0, σ²) noise; the
+    forward and backward pass run on the noisy weights; just before the optimiser step
+    the clean weights come back, so the gradient taken at the noisy point updates the
+    clean weights. Validation and test always see the clean weights.
+    """
+
+    def __init__(self, std: float) -> None:
+        self.std = std
+        self._clean: list[tuple[nn.Parameter, torch.Tensor]] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._restore()  # a batch whose step was skipped must not keep (and compound) its noise
+        with torch.no_grad():
+            for parameter in module.parameters():
+                if parameter.requires_grad:
+                    self._clean.append((parameter, parameter.detach().clone()))
+                    parameter.add_(torch.randn_like(parameter) * self.std)
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, module: pl.LightningModule, optimizer: Any) -> None:
+        self._restore()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        with torch.no_grad():
+            for parameter, clean in self._clean:
+                parameter.copy_(clean)
+        self._clean = []
 
 
 class _EpochReporter(pl.Callback):
@@ -118,6 +155,8 @@ def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSett
     module = FAMILY_MODULES[task.family](net, task, data, training, hyperparameters)
     reporter = _EpochReporter(on_epoch, training.max_epochs, verbose)
     callbacks: list[pl.Callback] = [reporter]
+    if training.weight_noise:
+        callbacks.append(WeightNoise(training.weight_noise))
     if training.early_stopping is not None:
         callbacks.append(pl.callbacks.EarlyStopping(
             monitor="val_loss", mode="min", patience=training.early_stopping.patience,

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.cells import CellConfig, RecurrentCell, State, TorchEquivalent
+from harness.fused.kernels import GRUKernel
 
 
 class GRUConfig(CellConfig):
@@ -60,6 +61,9 @@ class GRUCell(RecurrentCell):
         else:
             candidate = torch.tanh(pre_candidate + relevance * (c_prev @ weight_candidate.T + self.bias_candidate_a))
         return (update * candidate + (1 - update) * c_prev,)
+
+    def fused_kernel(self) -> GRUKernel:
+        return GRUKernel(self)
 
     def torch_equivalent(self) -> TorchEquivalent | None:
         if self.config.reset != "after":

@@ -8,7 +8,7 @@ This is the Update-Gate RNN (UGRNN) of Collins, Sohl-Dickstein and Sussillo,
 "Capacity and Trainability in Recurrent Neural Networks" (ICLR 2017,
 https://arxiv.org/abs/1611.09913), up to gate polarity: the UGRNN writes
 h<t> = g * h<t-1> + (1 - g) * c~<t>, i.e. its gate g is our 1 - Γu.
-torch.nn has no such cell, so it always runs on the reference loop here.
+torch.nn has no such cell, so it runs on the fused kernel (harness.fused) here.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import Tensor
 
 from harness import hookimpl
 from harness.cells import CellConfig, RecurrentCell, State
+from harness.fused.kernels import SimpleGRUKernel
 
 
 class SimpleGRUCell(RecurrentCell):
@@ -34,6 +35,9 @@ class SimpleGRUCell(RecurrentCell):
         candidate = torch.tanh(pre_candidate)
         update = torch.sigmoid(pre_update)
         return (update * candidate + (1 - update) * c_prev,)
+
+    def fused_kernel(self) -> SimpleGRUKernel:
+        return SimpleGRUKernel(self)
 
     @classmethod
     def param_count(cls, input_size: int, hidden_size: int, config: CellConfig | None = None) -> int:

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from harness import hookimpl
 from harness.cells import CellConfig, RecurrentCell, State, TorchEquivalent
+from harness.fused.kernels import LSTMKernel
 
 
 class LSTMConfig(CellConfig):
@@ -48,6 +49,9 @@ class LSTMCell(RecurrentCell):
         c = torch.sigmoid(pre_update) * torch.tanh(pre_candidate) + torch.sigmoid(pre_forget) * c_prev
         a = torch.sigmoid(pre_output) * torch.tanh(c)
         return (a, c)
+
+    def fused_kernel(self) -> LSTMKernel:
+        return LSTMKernel(self)
 
     def torch_equivalent(self) -> TorchEquivalent:
         return TorchEquivalent("LSTM", self.weight_x, self.weight_a, self.bias, torch.zeros_like(self.bias))

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.cells import CellConfig, RecurrentCell, State
+from harness.fused.kernels import PeepholeLSTMKernel
 
 
 class PeepholeLSTMConfig(CellConfig):
@@ -64,6 +65,9 @@ class PeepholeLSTMCell(RecurrentCell):
         seen_by_output = c_prev if self.config.variant == "notes" else c
         a = torch.sigmoid(pre_output + peep_output * seen_by_output) * torch.tanh(c)
         return (a, c)
+
+    def fused_kernel(self) -> PeepholeLSTMKernel:
+        return PeepholeLSTMKernel(self)
 
     @classmethod
     def param_count(cls, input_size: int, hidden_size: int, config: CellConfig | None = None) -> int:

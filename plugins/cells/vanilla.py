@@ -15,6 +15,7 @@ from torch import Tensor
 
 from harness import hookimpl
 from harness.cells import CellConfig, RecurrentCell, State, TorchEquivalent
+from harness.fused.kernels import VanillaKernel
 
 
 class VanillaConfig(CellConfig):
@@ -35,6 +36,9 @@ class VanillaCell(RecurrentCell):
         pre_activation = projected + a_prev @ self.weight_a.T  # (B, H)
         g = torch.tanh if self.config.activation == "tanh" else torch.relu
         return (g(pre_activation),)
+
+    def fused_kernel(self) -> VanillaKernel:
+        return VanillaKernel(self)
 
     def torch_equivalent(self) -> TorchEquivalent:
         mode = "RNN_TANH" if self.config.activation == "tanh" else "RNN_RELU"

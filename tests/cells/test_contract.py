@@ -200,7 +200,7 @@ def test_run_conformance_passes_a_builtin_and_restores_the_environment(
     assert ENV_CELLS not in os.environ and ENV_OPTIONS not in os.environ
     report = capsys.readouterr().out
     assert "test_padding_invariance[vanilla-activation=relu-bi]" in report  # the contract really ran
-    assert " 16 passed" in report and "skipped" not in report
+    assert " 17 passed" in report and "skipped" not in report
 
 
 def test_run_conformance_fails_on_options_the_cell_rejects() -> None:

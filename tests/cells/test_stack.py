@@ -49,9 +49,10 @@ def test_cells_with_a_torch_equivalent_run_on_aten(name: str, options: dict) -> 
 
 
 @pytest.mark.parametrize("name, options", WITHOUT_EQUIVALENT)
-def test_other_cells_run_on_the_reference_loop(name: str, options: dict) -> None:
-    assert make_stack(name, options).execution_path() == "reference"
-    assert make_stack(name, options, num_layers=2, bidirectional=True).execution_path("cpu") == "reference"
+def test_other_cells_run_on_their_fused_kernel(name: str, options: dict) -> None:
+    assert make_stack(name, options).execution_path() == "fused"
+    assert make_stack(name, options, num_layers=2, bidirectional=True).execution_path("cpu") == "fused"
+    assert make_stack(name, options, implementation="reference").execution_path() == "reference"
 
 
 @pytest.mark.parametrize("name, options", WITHOUT_EQUIVALENT)
@@ -65,7 +66,7 @@ def test_forcing_torch_without_an_equivalent_is_an_error(name: str, options: dic
 DROPOUT_CASES = [
     pytest.param("lstm", "auto", id="lstm-aten"),
     pytest.param("lstm", "reference", id="lstm-reference"),
-    pytest.param("gru_simple", "auto", id="gru_simple-reference"),
+    pytest.param("gru_simple", "auto", id="gru_simple-fused"),
 ]
 
 

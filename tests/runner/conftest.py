@@ -4,7 +4,13 @@ The tiny grid is 2 cells × 2 tasks × 2 seeds: ``vanilla`` (the torch.nn fast p
 execution path "aten") and ``gru_simple`` (the reference Python loop) on ``agreement``
 (classification, with distance buckets) and ``copy`` (tagging), with sizes small
 enough that the whole grid trains in a few seconds on one CPU core. Everything the
-runner writes (output folder, reports folder) stays inside ``tmp_path``.
+runner writes (output folder, reports folder) stays inside temporary folders.
+
+Most of the cost of a ``harness run`` is importing torch, Lightning and MLflow, so
+each test module describes its whole subprocess scenario as one function,
+``build_scenario(directory, kit)``. The scenarios of every selected module start
+together, in threads, when the first of them is needed (:func:`scenarios`); each
+module's tests then only look at what its scenario left behind.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +114,8 @@ class Finished:
         return self.stdout + self.stderr
 
     def explain(self) -> str:
-        return f"harness {' '.join(self.args)} exited {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+        return (f"harness {' '.join(self.args)} exited {self.returncode}\n"
+                f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}")
 
 
 class Started:
@@ -226,3 +234,50 @@ def is_finite_number(text: str) -> bool:
 def kit() -> Any:
     """This module, so tests reach its helpers (``kit.run_harness``) without importing a conftest."""
     return sys.modules[__name__]
+
+
+# ---------------------------------------------------------------------------
+# Scenarios: each module's subprocess story, all started at once
+# ---------------------------------------------------------------------------
+
+_SCENARIO_BUILDERS: dict[str, Callable[[Path, Any], Any]] = {}
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Remember the ``build_scenario`` of every selected test module (and only those).
+
+    The scenarios all start with the first scenario module's first test. Tests selected
+    after that module which need no scenario (e.g. ``tests/config`` in ``pytest
+    tests/runner tests/config``) are moved up to run right after it, while the other
+    modules' scenarios are still running in the background.
+    """
+    def build_of(item: pytest.Item) -> Any:
+        build = getattr(getattr(item, "module", None), "build_scenario", None)
+        return build if callable(build) else None
+
+    for item in items:
+        if build_of(item) is not None:
+            _SCENARIO_BUILDERS.setdefault(item.module.__name__, build_of(item))
+    first = next((i for i, item in enumerate(items) if build_of(item) is not None), None)
+    if first is None:
+        return
+    first_module = items[first].module.__name__
+    end = next((i for i in range(first, len(items)) if getattr(items[i], "module", None) is None
+                or items[i].module.__name__ != first_module), len(items))
+    rest = items[end:]
+    items[end:] = [i for i in rest if build_of(i) is None] + [i for i in rest if build_of(i) is not None]
+
+
+@pytest.fixture(scope="session")
+def scenarios(tmp_path_factory: pytest.TempPathFactory, kit: Any) -> Iterator[dict[str, Future[Any]]]:
+    """Every selected module's scenario, started in parallel threads: ``{module name: future}``."""
+    from mlflow.tracking import MlflowClient  # noqa: F401 - import once here, not in several threads at once
+
+    directories = {name: tmp_path_factory.mktemp(name.rpartition(".")[2]) for name in _SCENARIO_BUILDERS}
+    with ThreadPoolExecutor(max_workers=max(len(_SCENARIO_BUILDERS), 1), thread_name_prefix="scenario") as pool:
+        yield {name: pool.submit(build, directories[name], kit) for name, build in _SCENARIO_BUILDERS.items()}
+
+
+def scenario_of(module_name: str, scenarios: dict[str, Future[Any]]) -> Any:
+    """The finished scenario of a module (its build_scenario's result; its exception re-raised)."""
+    return scenarios[module_name].result()

@@ -2,7 +2,7 @@
 
 The grid is three runs in this order: a fast one (agreement), a slow one (copy with
 more examples, so there is time to interrupt it during training) and another fast one
-(adding). One module-scoped scenario, each step on the same output folder:
+(adding). One scenario (:func:`build_scenario`), each step on the same output folder:
 
 1. SIGTERM while the copy run trains (after its first epoch): exit 143;
 2. run again, SIGINT at the same point of the copy run's second attempt: exit 130;
@@ -75,17 +75,22 @@ def interrupt_copy_run(scenario: Scenario, kit: Any, number: int, label: str) ->
     return Step(result, kit.ledger_rows(scenario.output_dir), kit.mlflow_runs(scenario.output_dir, NAME), snapshot)
 
 
-@pytest.fixture(scope="module")
-def scenario(tmp_path_factory: pytest.TempPathFactory, kit: Any) -> Scenario:
-    scenario = Scenario(tmp_path_factory.mktemp("interrupt"))
-    kit.write_experiment(scenario.directory, NAME, SLOW_GRID)
+def build_scenario(directory: Path, kit: Any) -> Scenario:
+    """The subprocess story of this module (started with the other modules', see conftest)."""
+    scenario = Scenario(directory)
+    kit.write_experiment(directory, NAME, SLOW_GRID)
     scenario.steps["SIGTERM"] = interrupt_copy_run(scenario, kit, signal.SIGTERM, "sigterm")
     scenario.steps["SIGINT"] = interrupt_copy_run(scenario, kit, signal.SIGINT, "sigint")
     scenario.steps["SIGKILL"] = interrupt_copy_run(scenario, kit, signal.SIGKILL, "sigkill")
-    final = kit.run_harness(scenario.directory, "run", f"{NAME}.yaml")
+    final = kit.run_harness(directory, "run", f"{NAME}.yaml")
     scenario.steps["final"] = Step(final, kit.ledger_rows(scenario.output_dir),
                                    kit.mlflow_runs(scenario.output_dir, NAME))
     return scenario
+
+
+@pytest.fixture(scope="module")
+def scenario(scenarios: dict[str, Any], kit: Any) -> Scenario:
+    return kit.scenario_of(__name__, scenarios)
 
 
 def by_task(step: Step, kit: Any) -> dict[str, list[Any]]:

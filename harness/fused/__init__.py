@@ -1,0 +1,279 @@
+"""The fused recurrence: one autograd Function per layer direction, with backward through time by hand.
+
+The reference loop (``harness.stack._run_cell``) calls ``cell.step`` once per time step and
+lets autograd record every small operation, forward and backward. This path runs the
+same function with far fewer operations: the forward loop writes each step into
+preallocated buffers with in-place ATen operations and records nothing; the backward
+loop computes the gate gradients of a step with a few element-wise operations and the
+state gradient with one matrix product (``addmm``); everything that does not depend on
+the recurrent gradient (activation derivatives, the weight gradients) is computed in
+bulk, over all time steps at once, before or after the loop. It needs no compile step
+and uses only device-agnostic ATen operations, so it runs on CPU and CUDA alike.
+
+A cell opts in by returning a :class:`FusedKernel` from ``RecurrentCell.fused_kernel``:
+the step's math in batched form, forward and backward (the built-in ones are in
+:mod:`harness.fused.kernels`). The machinery here owns everything else: the time loop,
+the state buffers, padding (the state is held where the mask is False, as in the
+reference loop), the output gradients and the autograd plumbing.
+
+The input projection W_ax x<t> + b of all steps stays outside the Function, computed in
+one product and differentiated by autograd (W_ax, b and the inputs get their gradients
+from the projected-input gradient the kernel returns). It is computed time-major,
+(T, B, G*H), so that a step's slice and the whole-sequence weight products need no
+copies; a kernel may ask for its gate blocks in another order and scaled by constants
+(``FusedKernel.order`` and ``scales``, e.g. to evaluate tanh(x) as 2 σ(2x) - 1 with
+the sigmoid gates in one operation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from harness.cells import RecurrentCell
+
+if TYPE_CHECKING:
+    from harness.cells import State
+
+__all__ = ["FusedKernel", "Padding", "kernel_for", "project_time_major", "reorder_rows", "run_fused"]
+
+
+class FusedKernel:
+    """The step math of one cell for the fused path; one instance per forward call.
+
+    The generic loop calls, in order:
+
+    * :meth:`begin` once, then :meth:`forward_step` for t = 0 .. T-1 (no autograd);
+    * in the backward pass :meth:`prepare_backward` once, :meth:`backward_step` for
+      t = T-1 .. 0, then :meth:`finish_backward` once.
+
+    ``self.params`` holds the tensors of :meth:`parameters` (set before ``begin`` and
+    again before ``prepare_backward``). A kernel keeps what it needs between the passes
+    as attributes; the generic loop keeps the states, (T+1, B, H) per state tensor,
+    index t being the state before step t (so index 0 is the initial state).
+
+    At small sizes a step's cost is mostly its number of operations: prefer in-place
+    operations and ``out=`` into preallocated buffers, and make per-step views in bulk
+    (``unbind(0)``) rather than by indexing in every step.
+
+    Gradients of a step (``backward_step``) must be linear in the incoming state
+    gradient: the loop zeroes it at padded positions to stop gate gradients there.
+    """
+
+    #: How many (B, H) tensors the state has (the cell's ``len(state_names)``).
+    state_count: ClassVar[int] = 1
+    #: The order of the G gate blocks (of H rows) the kernel works in: block k of its
+    #: projected inputs is block ``order[k]`` of the cell's. None keeps the cell's order.
+    order: ClassVar[tuple[int, ...] | None] = None
+    #: A constant factor per block (in :attr:`order`) of the projected inputs the kernel
+    #: gets: W_ax and b of block k are scaled by ``scales[k]`` (a power of two keeps it exact).
+    scales: ClassVar[tuple[float, ...] | None] = None
+
+    def __init__(self, cell: RecurrentCell) -> None:
+        self.cell = cell
+        self.hidden_size = cell.hidden_size
+        self.params: tuple[Tensor, ...] = ()
+
+    def parameters(self) -> tuple[Tensor, ...]:
+        """The cell tensors the recurrence reads besides the projected inputs (W_aa, ...).
+
+        They are inputs of the autograd Function; :meth:`finish_backward` returns their
+        gradients in this order.
+        """
+        raise NotImplementedError
+
+    def project(self, inputs: Tensor) -> Tensor:
+        """W_ax x<t> + b of every step, time-major (T, B, G*H), blocks in :attr:`order`, times :attr:`scales`."""
+        return project_time_major(self.cell, inputs, self.order, self.scales)
+
+    def begin(self, projected: Tensor, steps: int) -> None:
+        """Allocate the per-step buffers; ``projected`` is :meth:`project`'s (read only).
+
+        Only steps < ``steps`` run (the rest is padding).
+        """
+        raise NotImplementedError
+
+    def forward_step(self, t: int, prev: State, out: State) -> None:
+        """Write the state after step t into ``out`` (each (B, H)), from ``prev``."""
+        raise NotImplementedError
+
+    def prepare_backward(self, states: State) -> None:
+        """Precompute, over all steps at once, what the backward steps multiply by."""
+
+    def backward_step(self, t: int, grad: State, out: State) -> None:
+        """Add ``(d state<t+1> / d state<t>)^T grad`` to ``out`` and keep step t's gate gradients.
+
+        ``grad``: the gradient with respect to the state after step t (do not modify it);
+        ``out``: the gradient with respect to the state before it, which already holds
+        what reaches that state from elsewhere (its output's gradient).
+        """
+        raise NotImplementedError
+
+    def finish_backward(self, states: State, grads: State) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """The projected-input gradient (``steps``, B, G*H), as :meth:`project`'s, and those of :meth:`parameters`.
+
+        ``grads[i][t + 1]`` is the gradient that entered step t for state tensor i
+        (zero at padding), ``grads[i][0]`` that of the initial state. Buffers made in
+        this backward pass may be returned; what the forward pass saved must stay intact
+        (the backward may run again, e.g. with ``retain_graph`` or in gradcheck).
+        """
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Padding:
+    """Where the batch is padded: steps < ``shortest`` are real for every sequence.
+
+    ``mask`` (B, T) is True at real tokens, or None when every sequence has all T steps;
+    the loop runs ``longest`` steps and masks only steps ``shortest`` .. ``longest`` - 1.
+    """
+
+    mask: Tensor | None
+    shortest: int
+    longest: int
+
+    @classmethod
+    def of(cls, mask: Tensor | None, lengths: Tensor | None, steps: int) -> Padding:
+        if lengths is None or mask is None:
+            return cls(None, steps, steps)
+        shortest, longest = (int(v) for v in torch.aminmax(lengths))
+        return cls(None if shortest == steps else mask, shortest, longest)
+
+
+def reorder_rows(
+    weight: Tensor, order: tuple[int, ...], scales: tuple[float, ...] | None = None, *, dim: int = 0
+) -> Tensor:
+    """``weight`` with its gate blocks along ``dim`` in ``order`` (block k is block ``order[k]``), times ``scales``."""
+    blocks = weight.unflatten(dim, (len(order), -1)).unbind(dim)
+    scales = scales if scales is not None else (1,) * len(order)
+    return torch.cat([blocks[block] * scale if scale != 1 else blocks[block]
+                      for block, scale in zip(order, scales)], dim=dim)
+
+
+def project_time_major(
+    cell: RecurrentCell, inputs: Tensor, order: tuple[int, ...] | None = None, scales: tuple[float, ...] | None = None
+) -> Tensor:
+    """``cell.project_inputs`` of (B, T, I) inputs as a contiguous (T, B, G*H) tensor,
+    gate blocks in ``order`` and times ``scales`` (see :class:`FusedKernel`).
+
+    With the default projection this is one product on rearranged weights, written
+    time-major directly; a cell's own ``project_inputs`` is called as it is and its
+    result rearranged (one copy).
+    """
+    if order is None and scales is not None:
+        order = tuple(range(len(scales)))
+    if type(cell).project_inputs is RecurrentCell.project_inputs:
+        weight, bias = cell.weight_x, cell.bias
+        if order is not None:
+            weight, bias = reorder_rows(weight, order, scales), reorder_rows(bias, order, scales)
+        return nn.functional.linear(inputs.transpose(0, 1), weight, bias)
+    projected = cell.project_inputs(inputs).transpose(0, 1)
+    if order is not None:
+        projected = reorder_rows(projected, order, scales, dim=2)
+    return projected.contiguous()
+
+
+def kernel_for(cell: RecurrentCell) -> FusedKernel | None:
+    """The cell's fused kernel, or None when it has none.
+
+    A kernel is written for one ``step``: a subclass that overrides ``step`` but not
+    ``fused_kernel`` computes something else, so it gets none (it runs on the loop).
+    """
+    mro = type(cell).__mro__
+    kernel_owner = next(c for c in mro if "fused_kernel" in c.__dict__)
+    step_owner = next(c for c in mro if "step" in c.__dict__)
+    if not issubclass(kernel_owner, step_owner):
+        return None
+    return cell.fused_kernel()
+
+
+def run_fused(
+    cell: RecurrentCell, inputs: Tensor, state: State, padding: Padding, kernel: FusedKernel | None = None
+) -> tuple[Tensor, State]:
+    """The fused counterpart of the reference loop ``_run_cell``, same arguments and results.
+
+    Args:
+        inputs: (B, T, I); state: each (B, H); padding: see :class:`Padding`.
+    Returns:
+        outputs (B, T, H), zero at padding, and the state after each sequence's last real token.
+    """
+    kernel = kernel if kernel is not None else kernel_for(cell)
+    if kernel is None:
+        raise ValueError(f"cell {type(cell).__name__} has no fused kernel")
+    if torch.is_autocast_enabled(inputs.device.type):  # the kernels compute in the parameters' dtype
+        dtype = cell.weight_a.dtype
+        with torch.autocast(inputs.device.type, enabled=False):
+            return run_fused(cell, inputs.to(dtype), tuple(s.to(dtype) for s in state), padding, kernel)
+    projected = kernel.project(inputs)  # (T, B, G*H), differentiated by autograd
+    state = tuple(s.expand(inputs.shape[0], cell.hidden_size) for s in state)
+    outputs, *final = _FusedRecurrence.apply(kernel, padding, projected, *state, *kernel.parameters())
+    return outputs, tuple(final)
+
+
+class _FusedRecurrence(torch.autograd.Function):
+    """(projected, *state<0>, *kernel params) -> (outputs, *final state) over all T steps."""
+
+    @staticmethod
+    def forward(ctx, kernel: FusedKernel, padding: Padding, projected: Tensor, *tensors: Tensor):
+        count = kernel.state_count
+        state0, params = tensors[:count], tensors[count:]
+        total, batch, _ = projected.shape
+        steps, hidden = padding.longest, kernel.hidden_size
+        kernel.params = params
+        states = tuple(projected.new_empty(steps + 1, batch, hidden) for _ in range(count))
+        for buffer, initial in zip(states, state0):
+            buffer[0].copy_(initial)
+        keep = None if padding.mask is None else padding.mask.unsqueeze(2)  # (B, T, 1)
+        kernel.begin(projected, steps)
+        per_step = tuple(zip(*(s.unbind(0) for s in states)))  # per_step[t]: the state before step t
+        for t in range(steps):
+            prev, new = per_step[t], per_step[t + 1]
+            kernel.forward_step(t, prev, new)
+            if t >= padding.shortest:  # hold the state of sequences that have ended
+                for n, p in zip(new, prev):
+                    torch.where(keep[:, t], n, p, out=n)
+        outputs = (projected.new_zeros if steps < total else projected.new_empty)(batch, total, hidden)
+        outputs[:, :steps] = states[0][1:].transpose(0, 1)
+        if keep is not None:
+            outputs.masked_fill_(~keep, 0.0)
+        final = tuple(s[steps].clone() for s in states)
+        ctx.kernel, ctx.padding, ctx.states, ctx.shape = kernel, padding, states, projected.shape
+        ctx.save_for_backward(*params)
+        return (outputs, *final)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_outputs: Tensor, *grad_final: Tensor):
+        kernel, padding, states = ctx.kernel, ctx.padding, ctx.states
+        kernel.params = ctx.saved_tensors
+        total, batch, width = ctx.shape
+        steps = padding.longest
+        keep = None if padding.mask is None else padding.mask[:, :steps].transpose(0, 1).unsqueeze(2)  # (T, B, 1)
+        # grads[i][t]: gradient w.r.t. state tensor i before step t. It starts as what reaches
+        # that state directly (output t - 1 for the output state, the final state at t = T)
+        # and the loop, from t = T - 1 down, adds what flows back through step t.
+        grads = tuple(torch.zeros_like(s) for s in states)
+        grads[0][1:].copy_(grad_outputs[:, :steps].transpose(0, 1))
+        if keep is not None:
+            keep, drop = keep.to(grad_outputs.dtype), (~keep).to(grad_outputs.dtype)
+            grads[0][1:].mul_(keep)  # outputs are constant zero at padding
+        for buffer, final in zip(grads, grad_final):
+            buffer[steps].add_(final)
+        kernel.prepare_backward(states)
+        per_step = tuple(zip(*(g.unbind(0) for g in grads)))
+        for t in range(steps - 1, -1, -1):
+            grad, out = per_step[t + 1], per_step[t]
+            if t >= padding.shortest:  # held state: the gradient passes straight through
+                for g, o in zip(grad, out):
+                    o.addcmul_(g, drop[t])
+                    g.mul_(keep[t])
+            kernel.backward_step(t, grad, out)
+        d_projected, d_params = kernel.finish_backward(states, grads)  # (steps, B, G*H)
+        if steps < total:
+            d_projected = torch.cat([d_projected, d_projected.new_zeros(total - steps, batch, width)])
+        d_state0 = tuple(g[0] for g in grads)
+        return (None, None, d_projected, *d_state0, *d_params)

@@ -1,0 +1,47 @@
+"""benchmarks/recurrence.py still runs: one tiny size, one repetition, JSON keys as documented.
+(A smoke test, not a measurement: it asserts no timings.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "recurrence.py"
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("recurrence_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_runs_and_writes_its_json(tmp_path: Path, capsys) -> None:
+    benchmark = load_benchmark()
+    threads = torch.get_num_threads()
+    out = tmp_path / "bench.json"
+    report = benchmark.main(["--device", "cpu", "--sizes", "2-3-4-5", "--repeats", "1", "--warmup", "1",
+                             "--cells", "gru_simple,lstm", "--json", str(out)])
+    assert torch.get_num_threads() == threads  # no --threads: the process setting is left alone
+    written = json.loads(out.read_text())
+    assert written == json.loads(json.dumps(report))
+    assert {"date", "device", "device_name", "threads", "torch", "repeats", "warmup", "sizes", "anchor",
+            "results"} <= written.keys()
+    assert written["device"] == "cpu" and written["sizes"] == ["2-3-4-5"] and written["anchor"] == "torch.nn.LSTM"
+    rows = {(r["label"], r["path"]) for r in written["results"]}
+    assert rows == {("torch.nn.LSTM", "anchor"), ("torch.nn.GRU", "anchor"), ("gru_simple", "reference"),
+                    ("gru_simple", "fused"), ("lstm", "reference"), ("lstm", "fused"),
+                    ("lstm", "aten")}
+    for row in written["results"]:
+        assert {"size", "label", "cell", "options", "path", "median_ms", "min_ms", "ratio_to_lstm",
+                "repeats"} <= row.keys()
+        assert row["median_ms"] > 0 and row["repeats"] == 1
+    anchor = next(r for r in written["results"] if r["label"] == "torch.nn.LSTM")
+    assert anchor["ratio_to_lstm"] == 1.0
+    table = capsys.readouterr().out
+    assert "| implementation" in table and "gru_simple" in table

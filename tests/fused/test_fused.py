@@ -1,0 +1,325 @@
+"""The fused path (harness.fused) computes the reference loop's function: outputs, final
+states and every gradient, for every built-in cell and option variant, uni- and
+bidirectional, multi-layer, padded, with given or learned initial states; plus path
+selection, the opt-in rules for subclasses and third-party cells, and CUDA when present."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+from torch.func import functional_call
+
+from harness.cells import CellConfig, RecurrentCell, State
+from harness.conformance import CellContract, CellSpec
+from harness.fused import FusedKernel, kernel_for
+from harness.plugins import load_plugins
+from harness.registry import Registry
+from harness.stack import RecurrentStack
+from plugins.cells.gru_simple import SimpleGRUCell
+
+CELL_CASES = [
+    pytest.param("vanilla", {"activation": "tanh"}, id="vanilla-tanh"),
+    pytest.param("vanilla", {"activation": "relu"}, id="vanilla-relu"),
+    pytest.param("gru_simple", {}, id="gru_simple"),
+    pytest.param("gru", {"reset": "before"}, id="gru-before"),
+    pytest.param("gru", {"reset": "after"}, id="gru-after"),
+    pytest.param("lstm", {"forget_bias": 1.0}, id="lstm"),
+    pytest.param("peephole_lstm", {"variant": "notes"}, id="peephole-notes"),
+    pytest.param("peephole_lstm", {"variant": "gers"}, id="peephole-gers"),
+]
+#: (layers, bidirectional, lengths or None, initial state): T = 7 steps, batch 3.
+LAYOUTS = [
+    pytest.param(1, False, None, "given", id="1layer-uni-full-given"),
+    pytest.param(2, True, [7, 3, 5], "learned", id="2layers-bi-padded-learned"),
+    pytest.param(2, False, [4, 6, 1], "given", id="2layers-uni-shorter-than-T-given"),
+]
+TOLERANCE = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.float64: dict(rtol=1e-10, atol=1e-12)}
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield
+
+
+def cell_class(name: str) -> type[RecurrentCell]:
+    return load_plugins(autoload=False).cells.get(name)
+
+
+def make_pair(name: str, options: dict, input_size: int, hidden: int, *, dtype=torch.float32, device="cpu",
+              **stack_options) -> tuple[RecurrentStack, RecurrentStack]:
+    """A reference stack with perturbed weights and a fused stack with the same weights."""
+    cls = cell_class(name)
+    config = cls.Config(**options, initial_state=stack_options.pop("initial_state", "zeros"))
+    reference = RecurrentStack(cls, input_size, hidden, config=config, implementation="reference", **stack_options)
+    fused = RecurrentStack(cls, input_size, hidden, config=config, implementation="fused", **stack_options)
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    fused.load_state_dict(reference.state_dict())
+    return reference.to(device=device, dtype=dtype), fused.to(device=device, dtype=dtype)
+
+
+def forward_backward(stack: RecurrentStack, x: Tensor, lengths: Tensor | None,
+                     initial: State | None) -> dict[str, Tensor]:
+    """Outputs, final state and the gradients of a fixed random loss w.r.t. x, h0 and every parameter."""
+    x = x.detach().clone().requires_grad_()
+    initial = None if initial is None else tuple(h.detach().clone().requires_grad_() for h in initial)
+    outputs, final = stack(x, lengths, initial)
+    generator = torch.Generator().manual_seed(7)
+    weights = [torch.randn(t.shape, generator=generator, dtype=torch.float64).to(t) for t in (outputs, *final)]
+    loss = sum((t * w).sum() for t, w in zip((outputs, *final), weights))
+    stack.zero_grad()
+    loss.backward()
+    results = {"outputs": outputs.detach(), "d inputs": x.grad}
+    results.update({f"final {i}": part.detach() for i, part in enumerate(final)})
+    if initial is not None:
+        results.update({f"d initial {i}": h.grad for i, h in enumerate(initial)})
+    results.update({f"d {n}": p.grad for n, p in stack.named_parameters()})
+    assert all(v is not None for v in results.values()), [k for k, v in results.items() if v is None]
+    return results
+
+
+def assert_same(expected: dict[str, Tensor], actual: dict[str, Tensor], dtype: torch.dtype) -> None:
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], **TOLERANCE[dtype], msg=lambda m, n=name: f"{n}: {m}")
+
+
+def run_both(name, options, layers, bidirectional, lengths, initial, dtype, device="cpu", sizes=(3, 7, 4, 5)):
+    """forward_backward of a reference and a fused stack with the same (random) weights and data."""
+    batch, steps, input_size, hidden = sizes
+    initial_state = "learned" if initial == "learned" else "zeros"
+    reference, fused = make_pair(name, options, input_size, hidden, dtype=dtype, device=device, num_layers=layers,
+                                 bidirectional=bidirectional, initial_state=initial_state)
+    assert fused.execution_path() == "fused"
+    x = torch.randn(batch, steps, input_size, dtype=dtype, device=device)
+    lengths = None if lengths is None else torch.tensor(lengths, device=device)
+    h0 = None
+    if initial == "given":
+        count = len(cell_class(name).state_names)
+        shape = (layers * (2 if bidirectional else 1), batch, hidden)
+        h0 = tuple(0.5 * torch.randn(shape, dtype=dtype, device=device) for _ in range(count))
+    return forward_backward(reference, x, lengths, h0), forward_backward(fused, x, lengths, h0)
+
+
+# -- the same function --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("layers, bidirectional, lengths, initial", LAYOUTS)
+@pytest.mark.parametrize("name, options", CELL_CASES)
+def test_fused_equals_reference(name, options, layers, bidirectional, lengths, initial, dtype) -> None:
+    expected, actual = run_both(name, options, layers, bidirectional, lengths, initial, dtype)
+    assert_same(expected, actual, dtype)
+    if lengths is not None:  # padding stays exactly zero
+        for b, length in enumerate(lengths):
+            assert torch.equal(actual["outputs"][b, length:], torch.zeros_like(actual["outputs"][b, length:]))
+
+
+@pytest.mark.parametrize("name, options", CELL_CASES)
+def test_fused_equals_reference_at_a_realistic_size_in_float32(name, options) -> None:
+    # Sums over many steps: float32 rounding makes elements that nearly cancel differ
+    # relatively on every path (reference, fused, torch.nn), so compare each tensor within
+    # 1e-5 of its largest entry, and check the fused path is as close to the float64
+    # result as the reference loop is.
+    layout = dict(layers=1, bidirectional=True, lengths=[40, 25, 33, 40, 12, 40, 39, 1], initial="given",
+                  sizes=(8, 40, 24, 32))
+    truth, _ = run_both(name, options, dtype=torch.float64, **layout)
+    torch.manual_seed(0)  # the same weights and data again, in float32
+    expected, actual = run_both(name, options, dtype=torch.float32, **layout)
+    for key, exact in truth.items():
+        scale = exact.abs().max().item()
+        fused_error = (actual[key].double() - exact).abs().max().item()
+        reference_error = (expected[key].double() - exact).abs().max().item()
+        assert (actual[key] - expected[key]).abs().max().item() <= 1e-5 * scale, key
+        assert fused_error <= 4 * reference_error + 1e-7 * scale, (key, fused_error, reference_error)
+
+
+@pytest.mark.parametrize("name, options", CELL_CASES)
+def test_gradcheck_of_the_fused_path(name, options) -> None:
+    cls = cell_class(name)
+    stack = RecurrentStack(cls, 2, 3, bidirectional=True, config=cls.Config(**options), implementation="fused")
+    stack = stack.double()
+    x = torch.randn(3, 4, 2, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([4, 2, 3])
+    h0 = [torch.randn(2, 3, 3, dtype=torch.float64).mul(0.5).requires_grad_() for _ in cls.state_names]
+    names = [n for n, _ in stack.named_parameters()]
+
+    def run(x: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:  # w.r.t. inputs, h0 and every parameter
+        initial, weights = tensors[: len(h0)], tensors[len(h0) :]
+        outputs, final = functional_call(stack, dict(zip(names, weights)), (x, lengths, tuple(initial)))
+        return (outputs, *final)
+
+    weights = [p.detach().clone().requires_grad_() for p in stack.parameters()]
+    assert torch.autograd.gradcheck(run, (x, *h0, *weights), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_fused_forward_without_grad_equals_reference() -> None:
+    reference, fused = make_pair("peephole_lstm", {}, 4, 5, num_layers=2, bidirectional=True)
+    x, lengths = torch.randn(3, 6, 4), torch.tensor([6, 2, 4])
+    with torch.no_grad():
+        expected, actual = reference(x, lengths), fused(x, lengths)
+    torch.testing.assert_close(actual, expected, **TOLERANCE[torch.float32])
+
+
+@pytest.mark.parametrize("name, options", CELL_CASES)
+def test_backward_can_run_again(name, options) -> None:
+    # retain_graph (and gradcheck) run the backward of one graph several times.
+    _, fused = make_pair(name, options, 4, 5)
+    outputs, final = fused(torch.randn(2, 3, 4), torch.tensor([3, 2]))
+    loss = outputs.square().sum() + final[-1].sum()
+    first = torch.autograd.grad(loss, list(fused.parameters()), retain_graph=True)
+    again = torch.autograd.grad(loss, list(fused.parameters()))
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
+
+
+# -- which path runs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, options", CELL_CASES)
+def test_auto_prefers_torch_then_fused(name, options) -> None:
+    cls = cell_class(name)
+    config = cls.Config(**options)
+
+    def path(implementation: str) -> str:
+        return RecurrentStack(cls, 3, 4, config=config, implementation=implementation).execution_path("cpu")
+
+    exact = cls(3, 4, config).torch_equivalent() is not None
+    assert path("auto") == ("aten" if exact else "fused")
+    assert path("fused") == "fused"
+    assert path("reference") == "reference"
+
+
+class _TweakedStep(SimpleGRUCell):
+    """Overrides the step but not the kernel: the inherited kernel would compute something else."""
+
+    name = "tweaked_gru_simple"
+
+    def step(self, projected: Tensor, state: State) -> State:
+        return (0.5 * super().step(projected, state)[0],)
+
+
+def test_a_subclass_that_changes_the_step_loses_the_inherited_kernel() -> None:
+    assert kernel_for(_TweakedStep(3, 4)) is None
+    stack = RecurrentStack(_TweakedStep, 3, 4)
+    assert stack.execution_path() == "reference"
+    with pytest.raises(ValueError, match="no fused kernel"):
+        RecurrentStack(_TweakedStep, 3, 4, implementation="fused")
+
+
+def test_the_config_accepts_fused() -> None:
+    from harness.config import ModelSettings
+
+    assert ModelSettings(implementation="fused").implementation == "fused"
+
+
+# -- a third-party cell opts in ---------------------------------------------------------------------
+
+
+class LeakyConfig(CellConfig):
+    leak: float = 0.25
+
+
+class _LeakyKernel(FusedKernel):
+    """a<t> = (1 - λ) a<t-1> + λ tanh(P + W a<t-1>), written against the FusedKernel API."""
+
+    state_count = 1
+
+    def __init__(self, cell: LeakyCell) -> None:
+        super().__init__(cell)
+        self.weight_a, self.leak = cell.weight_a, cell.config.leak
+
+    def parameters(self) -> tuple[Tensor, ...]:
+        return (self.weight_a,)
+
+    def begin(self, projected: Tensor, steps: int) -> None:
+        self.projected = projected
+        self.activations = projected.new_empty(steps, projected.shape[1], self.hidden_size)
+
+    def forward_step(self, t: int, prev: State, out: State) -> None:
+        pre = torch.addmm(self.projected[t], prev[0], self.params[0].t(), out=self.activations[t]).tanh_()
+        torch.add(prev[0].mul(1 - self.leak), pre, alpha=self.leak, out=out[0])
+
+    def prepare_backward(self, states: State) -> None:
+        self.d_pre = (1 - self.activations * self.activations) * self.leak
+
+    def backward_step(self, t: int, grad: State, out: State) -> None:
+        self.d_pre[t].mul_(grad[0])
+        out[0].add_(grad[0], alpha=1 - self.leak).addmm_(self.d_pre[t], self.params[0])
+
+    def finish_backward(self, states: State, grads: State) -> tuple[Tensor, tuple[Tensor, ...]]:
+        d_weight = self.d_pre.flatten(0, 1).t() @ states[0][:-1].flatten(0, 1)
+        return self.d_pre, (d_weight,)
+
+
+class LeakyCell(RecurrentCell):
+    name = "leaky"
+    Config = LeakyConfig
+
+    def step(self, projected: Tensor, state: State) -> State:
+        (a_prev,) = state
+        return ((1 - self.config.leak) * a_prev + self.config.leak * torch.tanh(projected + a_prev @ self.weight_a.T),)
+
+    def fused_kernel(self) -> _LeakyKernel:
+        return _LeakyKernel(self)
+
+
+class _WrongKernel(_LeakyKernel):
+    def finish_backward(self, states: State, grads: State) -> tuple[Tensor, tuple[Tensor, ...]]:
+        d_projected, (d_weight,) = super().finish_backward(states, grads)
+        return d_projected, (1.01 * d_weight,)  # a slightly wrong W_aa gradient
+
+
+class WronglyFusedCell(LeakyCell):
+    name = "wrongly_fused"
+
+    def fused_kernel(self) -> _WrongKernel:
+        return _WrongKernel(self)
+
+
+def _registry() -> Registry[type]:
+    registry = Registry("cell", RecurrentCell)
+    registry.add(LeakyCell, plugin="tests")
+    registry.add(WronglyFusedCell, plugin="tests")
+    return registry
+
+
+class TestThirdPartyFusedCell(CellContract):
+    """The whole contract, fused fast path included, on a cell from outside the harness."""
+
+    cell_name = "leaky"
+
+    @pytest.fixture
+    def cell_registry(self) -> Registry[type]:
+        return _registry()
+
+
+def test_the_contract_catches_a_wrong_kernel() -> None:
+    contract = CellContract()
+    spec = CellSpec("wrongly_fused", WronglyFusedCell)
+    with pytest.raises(AssertionError, match="weight_a"):
+        contract.test_fused_path_matches_reference(spec)
+    contract.test_fused_path_matches_reference(CellSpec("leaky", LeakyCell))
+
+
+# -- CUDA ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("layers, bidirectional, lengths, initial", LAYOUTS)
+@pytest.mark.parametrize("name, options", CELL_CASES)
+def test_fused_equals_reference_on_cuda(name, options, layers, bidirectional, lengths, initial) -> None:
+    matmul_tf32, cudnn_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        for dtype in (torch.float32, torch.float64):
+            expected, actual = run_both(name, options, layers, bidirectional, lengths, initial, dtype, device="cuda")
+            assert_same(expected, actual, dtype)
+            assert actual["outputs"].device.type == "cuda"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul_tf32, cudnn_tf32

@@ -1,0 +1,100 @@
+"""One tiny run on a slice of JSB through `harness run`, then `harness sample` on it (subprocesses)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.midi import read_midi
+from plugins.tasks.music import MusicConfig, MusicTask, comparison_table, read_reference
+
+HARNESS = [sys.executable, "-m", "harness.cli"]
+DATA_DIR = Path(os.environ.get("HARNESS_DATA_DIR") or "/work/shared/data")  # as in conftest.py
+JSB = DATA_DIR / "polyphonic-music" / "JSB_Chorales.json"
+PRESET = Path(__file__).parents[2] / "experiments" / "reproduce" / "chung2014.yaml"
+
+
+def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HARNESS_DATA_DIR": str(DATA_DIR)}
+    return subprocess.run([*HARNESS, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    if not JSB.is_file():
+        pytest.skip(f"no polyphonic-music data under {DATA_DIR}")
+    folder = tmp_path_factory.mktemp("music")
+    (folder / "jsb.yaml").write_text(
+        "# A tiny JSB slice: harness run jsb.yaml\n"
+        "cells: [gru]\n"
+        "tasks: [{name: music, label: jsb_chorales, options: {max_sequences: 6, max_steps: 16}}]\n"
+        "seeds: [0]\n"
+        "model: {hidden_size: 8}\n"
+        "training: {optimizer: rmsprop, learning_rate: 0.01, max_epochs: 2, batch_size: 4, cpu_threads: 1,\n"
+        "           weight_noise: 0.075, early_stopping: {patience: 2}}\n"
+        "device: cpu\n"
+    )
+    result = harness("run", "jsb.yaml", "--quiet", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    (row,) = csv.DictReader((folder / "reports" / "jsb" / "results.csv").open())
+    return folder, row
+
+
+def test_the_run_reports_nll_per_step_on_test_and_train(trained) -> None:
+    _, row = trained
+    assert row["status"] == "FINISHED" and row["family"] == "multilabel_sequence"
+    nll, train_nll = float(row["test_nll"]), float(row["test_train_nll"])
+    # 88 independent keys: an untrained net is near 88 ln 2 = 61 nats per step; two epochs go below it.
+    assert 0 < nll < 88 * 0.6931 and 0 < train_nll < 88 * 0.6931
+    assert float(row["test_loss"]) == nll
+    assert row["hidden_size"] == "8"
+
+
+def test_sample_writes_a_midi_file_of_the_requested_length_with_the_prime_kept(trained) -> None:
+    folder, row = trained
+    result = harness("sample", row["path"], "--length", "12", "--prime-steps", "4", "--seed", "1",
+                     "--output", "samples/jsb.mid", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["samples/jsb.mid", "samples/jsb.png"]
+    midi = read_midi(folder / "samples" / "jsb.mid")
+    assert midi.ticks_per_beat == 480 and midi.end_tick == (4 + 12) * 480  # JSB: a quarter note per step
+    roll = midi.piano_roll(480)
+    first_test_piece = MusicTask(MusicConfig(data_dir=str(DATA_DIR), max_sequences=6, max_steps=16)).load().test[0]
+    assert [[k for k in range(88) if step[k]] for step in roll[:4]] == first_test_piece.inputs[:4]
+    assert (folder / "samples" / "jsb.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_language_model_options_are_refused_for_music(trained) -> None:
+    folder, row = trained
+    result = harness("sample", row["path"], "--prime", "C4", cwd=folder)
+    assert result.returncode == 2 and "--prime-steps" in result.stderr
+
+
+def test_the_preset_carries_the_published_table_and_the_comparison_reads_our_results(trained, tmp_path) -> None:
+    folder, _ = trained
+    reference = read_reference(PRESET)
+    assert reference[("jsb_chorales", "gru")] == (6.94, 8.54)
+    assert reference[("nottingham", "vanilla")] == (3.22, 3.13)
+    assert {d for d, _ in reference} == {"jsb_chorales", "nottingham", "musedata", "piano_midi"}
+    table = comparison_table(PRESET, folder / "reports" / "jsb" / "results.csv")
+    (line,) = [x for x in table.splitlines() if x.startswith("| jsb_chorales | gru |")]
+    assert line.startswith("| jsb_chorales | gru | 6.94 | 8.54 | ") and "(n=1)" in line
+    assert "| piano_midi | lstm | 6.49 | 9.03 | — | — |" in table
+
+
+def test_the_preset_is_valid_and_matches_their_hidden_sizes() -> None:
+    from harness.config import load_experiment
+    from harness.plugins import load_plugins
+    from harness.runner import expand_grid
+
+    specs = expand_grid(load_experiment(PRESET), load_plugins())
+    assert len(specs) == 5 * 4 * 3
+    hidden = {s.cell.label: s.hidden_size for s in specs}
+    assert hidden == {"vanilla": 99, "gru": 46, "lstm": 37, "gru_simple": 61, "peephole_lstm": 37}
+    assert {s.cell.options()["variant"] for s in specs if s.cell.name == "peephole_lstm"} == {"gers"}
+    assert {s.config["training"]["weight_noise"] for s in specs} == {0.075}

@@ -1,0 +1,30 @@
+"""Training uses the GPU when one is present (Lightning's accelerator "auto"). Skipped without CUDA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.config import ModelSettings, TrainingSettings
+from harness.plugins import load_plugins
+from harness.training import build_network, plan_network, train_run
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+@pytest.mark.parametrize("cell, expected_path", [("lstm", "cudnn"), ("gru_simple", "fused")])
+def test_auto_device_trains_on_the_gpu(cell: str, expected_path: str) -> None:
+    plugins = load_plugins()
+    cell_class = plugins.cells.get(cell)
+    task_class = plugins.tasks.get("agreement")
+    task = task_class(task_class.Config(train_size=128, validation_size=32, test_size=32, max_distance=8))
+    data = task.load()
+    model = ModelSettings(hidden_size=16, embedding_size=8)
+    plan = plan_network(cell_class, cell_class.Config(), task.family, model, None)
+    net = build_network(cell_class, cell_class.Config(), task, data, model, plan)
+    result = train_run(net, task, data, TrainingSettings(max_epochs=1, batch_size=32), seed=0, device="auto",
+                       hyperparameters={}, verbose=False)
+    assert next(net.parameters()).is_cuda
+    assert result.execution_path == expected_path
+    assert result.memory_measure == "cuda_max_allocated" and result.peak_memory_mb > 0
+    assert 0.0 <= result.test_metrics["test_accuracy"] <= 1.0
