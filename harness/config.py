@@ -114,6 +114,28 @@ class TrainingSettings(_Strict):
         return data
 
 
+class Reference(_Strict):
+    """Published results that reproduction presets carry, shown next to ours in the report."""
+
+    #: Where the numbers come from, e.g. "Chung et al. 2014, Table 2".
+    source: str
+    #: Our test metrics (``test_*`` keys) that the published columns correspond to, in order.
+    metrics: list[str] = Field(min_length=1)
+    #: Absolute tolerance within which our mean counts as reproducing a number (optional).
+    tolerance: float | None = Field(None, ge=0)
+    #: task label → cell label → one published value per metric (null where none was published).
+    results: dict[str, dict[str, list[float | None]]]
+
+    @model_validator(mode="after")
+    def _one_value_per_metric(self) -> Reference:
+        for task, cells in self.results.items():
+            for cell, values in cells.items():
+                if len(values) != len(self.metrics):
+                    raise ValueError(f"results.{task}.{cell} has {len(values)} values for "
+                                     f"{len(self.metrics)} metrics ({', '.join(self.metrics)})")
+        return self
+
+
 class Experiment(_Strict):
     """The schema of an experiment file."""
 
@@ -132,6 +154,8 @@ class Experiment(_Strict):
     output_dir: str | None = None
     #: Where reports go: <reports_dir>/<name>/.
     reports_dir: str = "reports"
+    #: Published numbers to compare with (reproduction presets).
+    reference: Reference | None = None
 
     @field_validator("seeds")
     @classmethod

@@ -9,6 +9,7 @@ say" is computed from the runs.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 from collections import Counter
@@ -78,10 +79,12 @@ def build_report(experiment_name: str, tracker: Tracker, report_dir: Path, *,
     blocks = _header(experiment_name, experiment_file, note, runs, len(all_records) - len(runs))
     plots: list[Path] = []
     used: set[str] = set()
+    reference = json.loads(tracker.experiment_tag("reference") or "null")
     for name in sorted({r.task for r in runs}):
         task = _Task(name, [r for r in runs if r.task == name])
         stem = _unique(_slug(name), used)
         blocks += _task_section(task, tracker, plot_dir, stem, colors, plots)
+        blocks += _reference_section(task, reference)
     figures.remove_stale_plots(plot_dir, plots)
 
     title = f"Report: {experiment_name}"
@@ -222,6 +225,30 @@ def _task_section(task: _Task, tracker: Tracker, plot_dir: Path, stem: str,
             plots.append(path)
             blocks.append(Image(path.relative_to(plot_dir.parent), f"{task.name}: {kind.replace('_', ' ')}"))
     return blocks
+
+
+def _reference_section(task: _Task, reference: dict | None) -> list[Block]:
+    """Ours vs published, for reproduction presets whose file carries a ``reference`` block."""
+    published = (reference or {}).get("results", {}).get(task.name)
+    if not published:
+        return []
+    tolerance = reference.get("tolerance")
+    header = ("cell", "metric", "published", "ours (mean ± 95% CI)", "ours − published")
+    header += ("within tolerance",) if tolerance is not None else ()
+    rows = []
+    for label in sorted(set(published) | set(task.cells)):
+        for metric, value in zip(reference["metrics"], published.get(label, [None] * len(reference["metrics"]))):
+            ours = task.values(label, metric) if label in task.cells else []
+            row = [label, metric, "—" if value is None else _fmt(value), _fmt_ci(ours, len(ours))]
+            difference = mean_ci(ours).mean - value if ours and value is not None else None
+            row.append("—" if difference is None else f"{difference:+.4g}")
+            if tolerance is not None:
+                row.append("—" if difference is None else ("yes" if abs(difference) <= tolerance else "no"))
+            rows.append(tuple(row))
+    note = f"Published numbers: {reference['source']}."
+    if tolerance is not None:
+        note += f" Tolerance: ±{tolerance:g} (absolute)."
+    return [Heading(3, "Ours vs published"), Para(note), Table(header, tuple(rows))]
 
 
 def _cell_table(task: _Task) -> Table:

@@ -150,6 +150,9 @@ class Runner:
             {"key": s.key, "cell": s.cell.label, "task": s.task.label, "seed": s.seed, "spec": s.config}
             for s in self.specs
         ])
+        reference = self.loaded.experiment.reference
+        if reference is not None:  # the report reads it from MLflow, like everything else
+            self.tracker.set_experiment_tag("reference", reference.model_dump_json())
         for row in self.ledger.reconcile(self.loaded.name):
             if row.mlflow_run_id:
                 self._close_mlflow_run(row.mlflow_run_id, KILLED, row.reason)

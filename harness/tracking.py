@@ -99,6 +99,12 @@ class Tracker:
 
         self.client.log_batch(run_id, tags=[RunTag(TAG_PREFIX + k, str(v)) for k, v in tags.items()])
 
+    def set_experiment_tag(self, name: str, value: str) -> None:
+        self.client.set_experiment_tag(self.experiment_id, TAG_PREFIX + name, value)
+
+    def experiment_tag(self, name: str) -> str | None:
+        return self.client.get_experiment(self.experiment_id).tags.get(TAG_PREFIX + name)
+
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
 

@@ -92,6 +92,7 @@ class TrainingResult:
     memory_measure: str
     epochs: int
     execution_path: str
+    device: str
     model_param_count: int
     samples: list[list[str]] = field(default_factory=list)
 
@@ -137,6 +138,11 @@ class _EpochReporter(pl.Callback):
     def __init__(self, on_epoch: Callable[[int, dict[str, float]], None], max_epochs: int, verbose: bool) -> None:
         self.on_epoch, self.max_epochs, self.verbose = on_epoch, max_epochs, verbose
         self.history: list[dict[str, float]] = []
+        self.device = torch.device("cpu")
+
+    def on_train_start(self, trainer: pl.Trainer, module: FamilyModule) -> None:
+        # Recorded here: Lightning moves the module back to the CPU when fit ends.
+        self.device = module.device
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: FamilyModule) -> None:
         metrics = module.current_epoch_metrics()
@@ -198,7 +204,8 @@ def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSett
         peak_memory_mb=peak,
         memory_measure=measure,
         epochs=trainer.current_epoch,
-        execution_path=stack.execution_path(next(net.parameters()).device),
+        execution_path=stack.execution_path(reporter.device),
+        device=str(reporter.device),
         model_param_count=sum(p.numel() for p in net.parameters()),
         samples=module.samples,
     )

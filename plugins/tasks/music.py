@@ -26,14 +26,10 @@ parsed and validated once per process.
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import json
-import math
 import os
-import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -208,69 +204,6 @@ def plot_piano_roll(roll: Sequence[Sequence[int]], path: Path, *, title: str = "
     return Path(path)
 
 
-# ---------------------------------------------------------------------------
-# Their table next to ours.
-# ---------------------------------------------------------------------------
-
-_REFERENCE = re.compile(r"^#\s*reference\s+(\S+)\s+(\S+)\s+([0-9.]+)\s+([0-9.]+)\s*$")
-
-
-def read_reference(preset: Path) -> dict[tuple[str, str], tuple[float, float]]:
-    """Published numbers carried as comment lines ``# reference <dataset> <cell> <train> <test>``."""
-    found = {}
-    for line in Path(preset).read_text(encoding="utf-8").splitlines():
-        match = _REFERENCE.match(line.strip())
-        if match:
-            found[(match[1], match[2])] = (float(match[3]), float(match[4]))
-    return found
-
-
-def comparison_table(preset: Path, results_csv: Path) -> str:
-    """Markdown: per data set (the task label) and cell label, published train/test NLL next to ours.
-
-    Ours is the mean over the finished seeds ± the half-width of the 95% Student-t interval (n seeds).
-    """
-    from harness.statistics import mean_ci
-
-    reference = read_reference(preset)
-    ours: dict[tuple[str, str], dict[str, list[float]]] = {}
-    with Path(results_csv).open(encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if row.get("status") != "FINISHED":
-                continue
-            entry = ours.setdefault((row["task"], row["cell"]), {"train": [], "test": []})
-            for split, column in (("train", "test_train_nll"), ("test", "test_nll")):
-                if row.get(column):
-                    entry[split].append(float(row[column]))
-
-    def shown(values: list[float]) -> str:
-        if not values:
-            return "—"
-        summary = mean_ci(values)
-        spread = "" if math.isnan(summary.half_width) else f" ± {summary.half_width:.2f}"
-        return f"{summary.mean:.2f}{spread} (n={summary.n})"
-
-    datasets = sorted({d for d, _ in reference} | {d for d, _ in ours})
-    lines = ["| data set | cell | Chung et al. train | Chung et al. test | ours train | ours test |",
-             "|---|---|---:|---:|---:|---:|"]
-    for dataset in datasets:
-        cells = sorted({c for d, c in reference if d == dataset} | {c for d, c in ours if d == dataset})
-        for cell in cells:
-            published = reference.get((dataset, cell))
-            mine = ours.get((dataset, cell), {"train": [], "test": []})
-            lines.append(f"| {dataset} | {cell} | {published[0]:.2f} | {published[1]:.2f} | " if published
-                         else f"| {dataset} | {cell} | — | — | ")
-            lines[-1] += f"{shown(mine['train'])} | {shown(mine['test'])} |"
-    return "\n".join(lines) + "\n"
-
-
 @hookimpl
 def register_tasks(register) -> None:
     register(MusicTask)
-
-
-if __name__ == "__main__":  # python -m plugins.tasks.music PRESET RESULTS_CSV
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m plugins.tasks.music experiments/reproduce/chung2014.yaml "
-                 "reports/chung2014/results.csv")
-    sys.stdout.write(comparison_table(Path(sys.argv[1]), Path(sys.argv[2])))

@@ -24,7 +24,7 @@ def test_auto_device_trains_on_the_gpu(cell: str, expected_path: str) -> None:
     net = build_network(cell_class, cell_class.Config(), task, data, model, plan)
     result = train_run(net, task, data, TrainingSettings(max_epochs=1, batch_size=32), seed=0, device="auto",
                        hyperparameters={}, verbose=False)
-    assert next(net.parameters()).is_cuda
+    assert result.device.startswith("cuda")  # where it trained (Lightning returns it to the CPU after)
     assert result.execution_path == expected_path
     assert result.memory_measure == "cuda_max_allocated" and result.peak_memory_mb > 0
     assert 0.0 <= result.test_metrics["test_accuracy"] <= 1.0
