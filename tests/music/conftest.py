@@ -1,8 +1,8 @@
 """Shared bits of the music tests: where the polyphonic-music data lives.
 
-The tests read the real JSON files from ``$HARNESS_DATA_DIR/polyphonic-music/`` (default
-/work/shared/data, the folder that contains ``polyphonic-music/``); the tests that need
-them are skipped when the folder is not there.
+The tests read the real JSON files from ``$HARNESS_DATA_DIR/polyphonic-music/`` (default:
+``../shared/data`` beside the repository, the folder that contains ``polyphonic-music/``).
+Without the data those tests fail with a message saying where they looked.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-DATA_DIR = Path(os.environ.get("HARNESS_DATA_DIR") or "/work/shared/data")
+DATA_DIR = Path(os.environ.get("HARNESS_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
 JSB = DATA_DIR / "polyphonic-music" / "JSB_Chorales.json"
 
 
 @pytest.fixture
 def data_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
     if not JSB.is_file():
-        pytest.skip(f"no polyphonic-music data under {DATA_DIR}")
+        pytest.fail(f"no polyphonic-music data under {DATA_DIR}: set HARNESS_DATA_DIR to the folder "
+                    "that contains polyphonic-music/")
     monkeypatch.setenv("HARNESS_DATA_DIR", str(DATA_DIR))
     return DATA_DIR

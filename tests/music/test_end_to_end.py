@@ -14,7 +14,7 @@ from harness.midi import read_midi
 from plugins.tasks.music import MusicConfig, MusicTask
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
-DATA_DIR = Path(os.environ.get("HARNESS_DATA_DIR") or "/work/shared/data")  # as in conftest.py
+DATA_DIR = Path(os.environ.get("HARNESS_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
 JSB = DATA_DIR / "polyphonic-music" / "JSB_Chorales.json"
 PRESET = Path(__file__).parents[2] / "experiments" / "reproduce" / "chung2014.yaml"
 
@@ -27,7 +27,7 @@ def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     if not JSB.is_file():
-        pytest.skip(f"no polyphonic-music data under {DATA_DIR}")
+        pytest.fail(f"no polyphonic-music data under {DATA_DIR}: set HARNESS_DATA_DIR")
     folder = tmp_path_factory.mktemp("music")
     (folder / "jsb.yaml").write_text(
         "# A tiny JSB slice: harness run jsb.yaml\n"
