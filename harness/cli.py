@@ -164,61 +164,20 @@ def sample(ctx: click.Context, run_reference: str, count: int | None, length: in
 
     RUN is the run's artifact folder (the `path` column of results.csv) or its MLflow run id.
     """
-    import torch
-
     from harness.checkpoints import load_trained_run, run_directory
-    from harness.errors import BadInputError
-    from harness.sampling import sample_sequences
+    from harness.generate import sample_language_model, sample_music
 
     trained = load_trained_run(run_directory(run_reference, tracking_uri), loaded_plugins(ctx))
     if trained.task.family == "multilabel_sequence":
-        if prime or reject_unk:
-            raise BadInputError("--prime and --reject-unk are for language models; music runs take --prime-steps")
-        for path in _sample_multilabel(trained, count or 1, length, temperature, prime_steps, seed, output):
+        for path in sample_music(trained, count=count or 1, length=length, temperature=temperature,
+                                 prime_steps=prime_steps, seed=seed, output=output, prime=prime,
+                                 reject_unk=reject_unk):
             click.echo(str(path))
         return
-    count = 5 if count is None else count
-    if prime_steps:
-        raise BadInputError("--prime-steps is for music runs; language models take --prime")
-    if trained.task.family != "language_model":
-        raise BadInputError(f"run {run_reference} is a {trained.task.family} run; only language models sample")
-    if temperature <= 0:
-        raise BadInputError(f"--temperature must be positive, got {temperature}")
-    vocab = trained.data.input_vocab
-    primed = prime.split() if prime else None
-    unknown = [t for t in primed or [] if t not in vocab]
-    if unknown:
-        raise BadInputError(f"--prime tokens not in the vocabulary: {', '.join(unknown)}")
-    generator = torch.Generator().manual_seed(seed)
-    for tokens in sample_sequences(trained.net, vocab, count=count, max_length=length, temperature=temperature,
-                                   reject_unk=reject_unk, prime=primed, generator=generator):
-        click.echo(" ".join(tokens))
-
-
-def _sample_multilabel(trained, count: int, length: int, temperature: float, prime_steps: int, seed: int,
-                       output: Path) -> list[Path]:  # type: ignore[no-untyped-def]
-    """Sample a multilabel_sequence run and hand the rolls to its task's ``write_samples`` (MIDI + PNG)."""
-    import torch
-
-    from harness.errors import BadInputError
-    from harness.sampling import sample_multilabel
-
-    write = getattr(trained.task, "write_samples", None)
-    if write is None:
-        raise BadInputError(f"task {trained.task.name!r} cannot write samples (it has no write_samples)")
-    if temperature <= 0 or count < 1 or length < 1:
-        raise BadInputError("--temperature, --count and --length must be positive")
-    prime = None
-    if prime_steps:
-        test = trained.task.load().test
-        if not test or len(test[0].inputs) < prime_steps:
-            raise BadInputError(f"--prime-steps {prime_steps}: the first test piece has only "
-                                f"{len(test[0].inputs) if test else 0} steps")
-        prime = [list(step) for step in test[0].inputs[:prime_steps]]
-    generator = torch.Generator().manual_seed(seed)
-    rolls = sample_multilabel(trained.net, count=count, length=length, labels=trained.data.input_size, prime=prime,
-                              temperature=temperature, generator=generator)
-    return write(rolls, output, prime_steps=prime_steps)
+    for line in sample_language_model(trained, count=5 if count is None else count, length=length,
+                                      temperature=temperature, prime=prime, reject_unk=reject_unk, seed=seed,
+                                      prime_steps=prime_steps, reference=run_reference):
+        click.echo(line)
 
 
 def _write_report(loaded, tracker):  # type: ignore[no-untyped-def]

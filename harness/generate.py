@@ -1,0 +1,55 @@
+"""What ``harness sample`` does with a trained run: sample text, or music written as MIDI + PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from harness.checkpoints import TrainedRun
+from harness.errors import BadInputError
+from harness.sampling import sample_multilabel, sample_sequences
+
+
+def sample_language_model(trained: TrainedRun, *, count: int, length: int, temperature: float,
+                          prime: str | None, reject_unk: bool, seed: int, prime_steps: int = 0,
+                          reference: str = "") -> list[str]:
+    """``count`` samples as space-separated tokens, drawn as the notes describe."""
+    if prime_steps:
+        raise BadInputError("--prime-steps is for music runs; language models take --prime")
+    if trained.task.family != "language_model":
+        raise BadInputError(f"run {reference} is a {trained.task.family} run; only language models sample")
+    if temperature <= 0:
+        raise BadInputError(f"--temperature must be positive, got {temperature}")
+    vocab = trained.data.input_vocab
+    primed = prime.split() if prime else None
+    unknown = [t for t in primed or [] if t not in vocab]
+    if unknown:
+        raise BadInputError(f"--prime tokens not in the vocabulary: {', '.join(unknown)}")
+    generator = torch.Generator().manual_seed(seed)
+    samples = sample_sequences(trained.net, vocab, count=count, max_length=length, temperature=temperature,
+                               reject_unk=reject_unk, prime=primed, generator=generator)
+    return [" ".join(tokens) for tokens in samples]
+
+
+def sample_music(trained: TrainedRun, *, count: int, length: int, temperature: float, prime_steps: int,
+                 seed: int, output: Path, prime: str | None = None, reject_unk: bool = False) -> list[Path]:
+    """Sample a multilabel_sequence run; its task's ``write_samples`` writes MIDI + piano roll."""
+    if prime or reject_unk:
+        raise BadInputError("--prime and --reject-unk are for language models; music runs take --prime-steps")
+    write = getattr(trained.task, "write_samples", None)
+    if write is None:
+        raise BadInputError(f"task {trained.task.name!r} cannot write samples (it has no write_samples)")
+    if temperature <= 0 or count < 1 or length < 1:
+        raise BadInputError("--temperature, --count and --length must be positive")
+    primed = None
+    if prime_steps:
+        test = trained.task.load().test
+        if not test or len(test[0].inputs) < prime_steps:
+            raise BadInputError(f"--prime-steps {prime_steps}: the first test piece has only "
+                                f"{len(test[0].inputs) if test else 0} steps")
+        primed = [list(step) for step in test[0].inputs[:prime_steps]]
+    generator = torch.Generator().manual_seed(seed)
+    rolls = sample_multilabel(trained.net, count=count, length=length, labels=trained.data.input_size,
+                              prime=primed, temperature=temperature, generator=generator)
+    return write(rolls, output, prime_steps=prime_steps)
