@@ -137,7 +137,10 @@ def report(experiment_file: Path, overrides: tuple[str, ...]) -> None:
             raise BadInputError(f"{experiment_file}: no runs recorded in {loaded.output_dir}; "
                                 f"run `harness run {experiment_file}` first")
         uri = default_tracking_uri(loaded.output_dir)
-    paths = _write_report(loaded, Tracker(uri, loaded.name, loaded.output_dir / "artifacts"))
+    tracker = Tracker(uri, loaded.name, loaded.output_dir / "artifacts")
+    if loaded.experiment.reference is not None:  # the file's published numbers, recorded with the runs
+        tracker.set_experiment_tag("reference", loaded.experiment.reference.model_dump_json())
+    paths = _write_report(loaded, tracker)
     click.echo(f"report: {paths.markdown}  {paths.html}")
 
 
