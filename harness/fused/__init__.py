@@ -82,9 +82,9 @@ class FusedKernel:
         """The cell tensors the recurrence reads besides the projected inputs (W_aa, ...).
 
         They are inputs of the autograd Function; :meth:`finish_backward` returns their
-        gradients in this order.
+        gradients in this order. The default is W_aa alone, what most cells read.
         """
-        raise NotImplementedError
+        return (self.cell.weight_a,)
 
     def project(self, inputs: Tensor) -> Tensor:
         """W_ax x<t> + b of every step, time-major (T, B, G*H), blocks in :attr:`order`, times :attr:`scales`."""

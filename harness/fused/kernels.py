@@ -63,11 +63,7 @@ class VanillaKernel(FusedKernel):
 
     def __init__(self, cell: RecurrentCell) -> None:
         super().__init__(cell)
-        self.weight_a = cell.weight_a
         self.relu = cell.config.activation == "relu"
-
-    def parameters(self) -> tuple[Tensor, ...]:
-        return (self.weight_a,)
 
     def begin(self, projected: Tensor, steps: int) -> None:
         self.projected, self.weight_t = projected.unbind(0), _transposed(self.params[0])
@@ -96,13 +92,6 @@ class SimpleGRUKernel(FusedKernel):
     """Rows [c~ ; Γu]: [c~ ; Γu] = [tanh ; σ](P + W c<t-1>), c<t> = c<t-1> + Γu (c~ - c<t-1>)."""
 
     state_count = 1
-
-    def __init__(self, cell: RecurrentCell) -> None:
-        super().__init__(cell)
-        self.weight_a = cell.weight_a
-
-    def parameters(self) -> tuple[Tensor, ...]:
-        return (self.weight_a,)
 
     def begin(self, projected: Tensor, steps: int) -> None:
         hidden = self.hidden_size
@@ -249,13 +238,6 @@ class LSTMKernel(FusedKernel):
     order = (3, 0, 1, 2)
     scales = (1, 1, 1, 2)
 
-    def __init__(self, cell: RecurrentCell) -> None:
-        super().__init__(cell)
-        self.weight_a = cell.weight_a
-
-    def parameters(self) -> tuple[Tensor, ...]:
-        return (self.weight_a,)
-
     def begin(self, projected: Tensor, steps: int) -> None:
         hidden = self.hidden_size
         self.weight = reorder_rows(self.params[0], self.order, self.scales)
@@ -335,11 +317,10 @@ class PeepholeLSTMKernel(LSTMKernel):
 
     def __init__(self, cell: RecurrentCell) -> None:
         super().__init__(cell)
-        self.peephole = cell.peephole
         self.gers = cell.config.variant == "gers"
 
     def parameters(self) -> tuple[Tensor, ...]:
-        return (self.weight_a, self.peephole)
+        return (self.cell.weight_a, self.cell.peephole)
 
     def begin(self, projected: Tensor, steps: int) -> None:
         super().begin(projected, steps)
