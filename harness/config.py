@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError,
@@ -24,6 +24,18 @@ from harness.errors import ConfigError, UnknownNameError
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Fields added after experiments were already recorded: left out of the dump while they
+    #: hold their default, so the run keys (hashes of the dumped config) of older files stay the same.
+    _omit_when_default: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_later_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        for name in self._omit_when_default:
+            if name in data and getattr(self, name) == type(self).model_fields[name].default:
+                data.pop(name)
+        return data
 
 
 class PluginChoice(_Strict):
@@ -65,6 +77,14 @@ class ModelSettings(_Strict):
     #: Which execution path the stack may take: auto (torch.nn where it is exact, else the fused
     #: kernel where the cell has one, else the reference loop), fused or reference.
     implementation: Literal["auto", "reference", "fused"] = "auto"
+    #: How every parameter of the network starts: ``default`` (each layer's and cell's own
+    #: initialisation, e.g. the LSTM forget-gate bias), ``uniform`` U(-init_scale, init_scale)
+    #: (Zaremba et al. 2014 use 0.1) or ``normal`` N(0, init_scale²) (Cho et al. 2014 use 0.01).
+    #: ``uniform`` and ``normal`` overwrite biases too, forget-gate bias included.
+    initialization: Literal["default", "uniform", "normal"] = "default"
+    init_scale: float = Field(0.1, gt=0)
+
+    _omit_when_default = frozenset({"initialization", "init_scale"})
 
     @model_validator(mode="before")
     @classmethod
@@ -105,13 +125,7 @@ class TrainingSettings(_Strict):
     #: Chung et al. 2014 use 0.075). 0: off.
     weight_noise: float = Field(0.0, ge=0)
 
-    @model_serializer(mode="wrap")
-    def _omit_weight_noise_when_off(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Left out when off, so the run keys (hashes of the dumped config) of older experiments stay the same.
-        data = handler(self)
-        if not self.weight_noise:
-            data.pop("weight_noise", None)
-        return data
+    _omit_when_default = frozenset({"weight_noise"})
 
 
 class Reference(_Strict):

@@ -23,7 +23,7 @@ from harness.report_document import (Block, Bullets, Cell, Heading, Image, Para,
                                      render_markdown)
 from harness.report_plots import CHANCE, GROUPED
 from harness.statistics import mean_ci, welch
-from harness.tracking import RunRecord, Tracker, latest_per_key
+from harness.tracking import TAG_PREFIX, RunRecord, Tracker, latest_per_key
 
 __all__ = ["ReportPaths", "build_report"]
 
@@ -215,6 +215,9 @@ def _task_section(task: _Task, tracker: Tracker, plot_dir: Path, stem: str,
                  for r in task.unfinished()]
         blocks += [Para("Runs that did not finish (excluded from every mean):"), Bullets(tuple(items))]
     blocks += _comparisons(task)
+    notes = _metric_notes(task)
+    if notes:
+        blocks += [Heading(3, "How the metrics were computed"), Bullets(tuple(notes))]
     if task.groups:
         blocks += [Heading(3, "Accuracy by distance"), _group_table(task)]
     for kind, plot in (("learning_curves", figures.plot_learning_curves),
@@ -225,6 +228,18 @@ def _task_section(task: _Task, tracker: Tracker, plot_dir: Path, stem: str,
             plots.append(path)
             blocks.append(Image(path.relative_to(plot_dir.parent), f"{task.name}: {kind.replace('_', ' ')}"))
     return blocks
+
+
+def _metric_notes(task: _Task) -> list[str]:
+    """The task's notes (tags ``note.<key>``) of its finished runs; differing values are all listed."""
+    values: dict[str, list[str]] = {}
+    for run in task.runs:
+        if not run.finished:
+            continue
+        for tag, value in run.record.tags.items():
+            if tag.startswith(TAG_PREFIX + "note.") and value not in values.setdefault(tag, []):
+                values[tag].append(value)
+    return [f"{tag[len(TAG_PREFIX + 'note.'):]}: {' | '.join(found)}" for tag, found in sorted(values.items())]
 
 
 def _reference_section(task: _Task, reference: dict | None) -> list[Block]:

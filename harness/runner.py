@@ -252,7 +252,8 @@ class Runner:
                            hyperparameters=spec.config, on_epoch=on_epoch, verbose=self.verbose)
         with self._critical_section():
             digest = save_network(self.tracker, run_id, net, plan, data)
-            self.tracker.set_tags(run_id, {"model_sha256": digest})
+            self.tracker.set_tags(run_id, {"model_sha256": digest,
+                                           **{f"note.{key}": value for key, value in task.notes.items()}})
         return result
 
     def _load_task(self, choice: ResolvedChoice) -> tuple[Task, TaskData]:

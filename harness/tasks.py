@@ -127,6 +127,19 @@ class Task:
 
     def __init__(self, config: TaskConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
+        #: How the metrics were computed, in words a reader needs to compare numbers (the tag
+        #: scheme and seqeval mode, a sacreBLEU signature, the split protocol). Set while loading
+        #: or evaluating; recorded with every run (MLflow tags ``harness.note.<key>``) and shown
+        #: in the report.
+        self.notes: dict[str, str] = {}
+
+    def tokenize(self, text: str) -> list[str]:
+        """User text (a prime, a sentence to score or translate) as this task's input tokens."""
+        return text.split()
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        """Tokens back to text, the inverse of :meth:`tokenize` as far as the task can."""
+        return " ".join(tokens)
 
     def load(self) -> TaskData:
         """Build or read the splits. Called once per run, before training."""

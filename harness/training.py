@@ -24,8 +24,17 @@ from harness.cells import CellConfig, RecurrentCell
 from harness.config import ModelSettings, TrainingSettings
 from harness.data import make_loader
 from harness.families import FAMILY_MODULES, FamilyModule
-from harness.models import (ClassifierNet, Encoder, LanguageModelNet, MultilabelSequenceNet, Seq2SeqNet, TaggerNet,
-                            build_stack, hidden_size_for_budget, stack_param_count)
+from harness.models import (
+    ClassifierNet,
+    Encoder,
+    LanguageModelNet,
+    MultilabelSequenceNet,
+    Seq2SeqNet,
+    TaggerNet,
+    build_stack,
+    hidden_size_for_budget,
+    stack_param_count,
+)
 from harness.tasks import Task, TaskData
 
 
@@ -62,20 +71,38 @@ def build_network(cell_class: type[RecurrentCell], cell_config: CellConfig, task
     vocab = data.input_vocab
     source = encoder(len(vocab) if vocab else None, model.bidirectional, _pad_id(vocab))
     if family == "tagging":
-        return TaggerNet(source, len(data.output_vocab), model.dropout)
-    if family == "classification":
-        return ClassifierNet(source, len(data.output_vocab), model.dropout)
-    if family == "regression":
-        return ClassifierNet(source, 1, model.dropout)
-    if family == "language_model":
-        return LanguageModelNet(source, len(vocab), model.dropout)
-    if family == "multilabel_sequence":
-        return MultilabelSequenceNet(source, data.input_size, model.dropout)
-    if family == "seq2seq":
+        net: nn.Module = TaggerNet(source, len(data.output_vocab), model.dropout)
+    elif family == "classification":
+        net = ClassifierNet(source, len(data.output_vocab), model.dropout)
+    elif family == "regression":
+        net = ClassifierNet(source, 1, model.dropout)
+    elif family == "language_model":
+        net = LanguageModelNet(source, len(vocab), model.dropout)
+    elif family == "multilabel_sequence":
+        net = MultilabelSequenceNet(source, data.input_size, model.dropout)
+    elif family == "seq2seq":
         target = data.output_vocab
         decoder = encoder(len(target), False, _pad_id(target))
-        return Seq2SeqNet(source, decoder, len(target), model.dropout)
-    raise ValueError(f"unknown task family {family!r}")
+        net = Seq2SeqNet(source, decoder, len(target), model.dropout)
+    else:
+        raise ValueError(f"unknown task family {family!r}")
+    initialize(net, model.initialization, model.init_scale)
+    return net
+
+
+def initialize(net: nn.Module, scheme: str, scale: float) -> None:
+    """Overwrite every parameter with U(-scale, scale) or N(0, scale²); ``default`` keeps each layer's own."""
+    if scheme == "default":
+        return
+    with torch.no_grad():
+        for parameter in net.parameters():
+            if scheme == "uniform":
+                parameter.uniform_(-scale, scale)
+            else:
+                parameter.normal_(0.0, scale)
+        for module in net.modules():  # <PAD> stays the zero vector, as nn.Embedding keeps it
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
 
 
 def _pad_id(vocab: Any) -> int:
