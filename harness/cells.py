@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -71,6 +71,10 @@ class RecurrentCell(nn.Module):
     Config: ClassVar[type[CellConfig]] = CellConfig
     gate_count: ClassVar[int] = 1
     state_names: ClassVar[tuple[str, ...]] = ("a",)
+    #: ``harness tune`` defaults for this cell's own options, ``{option: {type, low, high, ...}}``
+    #: in the experiment file's ``tuning.search_space`` form without the ``cell.`` prefix
+    #: (the LSTM: ``forget_bias``). The file's entries override them.
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, input_size: int, hidden_size: int, config: CellConfig | None = None) -> None:
         super().__init__()

@@ -83,8 +83,17 @@ class ModelSettings(_Strict):
     #: ``uniform`` and ``normal`` overwrite biases too, forget-gate bias included.
     initialization: Literal["default", "uniform", "normal"] = "default"
     init_scale: float = Field(0.1, gt=0)
+    #: Many-to-one tasks (classification, regression): the feature vector the output layer reads.
+    #: ``last``: the notes' state after the last real token (bidirectional: the forward state there
+    #: and the backward state after the first token); ``mean``/``max``: pooled over every real step
+    #: of the top layer's outputs. Other families ignore it.
+    pooling: Literal["last", "mean", "max"] = "last"
+    #: Encoder-decoders (seq2seq) only: ``initial_state``: the encoder's final state starts the decoder
+    #: (Sutskever et al. 2014); ``every_step``: it is also concatenated, as the context c, to every
+    #: decoder input and, with the embedded previous token, to the output layer's input (Cho et al. 2014).
+    decoder_context: Literal["initial_state", "every_step"] = "initial_state"
 
-    _omit_when_default = frozenset({"initialization", "init_scale"})
+    _omit_when_default = frozenset({"initialization", "init_scale", "pooling", "decoder_context"})
 
     @model_validator(mode="before")
     @classmethod
@@ -99,6 +108,9 @@ class ModelSettings(_Strict):
 
 
 class EarlyStopping(_Strict):
+    """Stop when the validation loss has not improved for ``patience`` epochs, then test the
+    weights of the best validation epoch (reported as ``test_best_epoch``)."""
+
     #: Epochs without a validation-loss improvement before stopping.
     patience: int = Field(3, ge=1)
     min_delta: float = Field(0.0, ge=0.0)
@@ -112,7 +124,16 @@ class TrainingSettings(_Strict):
     lr_schedule: Literal["constant", "cosine", "step"] = "constant"
     lr_step_epochs: int = Field(1, ge=1)
     lr_gamma: float = Field(0.5, gt=0, le=1)
+    #: step schedule: epochs trained at the initial rate before the first decay, then one decay every
+    #: lr_step_epochs (Zaremba et al. 2014: 4, i.e. "halved every epoch after epoch 4"); null: lr_step_epochs.
+    lr_decay_start_epoch: int | None = Field(None, ge=0)
     batch_size: int = Field(32, ge=1)
+    #: Validation and test batch size (null: batch_size). For stream language models it is the
+    #: number of columns the split is cut into: 1 scores every token after the first.
+    eval_batch_size: int | None = Field(None, ge=1)
+    #: Stream language models (truncated BPTT): steps per window; the state is carried across
+    #: windows. Sentence-level tasks ignore it.
+    bptt_steps: int = Field(35, ge=1)
     max_epochs: int = Field(5, ge=1)
     #: Rescale the gradient when its global norm exceeds this (the notes' clipping); null: off.
     gradient_clip_norm: float | None = Field(1.0, gt=0)
@@ -125,7 +146,7 @@ class TrainingSettings(_Strict):
     #: Chung et al. 2014 use 0.075). 0: off.
     weight_noise: float = Field(0.0, ge=0)
 
-    _omit_when_default = frozenset({"weight_noise"})
+    _omit_when_default = frozenset({"weight_noise", "lr_decay_start_epoch", "eval_batch_size", "bptt_steps"})
 
 
 class Reference(_Strict):
@@ -150,6 +171,130 @@ class Reference(_Strict):
         return self
 
 
+class SearchParam(_Strict):
+    """One searched setting of ``tuning.search_space``: a float or int range, or a list of choices.
+
+    Which setting it changes is its key (``training.learning_rate``, ``cell.forget_bias``); the key
+    and the values are checked against that setting by :mod:`harness.tuning_space`.
+    """
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    #: Sample log-uniformly (learning rates, sizes: Greff et al. 2017 search both on a log scale).
+    log: bool = False
+    #: A grid step within [low, high] (not with log).
+    step: float | None = Field(None, gt=0)
+    choices: list[str | bool | int | float | None] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchParam:
+        if self.type == "categorical":
+            if self.choices is None:
+                raise ValueError("a categorical entry needs choices: [...]")
+            if self.low is not None or self.high is not None or self.step is not None or self.log:
+                raise ValueError("a categorical entry takes only choices; low, high, step and log are for float and int")
+            if len({repr(c) for c in self.choices}) != len(self.choices):
+                raise ValueError(f"choices are listed twice: {self.choices}")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"choices are for categorical entries; a {self.type} entry takes low and high")
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} entry needs low and high")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (got {self.low:g})")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined: Optuna samples on a log scale or on a grid")
+        if self.type == "int" and not all(float(v).is_integer() for v in (self.low, self.high, self.step or 1)):
+            raise ValueError("an int entry needs whole numbers for low, high and step")
+        return self
+
+
+class SamplerSettings(_Strict):
+    """How each study proposes configurations."""
+
+    #: tpe (Optuna's default, Bergstra et al. 2011) or random (Greff et al. 2017's random search).
+    name: Literal["tpe", "random"] = "tpe"
+    #: The same seed for every study: with one worker, a study is reproducible; null: unseeded.
+    seed: int | None = 0
+    #: tpe only: random trials before the model takes over (Optuna's default is 10).
+    startup_trials: int = Field(10, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _own_options(self) -> SamplerSettings:
+        if self.name == "random" and "startup_trials" in self.model_fields_set:
+            raise ValueError("startup_trials is an option of the tpe sampler, not of random")
+        return self
+
+
+class PrunerSettings(_Strict):
+    """When to stop an unpromising trial early, from its per-epoch validation metric."""
+
+    #: none; median (stop a trial whose value at an epoch is worse than the median of earlier
+    #: trials at that epoch); successive_halving (asynchronous successive halving, Li et al. 2020).
+    name: Literal["none", "median", "successive_halving"] = "median"
+    #: median: no trial is pruned until this many trials have completed (Optuna's default is 5).
+    startup_trials: int = Field(5, ge=0)
+    #: median: epochs every trial trains before it can be pruned.
+    warmup_epochs: int = Field(0, ge=0)
+    #: successive_halving: epochs every trial trains before the first rung (Optuna's min_resource).
+    min_epochs: int = Field(1, ge=1)
+    #: successive_halving: 1/reduction_factor of the trials are promoted at each rung.
+    reduction_factor: int = Field(3, ge=2)
+
+    _OPTIONS: ClassVar[dict[str, frozenset[str]]] = {
+        "none": frozenset(), "median": frozenset({"startup_trials", "warmup_epochs"}),
+        "successive_halving": frozenset({"min_epochs", "reduction_factor"}),
+    }
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _own_options(self) -> PrunerSettings:
+        foreign = sorted(self.model_fields_set - {"name"} - self._OPTIONS[self.name])
+        if foreign:
+            own = ", ".join(sorted(self._OPTIONS[self.name])) or "none"
+            raise ValueError(f"{', '.join(foreign)}: not an option of the {self.name} pruner (its options: {own})")
+        return self
+
+
+class TuningSettings(_Strict):
+    """``harness tune``: one Optuna study per (cell, task), every study with the same budget.
+
+    The budget is ``trials`` trials of at most ``training.max_epochs`` epochs each (the
+    fair-comparison protocol of Greff et al. 2017 and Melis et al. 2017); the best trial's
+    configuration is then re-trained over ``seeds`` like a grid run.
+    """
+
+    #: Trials per study, counted to a fixed total: a resumed search runs only what is missing.
+    trials: int = Field(ge=1)
+    #: Validation metric to optimise (without ``val_``); default: each task's primary metric.
+    metric: str | None = None
+    #: Needed only when ``metric`` is neither the task's primary metric nor ``loss``.
+    direction: Literal["minimize", "maximize"] | None = None
+    sampler: SamplerSettings = Field(default_factory=SamplerSettings)
+    pruner: PrunerSettings = Field(default_factory=PrunerSettings)
+    #: setting → range or choices; keys ``model.<field>``, ``training.<field>``, ``cell.<option>``,
+    #: ``task.<option>``. Left out: the harness's default space (learning rate, size, dropout, clipping).
+    search_space: dict[str, SearchParam] | None = None
+    #: Merge each cell's and task's own ``search_space`` defaults (e.g. the LSTM's forget_bias)
+    #: under the entries above.
+    plugin_search_space: bool = True
+    #: Times a trial whose worker died (kill -9, a lost machine) is run again with the same values;
+    #: after that its failure spends its slot. A trial ended by SIGINT/SIGTERM is always run again.
+    max_retries: int = Field(3, ge=0)
+
+
 class Experiment(_Strict):
     """The schema of an experiment file."""
 
@@ -164,12 +309,30 @@ class Experiment(_Strict):
     device: Literal["auto", "cpu", "gpu"] = "auto"
     #: MLflow tracking URI; default: SQLite in the output folder.
     tracking_uri: str | None = None
+    #: Where the run ledger (and Optuna's studies) live: default SQLite in the output folder
+    #: (one process); journal:///abs/path/ledger.journal (several processes on one machine);
+    #: postgresql://user:password@host:5432/db (many machines). ``--storage`` overrides it.
+    storage: str | None = None
     #: Where the ledger, MLflow store and checkpoints go; default runs/<name>.
     output_dir: str | None = None
     #: Where reports go: <reports_dir>/<name>/.
     reports_dir: str = "reports"
     #: Published numbers to compare with (reproduction presets).
     reference: Reference | None = None
+    #: The hyper-parameter search of ``harness tune`` (``harness run`` ignores it).
+    tuning: TuningSettings | None = None
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, url: str | None) -> str | None:
+        from harness.storage import parse_storage
+
+        if url is not None:
+            try:
+                parse_storage(url, output_dir=Path("."), where="")
+            except ConfigError as error:
+                raise ValueError(str(error)) from None
+        return url
 
     @field_validator("seeds")
     @classmethod

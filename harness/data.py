@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from harness.streams import make_stream_loader
 from harness.tasks import Example, TaskData
 
 IGNORE_INDEX = -100  # targets at padded steps; cross-entropy skips them
@@ -103,9 +104,18 @@ class Collator:
         return batch
 
 
-def make_loader(family: str, data: TaskData, split: str, batch_size: int, *, seed: int) -> DataLoader:
-    """A loader over one split; only the training split is shuffled, with a seeded generator."""
+def make_loader(family: str, data: TaskData, split: str, batch_size: int, *, seed: int,
+                bptt_steps: int | None = None) -> DataLoader:
+    """A loader over one split; only the training split is shuffled, with a seeded generator.
+
+    A contiguous stream (``data.contiguous``) is read in order as ``batch_size`` columns and
+    windows of ``bptt_steps`` steps instead (:mod:`harness.streams`).
+    """
     examples = data.splits()[split]
+    if data.contiguous:
+        if bptt_steps is None:
+            raise ValueError("a contiguous stream needs bptt_steps")
+        return make_stream_loader(examples[0].inputs, columns=batch_size, bptt_steps=bptt_steps, split=split)
     shuffle = split == "train"
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(ExampleDataset(examples), batch_size=batch_size, shuffle=shuffle,

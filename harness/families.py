@@ -7,6 +7,7 @@ standard metrics per split; the task adds its own through ``Task.evaluate``.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, ClassVar
 
@@ -14,10 +15,13 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from harness.cells import State
 from harness.config import TrainingSettings
 from harness.data import IGNORE_INDEX, Collator, ExampleDataset, count_tokens
+from harness.decoding import DecodingSettings, decode
 from harness.errors import HarnessError
-from harness.sampling import sample_sequences
+from harness.sampling import sample_sequences, start_context
+from harness.streams import detach_state
 from harness.tasks import Task, TaskData
 
 
@@ -41,6 +45,9 @@ class FamilyModule(pl.LightningModule):
         self.samples: list[list[str]] = []
         self._sums: dict[str, list[float]] = {}
         self._predictions: dict[str, list[tuple[int, Any]]] = {}
+        #: (validation loss, epoch counted from 1, weights) of the best validation epoch so far,
+        #: kept only with early stopping on: those weights are the ones tested.
+        self._best: tuple[float, int, dict[str, Tensor]] | None = None
 
     # Subclass API ---------------------------------------------------------
 
@@ -86,6 +93,15 @@ class FamilyModule(pl.LightningModule):
         # Early stopping monitors val_loss through Lightning's logged metrics.
         self.log("val_loss", metrics["val_loss"], prog_bar=True)
         self.epoch_metrics.update(metrics)
+        loss = metrics["val_loss"]
+        if self.settings.early_stopping is not None and (self._best is None or loss < self._best[0]):
+            self._best = (loss, self.current_epoch + 1,
+                          {k: v.detach().clone() for k, v in self.net.state_dict().items()})
+
+    def on_fit_end(self) -> None:
+        # Early stopping ends `patience` epochs after the best one: test the best, not the last.
+        if self._best is not None:
+            self.net.load_state_dict(self._best[2])
 
     def current_epoch_metrics(self) -> dict[str, float]:
         """This epoch's train loss and validation metrics (what gets logged per epoch)."""
@@ -95,6 +111,8 @@ class FamilyModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.test_metrics = self._finish("test", self.data.test)
+        if self._best is not None:
+            self.test_metrics["test_best_epoch"] = float(self._best[1])
 
     def configure_optimizers(self) -> Any:
         settings = self.settings
@@ -106,8 +124,12 @@ class FamilyModule(pl.LightningModule):
             return optimizer
         if settings.lr_schedule == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.max_epochs)
-        else:
+        elif settings.lr_decay_start_epoch is None:
             scheduler = torch.optim.lr_scheduler.StepLR(optimizer, settings.lr_step_epochs, settings.lr_gamma)
+        else:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+                step_decay_factor, every=settings.lr_step_epochs, gamma=settings.lr_gamma,
+                start=settings.lr_decay_start_epoch))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # Helpers --------------------------------------------------------------
@@ -144,6 +166,15 @@ class FamilyModule(pl.LightningModule):
             metrics.update(self.task.evaluate(predictions, examples))
             metrics.update(_group_accuracy(predictions, examples, self.family))
         return {f"{split}_{name}": float(value) for name, value in metrics.items()}
+
+
+def step_decay_factor(epoch: int, *, every: int, gamma: float, start: int) -> float:
+    """The ``step`` schedule's learning-rate factor in (0-based) ``epoch``: ``start`` epochs at the
+    initial rate, then × ``gamma`` once more every ``every`` epochs. With start 4, every 1 and
+    gamma 0.5 (Zaremba et al. 2014) epochs 1-4 train at lr, epoch 5 at lr/2, epoch 13 at lr/2⁹;
+    with start = every it is ``StepLR``."""
+    decays = 0 if epoch < start else 1 + (epoch - start) // every
+    return gamma**decays
 
 
 def _group_accuracy(predictions: list[Any], examples: list[Any], family: str) -> dict[str, float]:
@@ -206,32 +237,69 @@ class TaggingModule(FamilyModule):
 
 
 class LanguageModelModule(FamilyModule):
+    """x<t> = y<t-1>, on independent sentences (<BOS> … <EOS>) or on a contiguous stream.
+
+    Stream mode (``data.contiguous``): truncated BPTT as :mod:`harness.streams` describes;
+    the state of each stream is carried from window to window (detached) and starts from
+    zero at every pass's window 0. In both modes loss = NLL summed over every predicted
+    token / the number of predicted tokens N, perplexity = exp(loss), bits per token =
+    loss / ln 2; streams also report N (``tokens``) and bits per ``data.token_unit``.
+    """
+
     family = "language_model"
     #: Sequences sampled at test time for ``Task.evaluate_samples``.
     test_samples = 200
     sample_max_length = 100
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._carried: dict[str, State] = {}  # stream name → state after its last window
+
     def compute(self, batch, *, predict):
-        logits, _ = self.net(batch["inputs"], batch["lengths"])  # (B, T, V)
+        if self.data.contiguous:
+            logits = self._stream_forward(batch)  # (B, T, V)
+        else:
+            logits, _ = self.net(batch["inputs"], batch["lengths"])  # (B, T, V)
         targets = batch["targets"]
         loss_sum = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum",
                                                ignore_index=IGNORE_INDEX)
         real = targets != IGNORE_INDEX
-        correct = int(((logits.argmax(2) == targets) & real).sum())
+        correct = int(((logits.argmax(2) == targets) & real).sum()) if predict else 0
         return loss_sum, int(real.sum()), correct, None
+
+    def _stream_forward(self, batch: dict[str, Any]) -> Tensor:
+        stream, window = batch["stream"], int(batch["window"])
+        state = None if window == 0 else self._carried[stream]
+        logits, state = self.net(batch["inputs"], None, state)  # no lengths: every window is full
+        self._carried[stream] = detach_state(state)
+        return logits
 
     def split_metrics(self, split, loss, accuracy, predictions):
         metrics = {"perplexity": math.exp(min(loss, 700.0)), "bits_per_token": loss / math.log(2),
                    "token_accuracy": accuracy}
+        if self.data.contiguous:
+            metrics["tokens"] = self._sums[split][1]
+            if self.data.token_unit != "token":
+                metrics[f"bits_per_{self.data.token_unit}"] = metrics["bits_per_token"]
         if split == "test":
             generator = torch.Generator(device="cpu").manual_seed(0)
-            self.samples = sample_sequences(self.net, self.data.input_vocab, count=self.test_samples,
+            vocab = self.data.input_vocab
+            self.samples = sample_sequences(self.net, vocab, count=self.test_samples, context=start_context(vocab),
                                             max_length=self.sample_max_length, generator=generator)
             metrics.update(self.task.evaluate_samples(self.samples))
         return metrics
 
 
 class Seq2SeqModule(FamilyModule):
+    """Encoder-decoder with teacher forcing: the decoder reads <BOS> y<1> … y<Ty> and predicts y<1> … <EOS>.
+
+    ``perplexity`` is teacher-forced: exp of the NLL summed over every reference token and
+    the final <EOS>, each given the reference prefix, divided by their number. The outputs
+    the task scores are decoded as its ``decoding`` attribute says
+    (:class:`harness.decoding.DecodingSettings`: greedy or beam search, length limit); a task
+    without one is decoded greedily up to twice its longest reference + 5 tokens.
+    """
+
     family = "seq2seq"
 
     def compute(self, batch, *, predict):
@@ -244,9 +312,10 @@ class Seq2SeqModule(FamilyModule):
         predictions = None
         if predict:
             vocab = self.data.output_vocab
-            longest = int(batch["decoder_lengths"].max()) * 2 + 5
-            predictions = self.net.greedy_decode(batch["inputs"], batch["lengths"], vocab.bos_id, vocab.eos_id,
-                                                 longest)
+            settings = getattr(self.task, "decoding", None) or DecodingSettings()
+            longest = settings.max_length or int(batch["decoder_lengths"].max()) * 2 + 5
+            predictions = decode(self.net, batch["inputs"], batch["lengths"], bos_id=vocab.bos_id,
+                                 eos_id=vocab.eos_id, settings=settings, max_length=longest)
         return loss_sum, int(real.sum()), correct, predictions
 
     def split_metrics(self, split, loss, accuracy, predictions):
@@ -261,12 +330,10 @@ class MultilabelSequenceModule(FamilyModule):
     every sequence, divided by the number of real steps — the average NLL per time step
     of Boulanger-Lewandowski et al. (2012) and Chung et al. (2014), in nats; each step
     weighs the same. At test time ``train_nll`` is the same quantity on the training split
-    (the tested weights, no weight noise), and, with early stopping on, the weights of the
-    best validation epoch (``best_epoch``, counted from 1) are restored before testing.
+    (the tested weights, no weight noise).
     """
 
     family = "multilabel_sequence"
-    _best: tuple[float, int, dict[str, Tensor]] | None = None
 
     def compute(self, batch, *, predict):
         logits, _ = self.net(batch["inputs"], batch["lengths"])  # (B, T, L)
@@ -275,23 +342,10 @@ class MultilabelSequenceModule(FamilyModule):
         per_step = nn.functional.binary_cross_entropy_with_logits(logits, batch["targets"], reduction="none").sum(2)
         return per_step[real].sum(), int(real.sum()), 0, None
 
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        loss = self.epoch_metrics["val_loss"]
-        if self._best is None or loss < self._best[0]:
-            self._best = (loss, self.current_epoch + 1,
-                          {k: v.detach().clone() for k, v in self.net.state_dict().items()})
-
-    def on_fit_end(self) -> None:
-        if self.settings.early_stopping is not None and self._best is not None:
-            self.net.load_state_dict(self._best[2])
-
     def split_metrics(self, split, loss, accuracy, predictions):
         metrics = {"nll": loss}
         if split == "test":
             metrics["train_nll"] = self._nll(self.data.train)
-            if self.settings.early_stopping is not None and self._best is not None:
-                metrics["best_epoch"] = self._best[1]
         return metrics
 
     @torch.no_grad()

@@ -1,4 +1,5 @@
-"""What ``harness sample`` does with a trained run: sample text, or music written as MIDI + PNG."""
+"""What ``harness sample`` and ``harness score`` do with a trained run: sample text (or music written
+as MIDI + PNG), or score sentences."""
 
 from __future__ import annotations
 
@@ -8,28 +9,45 @@ import torch
 
 from harness.checkpoints import TrainedRun
 from harness.errors import BadInputError
-from harness.sampling import sample_multilabel, sample_sequences
+from harness.sampling import sample_multilabel, sample_sequences, start_context
+from harness.scoring import SentenceScore, score_tokens
 
 
 def sample_language_model(trained: TrainedRun, *, count: int, length: int, temperature: float,
                           prime: str | None, reject_unk: bool, seed: int, prime_steps: int = 0,
                           reference: str = "") -> list[str]:
-    """``count`` samples as space-separated tokens, drawn as the notes describe."""
+    """``count`` samples drawn as the notes describe, each as text (``Task.detokenize``).
+
+    The prime is tokenized by the run's task (words, or characters for a character model)
+    and fed after the model's start context (:func:`harness.sampling.start_context`).
+    """
     if prime_steps:
         raise BadInputError("--prime-steps is for music runs; language models take --prime")
-    if trained.task.family != "language_model":
-        raise BadInputError(f"run {reference} is a {trained.task.family} run; only language models sample")
+    _require_language_model(trained, reference, "sample")
     if temperature <= 0:
         raise BadInputError(f"--temperature must be positive, got {temperature}")
     vocab = trained.data.input_vocab
-    primed = prime.split() if prime else None
+    primed = trained.task.tokenize(prime) if prime else None
     unknown = [t for t in primed or [] if t not in vocab]
     if unknown:
-        raise BadInputError(f"--prime tokens not in the vocabulary: {', '.join(unknown)}")
+        shown = ", ".join(t if t.strip() == t and t else repr(t) for t in unknown)  # show spaces, newlines
+        raise BadInputError(f"--prime tokens not in the vocabulary: {shown}")
     generator = torch.Generator().manual_seed(seed)
     samples = sample_sequences(trained.net, vocab, count=count, max_length=length, temperature=temperature,
-                               reject_unk=reject_unk, prime=primed, generator=generator)
-    return [" ".join(tokens) for tokens in samples]
+                               reject_unk=reject_unk, prime=primed, context=start_context(vocab),
+                               generator=generator)
+    return [trained.task.detokenize(tokens) for tokens in samples]
+
+
+def score_language_model(trained: TrainedRun, sentences: list[str], *, reference: str = "") -> list[SentenceScore]:
+    """log P of each sentence (tokenized by the run's task) under a trained language model."""
+    _require_language_model(trained, reference, "score")
+    return [score_tokens(trained.net, trained.data.input_vocab, trained.task.tokenize(s)) for s in sentences]
+
+
+def _require_language_model(trained: TrainedRun, reference: str, action: str) -> None:
+    if trained.task.family != "language_model":
+        raise BadInputError(f"run {reference} is a {trained.task.family} run; only language models {action}")
 
 
 def sample_music(trained: TrainedRun, *, count: int, length: int, temperature: float, prime_steps: int,

@@ -1,13 +1,16 @@
 """The run ledger: the one place that decides which grid run executes next.
 
-One row per run key. States: PENDING → RUNNING → DONE | FAILED | KILLED. A worker
-claims a run atomically (a conditional UPDATE, so two workers can never take the
-same row), holds a lease it renews while training, and records the outcome. A run
+One row per experiment and run key. States: PENDING → RUNNING → DONE | FAILED | KILLED.
+A worker claims a run atomically (a conditional UPDATE, so two workers can never take
+the same row), holds a lease it renews while training, and records the outcome. A run
 whose lease expired (its worker died without cleaning up) is moved to KILLED by
-:meth:`Ledger.reconcile` at the next start, and is claimable again.
+:meth:`Ledger.reconcile`, at the next start or by a worker waiting for the grid, and is
+claimable again.
 
-Storage is any SQLAlchemy URL; the default is SQLite (WAL, busy timeout) in the
-output folder.
+:class:`Ledger` stores it in a SQL database (any SQLAlchemy URL: SQLite with WAL and
+``BEGIN IMMEDIATE`` by default, PostgreSQL or MySQL for many machines);
+:class:`harness.journal_ledger.JournalLedger` in an append-only journal file. Both follow
+:class:`RunLedger`; :func:`open_ledger` picks one from a :class:`StorageChoice`.
 """
 
 from __future__ import annotations
@@ -17,20 +20,33 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from harness.storage import StorageChoice, initialization_lock
+
 PENDING, RUNNING, DONE, FAILED, KILLED = "PENDING", "RUNNING", "DONE", "FAILED", "KILLED"
 CLAIMABLE = (PENDING, FAILED, KILLED)
+#: What workers claim: a FAILED run is retried only by the next ``harness run``, never by
+#: every worker in turn (a deterministic failure would otherwise run once per worker).
+CLAIMABLE_BY_WORKERS = (PENDING, KILLED)
+
+#: How long a claim holds without a heartbeat; a worker killed with SIGKILL loses its run
+#: to the others this long after its last heartbeat (``--lease-seconds``, $HARNESS_LEASE_SECONDS).
+LEASE_ENV = "HARNESS_LEASE_SECONDS"
+DEFAULT_LEASE_SECONDS = 120.0
 
 _metadata = sa.MetaData()
 runs_table = sa.Table(
     "runs",
     _metadata,
+    # One database may hold many experiments, and a run key (a hash of the run's config)
+    # does not include the experiment's name: the key is unique only within an experiment.
+    sa.Column("experiment", sa.String(200), primary_key=True),
     sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("experiment", sa.String(200), nullable=False, index=True),
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("cell", sa.String(200), nullable=False),
     sa.Column("task", sa.String(200), nullable=False),
@@ -41,8 +57,9 @@ runs_table = sa.Table(
     sa.Column("mlflow_run_id", sa.String(64), nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("owner", sa.String(200), nullable=True),
-    sa.Column("lease_expires", sa.Float, nullable=True),
-    sa.Column("updated_at", sa.Float, nullable=False),
+    # Seconds since the epoch: double precision (MySQL's FLOAT would round them to minutes).
+    sa.Column("lease_expires", sa.Double, nullable=True),
+    sa.Column("updated_at", sa.Double, nullable=False),
 )
 
 
@@ -67,18 +84,67 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+class RunLedger(Protocol):
+    """What the runner needs from a ledger, whatever stores it.
+
+    Every method that changes a row is atomic across processes (and machines, for
+    database servers). Methods that act for a worker (``heartbeat``, ``set_mlflow_run``,
+    ``finish``) do nothing once the worker no longer owns the row, so a worker whose
+    run was reclaimed cannot overwrite the new owner's state.
+    """
+
+    def plan(self, experiment: str, runs: list[dict[str, Any]]) -> None:
+        """Add the grid's runs not known yet as PENDING (idempotent, safe when workers plan at once)."""
+
+    def reconcile(self, experiment: str) -> list[LedgerRow]:
+        """Move RUNNING rows whose worker is gone to KILLED; return them as they are now."""
+
+    def claim(self, experiment: str, worker: str, lease_seconds: float, keys: Collection[str] | None = None,
+              exclude: Collection[str] = frozenset(), statuses: tuple[str, ...] = CLAIMABLE) -> LedgerRow | None:
+        """Take the first run in grid order whose status is in ``statuses``, or None."""
+
+    def heartbeat(self, key: str, worker: str, lease_seconds: float) -> bool:
+        """Extend the lease; False once the worker no longer owns the run."""
+
+    def set_mlflow_run(self, key: str, worker: str, run_id: str) -> None: ...
+
+    def finish(self, key: str, worker: str, status: str, reason: str = "") -> None: ...
+
+    def rows(self, experiment: str) -> list[LedgerRow]:
+        """Every row of the experiment in grid order."""
+
+    def close(self) -> None: ...
+
+
+def open_ledger(storage: StorageChoice) -> RunLedger:
+    """The ledger on ``storage``: a journal file or a SQL database."""
+    if storage.kind == "journal":
+        from harness.journal_ledger import JournalLedger
+
+        assert storage.path is not None
+        return JournalLedger(storage.path)
+    return Ledger(storage.url)
+
+
 class Ledger:
+    """The ledger in a SQL database (SQLite, PostgreSQL, MySQL)."""
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = sa.create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        _metadata.create_all(self.engine)
+            sa.event.listen(self.engine, "begin", _sqlite_begin_immediate)
+            _metadata.create_all(self.engine)  # BEGIN IMMEDIATE serialises workers starting together
+        else:
+            with initialization_lock(url):  # else each would CREATE TABLE
+                _metadata.create_all(self.engine)
 
     def plan(self, experiment: str, runs: list[dict[str, Any]]) -> None:
         """Insert the grid's runs that the ledger does not know yet as PENDING.
 
-        Each run dict has key, cell, task, seed and spec (JSON-able).
+        Each run dict has key, cell, task, seed and spec (JSON-able). Rows another
+        worker inserts meanwhile are skipped (insert-or-ignore), not an error.
         """
         now = time.time()
         with self.engine.begin() as connection:
@@ -90,7 +156,7 @@ class Ledger:
                 for i, r in enumerate(runs) if r["key"] not in known
             ]
             if fresh:
-                connection.execute(sa.insert(runs_table), fresh)
+                connection.execute(_insert_or_ignore(self.engine.dialect.name), fresh)
 
     def reconcile(self, experiment: str) -> list[LedgerRow]:
         """RUNNING rows whose worker is gone become KILLED; returns them (for MLflow clean-up).
@@ -103,47 +169,54 @@ class Ledger:
             running = connection.execute(
                 sa.select(runs_table).where(runs_table.c.experiment == experiment, runs_table.c.status == RUNNING)
             ).mappings().all()
-            stale = [r for r in running if r["lease_expires"] < now or _dead_local_owner(r["owner"])]
             reconciled = []
-            for row in stale:
-                reason = f"worker {row['owner']} stopped without finishing"
+            for row in (r for r in running if is_stale(r, now)):
+                reason = stale_reason(row)
                 moved = connection.execute(
                     sa.update(runs_table)
-                    .where(runs_table.c.key == row["key"], runs_table.c.status == RUNNING,
-                           runs_table.c.owner == row["owner"])
+                    .where(runs_table.c.experiment == experiment, runs_table.c.key == row["key"],
+                           runs_table.c.status == RUNNING, runs_table.c.owner == row["owner"],
+                           # a heartbeat that landed since the read keeps the run alive
+                           runs_table.c.lease_expires == row["lease_expires"])
                     .values(status=KILLED, reason=reason, owner=None, lease_expires=None, updated_at=now)
                 ).rowcount
                 if moved == 1:
                     # Return the rows as they are now (KILLED, with the reason the MLflow run gets).
-                    reconciled.append(_row({**row, "status": KILLED, "reason": reason, "owner": None}))
+                    reconciled.append(ledger_row({**row, "status": KILLED, "reason": reason, "owner": None}))
         return reconciled
 
-    def claim(self, experiment: str, worker: str, lease_seconds: float,
-              keys: set[str] | None = None, exclude: set[str] = frozenset()) -> LedgerRow | None:
-        """Atomically take the first claimable run (in grid order), or None when none is left."""
+    def claim(self, experiment: str, worker: str, lease_seconds: float, keys: Collection[str] | None = None,
+              exclude: Collection[str] = frozenset(), statuses: tuple[str, ...] = CLAIMABLE) -> LedgerRow | None:
+        """Atomically take the first claimable run (in grid order), or None when none is left.
+
+        The conditional UPDATE is what guarantees one owner; ``FOR UPDATE SKIP LOCKED``
+        (PostgreSQL, MySQL 8; SQLite ignores it and serialises writers instead) only lets
+        workers starting together take different rows instead of queueing on the first.
+        """
         while True:
             with self.engine.begin() as connection:
                 query = (
                     sa.select(runs_table.c.key)
-                    .where(runs_table.c.experiment == experiment, runs_table.c.status.in_(CLAIMABLE))
+                    .where(runs_table.c.experiment == experiment, runs_table.c.status.in_(statuses))
                     .order_by(runs_table.c.position)
                 )
                 if keys is not None:
-                    query = query.where(runs_table.c.key.in_(keys))
+                    query = query.where(runs_table.c.key.in_(list(keys)))
                 if exclude:
-                    query = query.where(runs_table.c.key.not_in(exclude))
-                candidate = connection.scalars(query.limit(1)).first()
+                    query = query.where(runs_table.c.key.not_in(list(exclude)))
+                candidate = connection.scalars(query.limit(1).with_for_update(skip_locked=True)).first()
                 if candidate is None:
                     return None
                 now = time.time()
                 taken = connection.execute(
                     sa.update(runs_table)
-                    .where(runs_table.c.key == candidate, runs_table.c.status.in_(CLAIMABLE))
+                    .where(runs_table.c.experiment == experiment, runs_table.c.key == candidate,
+                           runs_table.c.status.in_(statuses))
                     .values(status=RUNNING, owner=worker, lease_expires=now + lease_seconds, reason="",
                             mlflow_run_id=None, attempts=runs_table.c.attempts + 1, updated_at=now)
                 ).rowcount
                 if taken == 1:
-                    return self.get(candidate, connection)
+                    return self.get(experiment, candidate, connection)
             # Another worker took it between the select and the update: look again.
 
     def heartbeat(self, key: str, worker: str, lease_seconds: float) -> bool:
@@ -172,22 +245,46 @@ class Ledger:
                 .values(status=status, reason=reason, owner=None, lease_expires=None, updated_at=time.time())
             )
 
-    def get(self, key: str, connection: sa.Connection | None = None) -> LedgerRow:
-        query = sa.select(runs_table).where(runs_table.c.key == key)
+    def get(self, experiment: str, key: str, connection: sa.Connection | None = None) -> LedgerRow:
+        query = sa.select(runs_table).where(runs_table.c.experiment == experiment, runs_table.c.key == key)
         if connection is not None:
-            return _row(connection.execute(query).mappings().one())
+            return ledger_row(connection.execute(query).mappings().one())
         with self.engine.connect() as own:
-            return _row(own.execute(query).mappings().one())
+            return ledger_row(own.execute(query).mappings().one())
 
     def rows(self, experiment: str) -> list[LedgerRow]:
         with self.engine.connect() as connection:
             result = connection.execute(
                 sa.select(runs_table).where(runs_table.c.experiment == experiment).order_by(runs_table.c.position)
             ).mappings().all()
-        return [_row(r) for r in result]
+        return [ledger_row(r) for r in result]
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def is_stale(row: Mapping[str, Any], now: float) -> bool:
+    """A RUNNING row whose lease expired, or whose owner was a process on this host that is gone."""
+    return row["lease_expires"] is None or row["lease_expires"] < now or _dead_local_owner(row["owner"])
+
+
+def stale_reason(row: Mapping[str, Any]) -> str:
+    return f"worker {row['owner']} stopped without finishing"
+
+
+def _insert_or_ignore(dialect: str) -> Any:
+    """INSERT that skips rows whose key exists (two workers planning the same grid at once)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(runs_table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(runs_table).on_conflict_do_nothing()
+    if dialect in ("mysql", "mariadb"):
+        return sa.insert(runs_table).prefix_with("IGNORE")
+    return sa.insert(runs_table)
 
 
 def _dead_local_owner(owner: str | None) -> bool:
@@ -204,7 +301,8 @@ def _dead_local_owner(owner: str | None) -> bool:
     return False
 
 
-def _row(mapping: Any) -> LedgerRow:
+def ledger_row(mapping: Any) -> LedgerRow:
+    """A stored row (a SQL result mapping or a replayed journal dict, ``spec`` as JSON text) as a LedgerRow."""
     return LedgerRow(
         key=mapping["key"], experiment=mapping["experiment"], position=mapping["position"], cell=mapping["cell"],
         task=mapping["task"], seed=mapping["seed"], spec=json.loads(mapping["spec"]), status=mapping["status"],
@@ -214,7 +312,17 @@ def _row(mapping: Any) -> LedgerRow:
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    # Autocommit at the driver level, so that _sqlite_begin_immediate decides how each
+    # transaction begins (SQLAlchemy's documented recipe for pysqlite).
+    connection.isolation_level = None
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_begin_immediate(connection: Any) -> None:
+    # A deferred transaction that reads and then writes fails at once with "database is
+    # locked" when another process wrote in between (the busy timeout cannot help): take
+    # the write lock up front, and the timeout queues the processes instead.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -13,7 +13,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +25,7 @@ from harness.report_plots import CHANCE, GROUPED
 from harness.statistics import mean_ci, welch
 from harness.tracking import TAG_PREFIX, RunRecord, Tracker, latest_per_key
 
-__all__ = ["ReportPaths", "build_report"]
+__all__ = ["ReportPaths", "TaskExtras", "build_report"]
 
 GRU_FAMILY = ("gru", "gru_simple")
 LSTM_FAMILY = ("lstm", "peephole_lstm")
@@ -49,8 +49,13 @@ class ReportPaths:
     plots: tuple[Path, ...]
 
 
+#: Extra blocks for a task's section: ``(task label, plot folder, file stem) -> blocks`` (e.g. tuning).
+TaskExtras = Callable[[str, Path, str], list[Block]]
+
+
 def build_report(experiment_name: str, tracker: Tracker, report_dir: Path, *,
-                 experiment_file: str | None = None, note: str = "") -> ReportPaths:
+                 experiment_file: str | None = None, note: str = "",
+                 task_extras: TaskExtras | None = None) -> ReportPaths:
     """(Re)write the report of one experiment from its MLflow runs.
 
     Only the latest attempt of every run key counts (a killed attempt is superseded by
@@ -63,6 +68,8 @@ def build_report(experiment_name: str, tracker: Tracker, report_dir: Path, *,
             (which the report owns: PNGs there that this build did not draw are removed).
         experiment_file: the experiment file's path, shown in the header.
         note: free text shown in the header.
+        task_extras: appends blocks to each task's section; PNGs it draws must go to the
+            plot folder and be shown through Image blocks (so stale-plot clean-up keeps them).
     Returns:
         The paths written. Rebuilding gives identical files apart from the timestamp.
     """
@@ -85,6 +92,10 @@ def build_report(experiment_name: str, tracker: Tracker, report_dir: Path, *,
         stem = _unique(_slug(name), used)
         blocks += _task_section(task, tracker, plot_dir, stem, colors, plots)
         blocks += _reference_section(task, reference)
+        if task_extras is not None:
+            extra = task_extras(name, plot_dir, stem)
+            plots += [report_dir / b.path for b in extra if isinstance(b, Image)]
+            blocks += extra
     figures.remove_stale_plots(plot_dir, plots)
 
     title = f"Report: {experiment_name}"

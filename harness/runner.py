@@ -1,8 +1,10 @@
-"""``harness run``: expand the grid, execute each run once, record everything, report.
+"""``harness run`` and ``harness worker``: expand the grid, execute each run once, record everything.
 
 Nothing touches the disk or MLflow until the experiment file, every cell and task
 name and every option have been validated. Claiming and skipping decisions live in
-:mod:`harness.ledger`; this module only executes what the ledger hands out.
+:mod:`harness.ledger`; this module only executes what the ledger hands out. Any number
+of Runners (processes, machines) may share one ledger: each claims runs until none is
+left, then waits for the runs other workers hold, taking over those whose worker died.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,14 +29,18 @@ from harness.checkpoints import save_network
 from harness.config import LoadedExperiment, ResolvedChoice, content_hash, resolve
 from harness.errors import BadInputError, ConfigError
 from harness.families import NonFiniteLossError
-from harness.ledger import DONE, FAILED, KILLED, Ledger, worker_id
+from harness.ledger import (CLAIMABLE, CLAIMABLE_BY_WORKERS, DEFAULT_LEASE_SECONDS, DONE, FAILED, KILLED, RUNNING,
+                            LedgerRow, open_ledger, worker_id)
 from harness.plugins import LoadedPlugins
+from harness.storage import StorageChoice, default_storage, tracking_uri_for
 from harness.tasks import Task, TaskData
-from harness.tracking import Tracker, default_tracking_uri, flatten
+from harness.tracking import Tracker, flatten
 from harness.training import build_network, plan_network, train_run
 
-LEASE_SECONDS = 120.0
-HEARTBEAT_SECONDS = 20.0
+#: Heartbeats per lease: a worker renews its claim every lease / 6 (20 s of the default 120 s).
+HEARTBEATS_PER_LEASE = 6
+#: Longest pause between looks at the ledger while other workers hold the last runs.
+MAX_POLL_SECONDS = 5.0
 
 
 class RunInterrupted(BaseException):
@@ -69,18 +76,28 @@ class RunSpec:
         return f"{self.cell.label}-{self.task.label}-s{self.seed}"
 
 
+class LeaseLost(Exception):
+    """Another worker reclaimed this run (our heartbeats stopped reaching the ledger in time)."""
+
+
 @dataclass
 class GridSummary:
-    finished: int = 0
-    failed: int = 0
-    skipped: int = 0
+    finished: int = 0  # by this process
+    failed: int = 0  # by this process
+    skipped: int = 0  # already finished when this process started
     interrupted_by: int | None = None
+    #: Status → count over the whole grid at the end (all workers).
+    grid: dict[str, int] | None = None
 
     @property
     def exit_code(self) -> int:
         if self.interrupted_by is not None:
             return 128 + self.interrupted_by
-        return 1 if self.failed else 0
+        return 1 if self.failed or (self.grid or {}).get(FAILED) else 0
+
+    def describe_grid(self) -> str:
+        """``14 DONE, 2 FAILED`` over the whole grid (every worker's runs)."""
+        return ", ".join(f"{count} {status}" for status, count in sorted((self.grid or {}).items()))
 
 
 def expand_grid(loaded: LoadedExperiment, plugins: LoadedPlugins) -> list[RunSpec]:
@@ -131,21 +148,36 @@ class Runner:
     """Executes a validated grid against its ledger and MLflow store."""
 
     def __init__(self, loaded: LoadedExperiment, plugins: LoadedPlugins, specs: list[RunSpec],
-                 *, verbose: bool = True) -> None:
+                 *, verbose: bool = True, storage: StorageChoice | None = None, label: str = "",
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+        """Validate everything the run needs (storage, tracking URI); no side effects yet."""
         self.loaded, self.plugins, self.specs, self.verbose = loaded, plugins, specs, verbose
+        self.label = label  # prefixes this worker's messages when several share a terminal
         self.output_dir = loaded.output_dir
+        self.storage = storage or default_storage(self.output_dir)
+        self.tracking_uri = tracking_uri_for(loaded.experiment.tracking_uri, self.output_dir, self.storage,
+                                             loaded.where("tracking_uri"))
+        self.lease_seconds = lease_seconds
         self.worker = worker_id()
         self._task_data: dict[str, tuple[Task, TaskData]] = {}
         self._interrupt: RunInterrupted | None = None
+        self._lease_lost = False
+        self._last_wait_message = ""
         self._critical = 0
 
     # Side effects begin here: folders, ledger, MLflow. -------------------
 
     def open(self) -> None:
+        # Read every task's data first: a bad file (exit 2, file:line) must stop the grid before
+        # anything is created, not fail run after run. Loaded data is kept for the runs.
+        for choice in {spec.task.label: spec.task for spec in self.specs}.values():
+            self._load_task(choice)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.ledger = Ledger(f"sqlite:///{(self.output_dir / 'ledger.db').resolve()}")
-        uri = self.loaded.experiment.tracking_uri or default_tracking_uri(self.output_dir)
-        self.tracker = Tracker(uri, self.loaded.name, self.output_dir / "artifacts")
+        self.ledger = open_ledger(self.storage)
+        # A tracking server keeps artifacts itself, where every machine reaches them; a local
+        # folder would be the folder of whichever machine happened to create the experiment.
+        server = self.tracking_uri.startswith(("http://", "https://"))
+        self.tracker = Tracker(self.tracking_uri, self.loaded.name, None if server else self.output_dir / "artifacts")
         self.ledger.plan(self.loaded.name, [
             {"key": s.key, "cell": s.cell.label, "task": s.task.label, "seed": s.seed, "spec": s.config}
             for s in self.specs
@@ -153,32 +185,40 @@ class Runner:
         reference = self.loaded.experiment.reference
         if reference is not None:  # the report reads it from MLflow, like everything else
             self.tracker.set_experiment_tag("reference", reference.model_dump_json())
-        for row in self.ledger.reconcile(self.loaded.name):
-            if row.mlflow_run_id:
-                self._close_mlflow_run(row.mlflow_run_id, KILLED, row.reason)
+        self._reconcile()
 
-    def run(self) -> GridSummary:
+    def run(self, *, retry_failed: bool = True, wait: bool = True) -> GridSummary:
+        """Claim and execute runs until none is left, then (``wait``) until other workers' runs end.
+
+        ``retry_failed``: also take FAILED runs (once each), as ``harness run`` does; workers
+        leave them to the next ``harness run``. While waiting, runs whose worker died (lease
+        expired) are reclaimed and executed here.
+        """
         summary = GridSummary()
         by_key = {s.key: s for s in self.specs}
-        done_before = sum(1 for r in self.ledger.rows(self.loaded.name) if r.key in by_key and r.status == DONE)
+        statuses = CLAIMABLE if retry_failed else CLAIMABLE_BY_WORKERS
+        done_before = sum(1 for r in self._grid_rows(by_key) if r.status == DONE)
         summary.skipped = done_before
         total = len(self.specs)
         attempted: set[str] = set()
         self._say(f"{self.loaded.name}: {total} runs, {done_before} already finished"
-                  f" (ledger {self.output_dir / 'ledger.db'})")
+                  f" (ledger {self.storage.describe()})")
         with self._signals():
             try:
                 while self._interrupt is None:
                     with self._critical_section():
-                        row = self.ledger.claim(self.loaded.name, self.worker, LEASE_SECONDS, keys=set(by_key),
-                                                exclude=attempted)
-                        if row is None:
+                        row = self.ledger.claim(self.loaded.name, self.worker, self.lease_seconds, keys=set(by_key),
+                                                exclude=attempted, statuses=statuses)
+                        if row is not None:
+                            attempted.add(row.key)
+                            spec = by_key[row.key]
+                            self._say(f"[{done_before + len(attempted)}/{total}] {spec.cell.label} × "
+                                      f"{spec.task.label} × seed {spec.seed} (hidden {spec.hidden_size}, "
+                                      f"attempt {row.attempts})")
+                    if row is None:
+                        if not wait or not self._wait_for_others(by_key):
                             break
-                        attempted.add(row.key)
-                        spec = by_key[row.key]
-                        self._say(f"[{done_before + len(attempted)}/{total}] {spec.cell.label} × "
-                                  f"{spec.task.label} × seed {spec.seed} (hidden {spec.hidden_size}, "
-                                  f"attempt {row.attempts})")
+                        continue
                     status = self._execute(spec)  # handles its own interruption: ends KILLED
                     if status == DONE:
                         summary.finished += 1
@@ -188,11 +228,42 @@ class Runner:
                 pass  # arrived between runs, when no run was claimed: nothing to close
         if self._interrupt is not None:
             summary.interrupted_by = self._interrupt.signal_number
+        summary.grid = {}
+        for row in self._grid_rows(by_key):
+            summary.grid[row.status] = summary.grid.get(row.status, 0) + 1
         return summary
+
+    def _grid_rows(self, by_key: dict[str, RunSpec]) -> list[LedgerRow]:
+        return [r for r in self.ledger.rows(self.loaded.name) if r.key in by_key]
+
+    def _wait_for_others(self, by_key: dict[str, RunSpec]) -> bool:
+        """Nothing to claim: if other workers hold runs, pause, reclaim dead ones, and say so (True)."""
+        held = [r for r in self._grid_rows(by_key) if r.status == RUNNING]
+        if not held:
+            return False
+        message = (f"waiting for {len(held)} run(s) held by other workers: "
+                   + ", ".join(f"{r.cell} × {r.task} × seed {r.seed} ({r.owner})" for r in held[:4])
+                   + (" …" if len(held) > 4 else ""))
+        if message != self._last_wait_message:  # once per change, not once per look
+            self._say(message)
+            self._last_wait_message = message
+        time.sleep(min(MAX_POLL_SECONDS, self.lease_seconds / 4))  # a signal here ends the loop
+        with self._critical_section():
+            self._reconcile()
+        return True
+
+    def _reconcile(self) -> None:
+        """Runs whose worker died become KILLED (claimable again); close their MLflow runs too."""
+        for row in self.ledger.reconcile(self.loaded.name):
+            self._say(f"reclaimed {row.cell} × {row.task} × seed {row.seed}: {row.reason}")
+            if row.mlflow_run_id:
+                self.tracker.set_tags(row.mlflow_run_id, {"reconciled": 1})
+                self._close_mlflow_run(row.mlflow_run_id, KILLED, row.reason)
 
     def _execute(self, spec: RunSpec) -> str:
         """Train one claimed run; it always ends DONE, FAILED or KILLED in both ledger and MLflow."""
         run_id = None
+        self._lease_lost = False
         stop_heartbeat = self._start_heartbeat(spec.key)
         try:
             with self._critical_section():
@@ -206,6 +277,8 @@ class Runner:
         except RunInterrupted as interrupted:
             self._interrupt = self._interrupt or interrupted
             return self._end(spec, run_id, KILLED, f"interrupted by {signal.Signals(interrupted.signal_number).name}")
+        except LeaseLost as error:  # the ledger row is another worker's now: only MLflow is ours to close
+            return self._end(spec, run_id, KILLED, f"lease lost: {error}")
         except NonFiniteLossError as error:
             return self._end(spec, run_id, FAILED, f"nonfinite: {error}")
         except BadInputError as error:
@@ -294,7 +367,7 @@ class Runner:
             "plugin_versions": json.dumps(spec.config["plugin_versions"], sort_keys=True),
             "git_commit": _git_commit(), "device": _device_name(self.loaded.experiment.device),
             "experiment_file": str(self.loaded.path), "hidden_size": spec.hidden_size,
-            "param_count": spec.stack_param_count,
+            "param_count": spec.stack_param_count, "worker": self.worker,
         }
 
     # Signals: SIGINT/SIGTERM interrupt training, but never a bookkeeping step. --
@@ -302,10 +375,11 @@ class Runner:
     @contextmanager
     def _signals(self) -> Iterator[None]:
         def handler(signum: int, frame: Any) -> None:
-            interrupted = RunInterrupted(signum)
-            self._interrupt = self._interrupt or interrupted
+            if self._interrupt is not None:
+                return  # already stopping; a repeat (Ctrl-C reaching a worker and its parent) changes nothing
+            self._interrupt = RunInterrupted(signum)
             if not self._critical:
-                raise interrupted
+                raise self._interrupt
 
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -326,13 +400,17 @@ class Runner:
     def _check_interrupt(self) -> None:
         if self._interrupt is not None:
             raise self._interrupt
+        if self._lease_lost:
+            raise LeaseLost(f"another worker reclaimed the run after {self.lease_seconds:g}s without a heartbeat")
 
     def _start_heartbeat(self, key: str) -> Any:
         stop = threading.Event()
 
         def beat() -> None:
-            while not stop.wait(HEARTBEAT_SECONDS):
-                self.ledger.heartbeat(key, self.worker, LEASE_SECONDS)
+            while not stop.wait(self.lease_seconds / HEARTBEATS_PER_LEASE):
+                if not self.ledger.heartbeat(key, self.worker, self.lease_seconds):
+                    self._lease_lost = True
+                    return
 
         thread = threading.Thread(target=beat, name="ledger-heartbeat", daemon=True)
         thread.start()
@@ -340,7 +418,7 @@ class Runner:
 
     def _say(self, message: str) -> None:
         if self.verbose:
-            print(message, file=sys.stderr, flush=True)
+            print(f"[{self.label}] {message}" if self.label else message, file=sys.stderr, flush=True)
 
 
 def _git_commit() -> str:

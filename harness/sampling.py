@@ -5,6 +5,9 @@ back as x<t+1>, and stop at <EOS> or a length limit. ``temperature`` sharpens (<
 or flattens (> 1) the distribution; ``reject_unk`` never emits <UNK>, which is the
 notes' "keep resampling until it is not <UNK>", i.e. sampling from the rest of the
 vocabulary renormalised.
+
+Stream models (trained on contiguous text, without <BOS>) start from the zero state
+after the token that ends a unit of their text instead: see :func:`start_context`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,19 @@ import torch
 from torch import nn
 
 from harness.vocab import BOS, EOS, PAD, UNK, Vocabulary
+
+
+def start_context(vocab: Vocabulary) -> list[str]:
+    """What a model's sequences start after, from the zero state: the context of sampling and scoring.
+
+    <BOS> for sentence models (every training sentence starts with it); else <EOS> for word
+    streams (every line ends with it, so the next token starts a sentence); else a newline
+    for character streams (the next character starts a line); else the most frequent token.
+    """
+    for token in (BOS, EOS, "\n"):
+        if token in vocab:
+            return [token]
+    return [vocab.tokens[len(vocab.specials)]]
 
 
 @torch.no_grad()
@@ -25,12 +41,14 @@ def sample_sequences(
     temperature: float = 1.0,
     reject_unk: bool = False,
     prime: list[str] | None = None,
+    context: list[str] | None = None,
     generator: torch.Generator | None = None,
 ) -> list[list[str]]:
     """``count`` samples of at most ``max_length`` tokens each (without <EOS>).
 
     ``net`` is a language model: ``net(inputs (B, T), lengths, state) -> (logits (B, T, V), state)``.
-    ``prime`` tokens are fed first (after <BOS>) and included in each sample.
+    ``context`` tokens (default <BOS>; :func:`start_context` gives a model's own) are fed
+    first from the zero state, then the ``prime`` tokens, which are included in each sample.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
@@ -40,7 +58,7 @@ def sample_sequences(
     forbidden = [vocab.id(t) for t in (PAD, BOS) if t in vocab]
     if reject_unk and UNK in vocab:
         forbidden.append(vocab.unk_id)
-    start = [vocab.bos_id] + (vocab.encode(prime) if prime else [])
+    start = vocab.encode(context if context is not None else [BOS]) + (vocab.encode(prime) if prime else [])
     inputs = torch.tensor([start] * count, device=device)  # (N, P)
     logits, state = net(inputs, None, None)
     last = logits[:, -1]  # (N, V)

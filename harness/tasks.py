@@ -56,11 +56,15 @@ class Example:
 
     ``group`` optionally names a bucket (e.g. the agreement distance "10-14"); the
     family then also reports its main metric per group.
+
+    ``reference`` optionally keeps the target as raw text (before tokenization), for metrics
+    the field computes on text, such as sacreBLEU on detokenized translations.
     """
 
     inputs: list[int] | list[list[float]]
     target: int | float | list[int] | None = None
     group: str | None = None
+    reference: str | None = None
 
 
 @dataclass
@@ -74,6 +78,11 @@ class TaskData:
         output_vocab: classes (classification), tags (tagging) or target tokens (seq2seq);
             None for regression, and the same as ``input_vocab`` for language models.
         info: task facts worth recording (e.g. a baseline's score), logged as params.
+        contiguous: language models only: each split is one token stream (a single Example
+            holding every id in order) read with truncated BPTT, the state carried across
+            windows (:mod:`harness.streams`), instead of independent sentences.
+        token_unit: what one token of a stream is ("word", "character"); the language-model
+            family also reports ``bits_per_<unit>`` (bits per character is the char-LM metric).
     """
 
     train: list[Example]
@@ -83,6 +92,8 @@ class TaskData:
     input_size: int | None = None
     output_vocab: Vocabulary | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    contiguous: bool = False
+    token_unit: str = "token"
 
     def splits(self) -> dict[str, list[Example]]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
@@ -92,6 +103,9 @@ class TaskData:
         for split, examples in self.splits().items():
             if not examples:
                 raise EmptySplitError(f"task {task!r}: the {split} split is empty; nothing to train or score on.")
+            if self.contiguous and (len(examples) != 1 or len(examples[0].inputs) < 2):
+                raise EmptySplitError(f"task {task!r}: the {split} stream must be one sequence of at least two "
+                                      "tokens (one input, one prediction)")
         if (self.input_vocab is None) == (self.input_size is None):
             raise HarnessError(f"task {task!r}: set exactly one of input_vocab (tokens) or input_size (vectors)")
 
@@ -124,6 +138,10 @@ class Task:
     #: Features per step of a vector-input task, when known before loading; lets the grid
     #: size networks (parameter budgets) without loading data. None for token inputs.
     input_size: ClassVar[int | None] = None
+    #: ``harness tune`` defaults for this task's own options, ``{option: {type, low, high, ...}}``
+    #: in the experiment file's ``tuning.search_space`` form without the ``task.`` prefix. Only
+    #: options that are hyper-parameters belong here, never ones that change the test set.
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: TaskConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()

@@ -151,13 +151,37 @@ class ProcessedCache:
         return value
 
 
+class HubSplits(dict[str, list[dict[str, Any]]]):
+    """``{split: [row, …]}``, plus ``label_names``: ``{column: class names}`` for every column the
+    dataset stores as ``ClassLabel`` ids, alone or per token (e.g. conll2003's ``ner_tags``), so a
+    task can turn the ids back into the labels its files would hold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.label_names: dict[str, list[str]] = {}
+
+
+def class_label_names(features: Any) -> dict[str, list[str]]:
+    """``{column: names}`` of the ``ClassLabel`` columns of a ``datasets.Features``, lists of them included."""
+    import datasets
+
+    found: dict[str, list[str]] = {}
+    for column, feature in features.items():
+        while not isinstance(feature, datasets.ClassLabel) and hasattr(feature, "feature"):
+            feature = feature.feature  # List / Sequence of labels: one per token
+        if isinstance(feature, datasets.ClassLabel):
+            found[column] = list(feature.names)
+    return found
+
+
 def load_hub_dataset(task: str, dataset_id: str, *, config_name: str | None = None,
-                     revision: str | None = None) -> dict[str, list[dict[str, Any]]]:
+                     revision: str | None = None) -> HubSplits:
     """A Hugging Face dataset (hub id or local dataset folder) as ``{split: [row, …]}``.
 
     Split names are mapped to ours: ``validation`` also answers to ``valid``/``dev``.
     The ``datasets`` library caches the download; the task's processing is cached by
-    :class:`ProcessedCache` like file data.
+    :class:`ProcessedCache` like file data. The result is a plain dict of rows that also
+    carries the class names of ``ClassLabel`` columns (:class:`HubSplits`).
     """
     try:
         import datasets
@@ -169,9 +193,10 @@ def load_hub_dataset(task: str, dataset_id: str, *, config_name: str | None = No
         raise ConfigError(f"{task}: cannot load hub dataset {dataset_id!r}: {type(error).__name__}: {error}") from None
     aliases = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation",
                "test": "test"}
-    splits: dict[str, list[dict[str, Any]]] = {}
+    splits = HubSplits()
     for name, split in loaded.items():
         ours = aliases.get(name)
         if ours is not None and ours not in splits:
             splits[ours] = [dict(row) for row in split]
+            splits.label_names.update(class_label_names(split.features))
     return splits

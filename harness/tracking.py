@@ -7,7 +7,8 @@ Layout (the report reads only this):
 * tags ``harness.<name>`` (see :data:`TAGS`): run key, cell (display label), cell
   name, task, family, seed, execution path, parameter count, hidden size, plugin
   versions (JSON), git commit, device, primary metric and its direction, the final
-  status and the failure reason;
+  status and the failure reason, the worker (``host:pid:id``) that ran it, and
+  ``reconciled=1`` on an attempt closed as KILLED because its worker died;
 * params: the resolved config flattened to dotted keys, plus ``config_hash``;
 * metrics: per epoch (step = epoch) ``train_loss``, ``val_loss``, ``val_<metric>``;
   once (step 0) ``test_<metric>`` (grouped ones as ``test_accuracy/<group>``),
@@ -23,8 +24,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import Iterable
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,7 @@ TAG_PREFIX = "harness."
 TAGS = (
     "run_key", "cell", "cell_name", "task", "family", "seed", "execution_path", "param_count", "hidden_size",
     "plugin_versions", "git_commit", "device", "primary_metric", "higher_is_better", "status", "failure_reason",
-    "experiment_file", "memory_measure",
+    "experiment_file", "memory_measure", "worker", "reconciled",
 )
 
 
@@ -64,14 +67,32 @@ class Tracker:
         _quiet_mlflow()
         from mlflow.tracking import MlflowClient
 
-        self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri)
-        experiment = self.client.get_experiment_by_name(experiment_name)
-        if experiment is None:
-            location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-            self.experiment_id = self.client.create_experiment(experiment_name, artifact_location=location)
-        else:
-            self.experiment_id = experiment.experiment_id
+        from harness.storage import database_has_row, initialization_lock, with_default_driver
+
+        self.tracking_uri = tracking_uri = with_default_driver(tracking_uri)
+        # Workers starting together on a new store: one creates its tables and the experiment,
+        # the others wait (else "table already exists"). The experiment is the last step, so once
+        # it is there, workers start side by side.
+        creating = not database_has_row(tracking_uri, "experiments", name=experiment_name)
+        with initialization_lock(tracking_uri) if creating else nullcontext():
+            self.client: Any = RetryingClient(MlflowClient(tracking_uri))
+            self.experiment_id = self._experiment_id(experiment_name, artifact_root)
+            _use_wal(tracking_uri)
+
+    def _experiment_id(self, name: str, artifact_root: Path | None) -> str:
+        """Get or create the experiment; a worker that loses the race to create it uses the winner's."""
+        from mlflow.exceptions import MlflowException
+
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(name).experiment_id
 
     def start_run(self, run_name: str, tags: dict[str, Any], params: dict[str, Any]) -> str:
         from mlflow.entities import Param, RunTag
@@ -165,8 +186,78 @@ def _record(run: Any) -> RunRecord:
     )
 
 
+#: How long one MLflow call may keep retrying a locked database before giving up.
+LOCK_RETRY_SECONDS = 120.0
+_TRANSIENT = ("database is locked", "database table is locked", "deadlock detected",
+              "could not serialize access")
+
+
+class RetryingClient:
+    """An ``MlflowClient`` whose calls retry a locked database, with exponential backoff and jitter.
+
+    SQLite admits one writer at a time, and a transaction that read before another process
+    wrote fails at once with "database is locked" (the busy timeout cannot help), so workers
+    sharing one ``mlflow.db`` need retries (docs/reliability.md §0.5). Each retry is counted
+    in :attr:`lock_retries`; a call still failing after :data:`LOCK_RETRY_SECONDS` raises.
+    A failed SQL transaction was rolled back, so running it again cannot record anything twice.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.lock_retries = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            delay, deadline = 0.05, time.monotonic() + LOCK_RETRY_SECONDS
+            while True:
+                try:
+                    return attribute(*args, **kwargs)
+                except Exception as error:
+                    if not _is_transient(error) or time.monotonic() > deadline:
+                        raise
+                self.lock_retries += 1
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 2.0)
+
+        return call
+
+
+def _is_transient(error: BaseException | None) -> bool:
+    while error is not None:
+        if any(text in str(error) for text in _TRANSIENT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+class _DropRetriedLockErrors(logging.Filter):
+    """MLflow logs each locked-database error with a traceback before raising it; we retry those."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in _TRANSIENT)
+
+
+def _use_wal(tracking_uri: str) -> None:
+    """Put a SQLite MLflow store in WAL mode (persistent): readers then never block the writer."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    import sqlite3
+
+    with closing(sqlite3.connect(tracking_uri[len("sqlite:///"):], timeout=60)) as connection:
+        if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            connection.execute("PRAGMA journal_mode=WAL")
+
+
 def _quiet_mlflow() -> None:
     # Alembic prints every migration step when MLflow creates a SQLite store.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("alembic", "alembic.runtime.migration", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("mlflow.store.db.utils", "mlflow.store.tracking.sqlalchemy_store"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropRetriedLockErrors) for f in logger.filters):
+            logger.addFilter(_DropRetriedLockErrors())

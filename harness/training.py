@@ -12,7 +12,7 @@ import resource
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,17 +73,23 @@ def build_network(cell_class: type[RecurrentCell], cell_config: CellConfig, task
     if family == "tagging":
         net: nn.Module = TaggerNet(source, len(data.output_vocab), model.dropout)
     elif family == "classification":
-        net = ClassifierNet(source, len(data.output_vocab), model.dropout)
+        net = ClassifierNet(source, len(data.output_vocab), model.dropout, model.pooling)
     elif family == "regression":
-        net = ClassifierNet(source, 1, model.dropout)
+        net = ClassifierNet(source, 1, model.dropout, model.pooling)
     elif family == "language_model":
         net = LanguageModelNet(source, len(vocab), model.dropout)
     elif family == "multilabel_sequence":
         net = MultilabelSequenceNet(source, data.input_size, model.dropout)
     elif family == "seq2seq":
         target = data.output_vocab
-        decoder = encoder(len(target), False, _pad_id(target))
-        net = Seq2SeqNet(source, decoder, len(target), model.dropout)
+        if model.decoder_context == "every_step":  # the decoder also reads the context c (H wide) each step
+            stack = build_stack(cell_class, cell_config, plan.input_size + plan.hidden_size, plan.hidden_size,
+                                model.num_layers, False, model.dropout, model.implementation)
+            decoder = Encoder(stack, vocab_size=len(target), embedding_size=model.embedding_size,
+                              pad_id=_pad_id(target))
+        else:
+            decoder = encoder(len(target), False, _pad_id(target))
+        net = Seq2SeqNet(source, decoder, len(target), model.dropout, model.decoder_context)
     else:
         raise ValueError(f"unknown task family {family!r}")
     initialize(net, model.initialization, model.init_scale)
@@ -105,8 +111,9 @@ def initialize(net: nn.Module, scheme: str, scale: float) -> None:
                 module.weight[module.padding_idx].zero_()
 
 
-def _pad_id(vocab: Any) -> int:
-    return vocab.pad_id if vocab is not None and "<PAD>" in vocab else 0
+def _pad_id(vocab: Any) -> int | None:
+    # None without <PAD>: a stream vocabulary's id 0 is a real token whose embedding must train.
+    return vocab.pad_id if vocab is not None and "<PAD>" in vocab else None
 
 
 @dataclass
@@ -183,11 +190,14 @@ class _EpochReporter(pl.Callback):
 def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSettings, *, seed: int,
               device: str, hyperparameters: dict[str, Any],
               on_epoch: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
-              verbose: bool = True) -> TrainingResult:
-    """Fit on train (validating each epoch), then test; raises NonFiniteLossError on NaN/inf loss."""
+              verbose: bool = True, extra_callbacks: Sequence[pl.Callback] = ()) -> TrainingResult:
+    """Fit on train (validating each epoch), then test; raises NonFiniteLossError on NaN/inf loss.
+
+    ``extra_callbacks`` join the run's own (e.g. the speed benchmark's batch timer).
+    """
     module = FAMILY_MODULES[task.family](net, task, data, training, hyperparameters)
     reporter = _EpochReporter(on_epoch, training.max_epochs, verbose)
-    callbacks: list[pl.Callback] = [reporter]
+    callbacks: list[pl.Callback] = [reporter, *extra_callbacks]
     if training.weight_noise:
         callbacks.append(WeightNoise(training.weight_noise))
     if training.early_stopping is not None:
@@ -204,9 +214,15 @@ def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSett
             gradient_clip_val=training.gradient_clip_norm, gradient_clip_algorithm="norm",
             deterministic="warn",
         )
-    train_loader = make_loader(task.family, data, "train", training.batch_size, seed=seed)
-    val_loader = make_loader(task.family, data, "validation", training.batch_size, seed=seed)
-    test_loader = make_loader(task.family, data, "test", training.batch_size, seed=seed)
+    # Deterministic mode also fills every new tensor with NaN, to expose reads of uninitialised memory:
+    # a debugging aid, not part of determinism, costing several ms per step of a 10k-word softmax on a CPU.
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    eval_batch_size = training.eval_batch_size or training.batch_size
+    train_loader = make_loader(task.family, data, "train", training.batch_size, seed=seed,
+                               bptt_steps=training.bptt_steps)
+    val_loader = make_loader(task.family, data, "validation", eval_batch_size, seed=seed,
+                             bptt_steps=training.bptt_steps)
+    test_loader = make_loader(task.family, data, "test", eval_batch_size, seed=seed, bptt_steps=training.bptt_steps)
     on_gpu = torch.cuda.is_available() and accelerator != "cpu"
     if training.cpu_threads is not None and not on_gpu:
         torch.set_num_threads(training.cpu_threads)

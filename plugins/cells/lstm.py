@@ -35,6 +35,8 @@ class LSTMCell(RecurrentCell):
     Config = LSTMConfig
     gate_count = 4
     state_names = ("a", "c")
+    #: harness tune: search the initial forget-gate bias between torch's 0 and Gers et al.'s 1 and beyond.
+    search_space = {"forget_bias": {"type": "float", "low": 0.0, "high": 2.0}}
 
     def reset_parameters(self) -> None:
         super().reset_parameters()

@@ -29,7 +29,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -37,11 +36,11 @@ from typing import Literal
 from pydantic import Field
 
 from harness import hookimpl
-from harness.errors import BadInputError, ConfigError
+from harness.errors import BadInputError
 from harness.midi import KEYS, LOWEST_NOTE, write_midi
 from harness.tasks import Example, Task, TaskConfig, TaskData
+from harness.textdata import data_folder, require_file
 
-ENV_DATA_DIR = "HARNESS_DATA_DIR"
 SUBFOLDER = "polyphonic-music"
 HIGHEST_NOTE = LOWEST_NOTE + KEYS - 1  # 108, C8
 #: data set -> (file, quarter notes per time step): the authors sampled every eighth
@@ -71,18 +70,8 @@ class MusicConfig(TaskConfig):
 
 def data_file(config: MusicConfig) -> Path:
     """The JSON file of ``config.dataset``; ConfigError when the folder is not given or not there."""
-    folder = config.data_dir or os.environ.get(ENV_DATA_DIR)
-    if not folder:
-        raise ConfigError(
-            f"music: no data folder: set the task option data_dir or the environment variable {ENV_DATA_DIR} "
-            f"to the folder that contains {SUBFOLDER}/"
-        )
-    path = Path(folder).expanduser() / SUBFOLDER / DATASETS[config.dataset][0]
-    if not path.is_file():
-        source = "data_dir" if config.data_dir else ENV_DATA_DIR
-        raise ConfigError(f"music: {path} does not exist (from {source}={folder}); {source} must name the folder "
-                          f"that contains {SUBFOLDER}/{DATASETS[config.dataset][0]}")
-    return path
+    folder = data_folder("music", config.data_dir, SUBFOLDER)
+    return require_file("music", folder / DATASETS[config.dataset][0])
 
 
 def read_pieces(path: Path) -> tuple[dict[str, tuple[Piece, ...]], str]:

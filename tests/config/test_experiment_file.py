@@ -333,7 +333,9 @@ def test_every_experiment_file_starts_with_a_comment_saying_how_to_run_it() -> N
             if not line.startswith("#"):
                 break
             header.append(line)
-        command = f"harness run experiments/{path.name}"
+        # A file with a tuning block is meant for `harness tune`.
+        verb = "tune" if any(line.startswith("tuning:") for line in lines) else "run"
+        command = f"harness {verb} experiments/{path.name}"
         assert any(re.search(rf"(^|\s){re.escape(command)}(\s|$)", line) for line in header), (
             f"the opening comment of {path.name} does not contain `{command}`")
 

@@ -1,0 +1,125 @@
+"""An interrupted ``harness tune`` resumes to exactly its budget (subprocesses, real signals).
+
+One study (gru on a small adding problem), budget 3 trials × 3 epochs, no pruning, with
+epochs long enough to interrupt. The story, each step on the same output folder:
+
+1. SIGINT during the second trial's training: exit 130; that trial is FAILED with the
+   reason and queued again with the same values; its MLflow run is KILLED;
+2. run again and ``kill -9`` during the retried trial's training: nothing can clean up,
+   so the trial stays RUNNING in Optuna and in MLflow;
+3. run again to the end: the dead worker's trial is failed with the reason and retried,
+   its MLflow run closed KILLED, and the study ends with exactly 3 counted trials.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+NAME = "resume"
+BUDGET = 3
+STUDY = f"{NAME}/gru/adding"
+EXPERIMENT: dict[str, Any] = {
+    "cells": ["gru"],
+    "tasks": [{"name": "adding", "options": {"train_size": 480, "validation_size": 32, "test_size": 32,
+                                             "length": 10}}],
+    "seeds": [0],
+    "model": {"hidden_size": 8},
+    "training": {"max_epochs": 3, "batch_size": 16, "cpu_threads": 1},
+    "device": "cpu",
+    "output_dir": "out",
+    "reports_dir": "reports",
+    "tuning": {
+        "trials": BUDGET,
+        "sampler": {"name": "random", "seed": 0},
+        "pruner": "none",
+        "search_space": {"training.learning_rate": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}},
+    },
+}
+
+
+@dataclass
+class Step:
+    result: Any  # Finished
+    trials: list[Any]  # Optuna trials after the step
+    runs: list[Any]  # MLflow trial runs after the step, oldest first
+
+
+@dataclass
+class Scenario:
+    directory: Path
+    steps: dict[str, Step] = field(default_factory=dict)
+
+
+def build_scenario(directory: Path, kit: Any) -> Scenario:
+    kit.write_experiment(directory, NAME, EXPERIMENT)
+    scenario, out = Scenario(directory), directory / "out"
+
+    def step(label: str, number: int | None, trial: str) -> None:
+        started = kit.start_harness(directory, "tune", f"{NAME}.yaml", label=label)
+        if number is not None:
+            started.wait_for("epoch 1/", after=f": trial {trial} (")
+            started.process.send_signal(number)
+        result = started.finish()
+        scenario.steps[label] = Step(result, kit.study_trials(out, STUDY), kit.mlflow_runs(out, f"{NAME}-trials"))
+
+    step("sigint", signal.SIGINT, "1")
+    step("kill", signal.SIGKILL, "2")  # trial 2 is trial 1 queued again
+    step("final", None, "")
+    return scenario
+
+
+@pytest.fixture(scope="module")
+def scenario(scenario_of: Any) -> Scenario:
+    return scenario_of(__name__)
+
+
+def states(step: Step) -> list[str]:
+    return [t.state.name for t in step.trials]
+
+
+def test_sigint_fails_the_running_trial_and_queues_it_again(scenario: Scenario, kit: Any) -> None:
+    step = scenario.steps["sigint"]
+    assert step.result.returncode == 130, step.result.explain()
+    assert "run `harness tune resume.yaml` again" in step.result.stderr
+    assert states(step) == ["COMPLETE", "FAIL", "WAITING"], step.result.explain()
+    interrupted, queued = step.trials[1], step.trials[2]
+    assert interrupted.user_attrs["fail_reason"] == "interrupted by SIGINT"
+    assert queued.params == interrupted.params
+    assert queued.system_attrs["retry_history"] == [1]
+    run = next(r for r in step.runs if r.info.run_id == interrupted.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and kit.tag(run, "failure_reason") == "interrupted by SIGINT"
+    assert [r.info.status for r in step.runs] == ["FINISHED", "KILLED"]
+
+
+def test_kill_9_leaves_the_trial_running(scenario: Scenario) -> None:
+    step = scenario.steps["kill"]
+    assert step.result.returncode == -signal.SIGKILL, step.result.explain()
+    assert states(step) == ["COMPLETE", "FAIL", "RUNNING"]
+    assert [r.info.status for r in step.runs] == ["FINISHED", "KILLED", "RUNNING"]
+
+
+def test_the_final_run_ends_with_exactly_the_budget(scenario: Scenario, kit: Any) -> None:
+    step = scenario.steps["final"]
+    assert step.result.returncode == 0, step.result.explain()
+    from harness.tuning import slot_holders
+
+    counted = slot_holders(step.trials)
+    assert len(counted) == BUDGET and all(t.state.name == "COMPLETE" for t in counted)
+    # Two attempts failed (SIGINT, kill -9), both retried with the same values; nothing is left open.
+    assert states(step) == ["COMPLETE", "FAIL", "FAIL", "COMPLETE", "COMPLETE"]
+    dead = step.trials[2]
+    assert dead.user_attrs["fail_reason"].endswith("stopped without finishing")
+    assert step.trials[3].system_attrs["retry_history"] == [1, 2]
+    assert step.trials[3].params == step.trials[1].params
+    assert "trial 2: worker" in step.result.stderr and "queued again" in step.result.stderr
+    orphan = next(r for r in step.runs if r.info.run_id == dead.user_attrs["mlflow_run_id"])
+    assert orphan.info.status == "KILLED" and kit.tag(orphan, "reconciled") == "1"
+    assert sorted(r.info.status for r in step.runs) == ["FINISHED"] * BUDGET + ["KILLED"] * 2
+    # The study's result was re-trained once (one seed) and reported.
+    assert f"{STUDY}: 3 complete, 0 pruned, 0 fail of 3 trials" in step.result.stdout
+    assert "re-training 1 finished, 0 failed" in step.result.stdout
