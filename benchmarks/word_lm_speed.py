@@ -17,8 +17,8 @@ without torch's deterministic mode, as the script does, ours with the harness's.
 per batch is the interval between the starts of consecutive batches (data, forward, backward,
 clipping, the step and any bookkeeping), after ``--warmup`` batches, on two clocks: wall time
 and the process's CPU time (which other processes' load disturbs far less; with ``--threads 1``
-it is the time the work itself took). Sides alternate for ``--rounds`` rounds so a shared
-machine's slow moments hit both; the ratio ours / reference is the median of the per-round
+it is the time the work itself took). After one untimed round, sides alternate (in turn first)
+for ``--rounds`` rounds so a shared machine's slow moments hit both; the ratio ours / reference is the median of the per-round
 ratios, and the wall median gives the projected time of one full PTB training epoch. A
 benchmark, not a test::
 
@@ -197,18 +197,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     timed: dict[str, list[Stamp]] = {"ours": [], "reference": []}
     rounds = []
     started = time.perf_counter()
+    def measure(side: str) -> list[Stamp]:
+        if side == "ours":
+            return harness_times(data, task, args, args.warmup + args.batches)
+        torch.set_num_threads(args.threads)
+        return reference_times(ids, vocab_size, args, args.warmup + args.batches)
+
+    # An untimed round first: the process's allocator and caches settle (the first large tensors
+    # cost page faults), so neither side's first round pays for that alone.
+    for side in ("ours", "reference"):
+        measure(side)
     for round_number in range(args.rounds):
         medians: dict[str, dict[str, float]] = {}
-        for side in ("ours", "reference"):
-            if side == "ours":
-                times = harness_times(data, task, args, args.warmup + args.batches)
-            else:
-                torch.set_num_threads(args.threads)
-                times = reference_times(ids, vocab_size, args, args.warmup + args.batches)
+        order = ("ours", "reference") if round_number % 2 == 0 else ("reference", "ours")  # neither always first
+        for side in order:
+            times = measure(side)
             timed[side] += times[args.warmup :]
             medians[side] = {clock: 1000 * statistics.median(t[index] for t in times[args.warmup :])
                              for index, clock in enumerate(("wall", "cpu"))}
-        rounds.append({f"{side}_{clock}_ms": medians[side][clock] for side in medians for clock in ("wall", "cpu")}
+        rounds.append({f"{side}_{clock}_ms": medians[side][clock] for side in sorted(medians)
+                       for clock in ("wall", "cpu")}
                       | {f"ratio_{clock}": medians["ours"][clock] / medians["reference"][clock]
                          for clock in ("wall", "cpu")})
         print(f"round {round_number + 1}/{args.rounds}: ours {medians['ours']['wall']:.1f} ms/batch "

@@ -16,8 +16,6 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from harness.checkpoints import save_network
 from harness.config import LoadedExperiment, ResolvedChoice, content_hash, resolve
 from harness.errors import BadInputError, ConfigError
 from harness.families import NonFiniteLossError
+from harness.interrupts import Interrupts, RunInterrupted
 from harness.ledger import (CLAIMABLE, CLAIMABLE_BY_WORKERS, DEFAULT_LEASE_SECONDS, DONE, FAILED, KILLED, RUNNING,
                             LedgerRow, open_ledger, worker_id)
 from harness.plugins import LoadedPlugins
@@ -41,22 +40,6 @@ from harness.training import build_network, plan_network, train_run
 HEARTBEATS_PER_LEASE = 6
 #: Longest pause between looks at the ledger while other workers hold the last runs.
 MAX_POLL_SECONDS = 5.0
-
-
-class RunInterrupted(BaseException):
-    """SIGINT/SIGTERM arrived: end the current run as KILLED and stop the grid.
-
-    A BaseException, not KeyboardInterrupt: Lightning answers KeyboardInterrupt with
-    sys.exit(1), but re-raises other BaseExceptions after its own clean-up.
-    """
-
-    def __init__(self, signal_number: int) -> None:
-        self.signal_number = signal_number
-        super().__init__(f"interrupted by {signal.Signals(signal_number).name}")
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signal_number
 
 
 @dataclass(frozen=True)
@@ -160,10 +143,9 @@ class Runner:
         self.lease_seconds = lease_seconds
         self.worker = worker_id()
         self._task_data: dict[str, tuple[Task, TaskData]] = {}
-        self._interrupt: RunInterrupted | None = None
+        self._interrupts = Interrupts()
         self._lease_lost = False
         self._last_wait_message = ""
-        self._critical = 0
 
     # Side effects begin here: folders, ledger, MLflow. -------------------
 
@@ -203,10 +185,10 @@ class Runner:
         attempted: set[str] = set()
         self._say(f"{self.loaded.name}: {total} runs, {done_before} already finished"
                   f" (ledger {self.storage.describe()})")
-        with self._signals():
+        with self._interrupts.installed():
             try:
-                while self._interrupt is None:
-                    with self._critical_section():
+                while self._interrupts.pending is None:
+                    with self._interrupts.critical():
                         row = self.ledger.claim(self.loaded.name, self.worker, self.lease_seconds, keys=set(by_key),
                                                 exclude=attempted, statuses=statuses)
                         if row is not None:
@@ -226,8 +208,8 @@ class Runner:
                         summary.failed += 1
             except RunInterrupted:
                 pass  # arrived between runs, when no run was claimed: nothing to close
-        if self._interrupt is not None:
-            summary.interrupted_by = self._interrupt.signal_number
+        if self._interrupts.pending is not None:
+            summary.interrupted_by = self._interrupts.pending.signal_number
         summary.grid = {}
         for row in self._grid_rows(by_key):
             summary.grid[row.status] = summary.grid.get(row.status, 0) + 1
@@ -248,7 +230,7 @@ class Runner:
             self._say(message)
             self._last_wait_message = message
         time.sleep(min(MAX_POLL_SECONDS, self.lease_seconds / 4))  # a signal here ends the loop
-        with self._critical_section():
+        with self._interrupts.critical():
             self._reconcile()
         return True
 
@@ -266,7 +248,7 @@ class Runner:
         self._lease_lost = False
         stop_heartbeat = self._start_heartbeat(spec.key)
         try:
-            with self._critical_section():
+            with self._interrupts.critical():
                 run_id = self.tracker.start_run(spec.run_name, self._tags(spec), {
                     **flatten(spec.config), "config_hash": spec.key})
                 self.ledger.set_mlflow_run(spec.key, self.worker, run_id)
@@ -275,7 +257,7 @@ class Runner:
             result = self._train(spec, run_id)
             self._check_interrupt()
         except RunInterrupted as interrupted:
-            self._interrupt = self._interrupt or interrupted
+            self._interrupts.pending = self._interrupts.pending or interrupted
             return self._end(spec, run_id, KILLED, f"interrupted by {signal.Signals(interrupted.signal_number).name}")
         except LeaseLost as error:  # the ledger row is another worker's now: only MLflow is ours to close
             return self._end(spec, run_id, KILLED, f"lease lost: {error}")
@@ -289,7 +271,7 @@ class Runner:
             return self._end(spec, run_id, FAILED, f"error: {type(error).__name__}: {error}")
         finally:
             stop_heartbeat()
-        with self._critical_section():
+        with self._interrupts.critical():
             metrics = {**result.test_metrics, "wall_time_s": result.wall_time_s,
                        "train_tokens_per_s": result.train_tokens_per_s, "peak_memory_mb": result.peak_memory_mb,
                        "epochs": result.epochs, "model_param_count": result.model_param_count}
@@ -317,13 +299,13 @@ class Runner:
         self._log_vocabularies(run_id, data)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            with self._critical_section():
+            with self._interrupts.critical():
                 self.tracker.log_metrics(run_id, metrics, step=epoch)
             self._check_interrupt()
 
         result = train_run(net, task, data, experiment.training, seed=spec.seed, device=experiment.device,
                            hyperparameters=spec.config, on_epoch=on_epoch, verbose=self.verbose)
-        with self._critical_section():
+        with self._interrupts.critical():
             digest = save_network(self.tracker, run_id, net, plan, data)
             self.tracker.set_tags(run_id, {"model_sha256": digest,
                                            **{f"note.{key}": value for key, value in task.notes.items()}})
@@ -346,7 +328,7 @@ class Runner:
                 self.tracker.set_tags(run_id, {f"{name}_hash": vocab.hash})
 
     def _end(self, spec: RunSpec, run_id: str | None, status: str, reason: str) -> str:
-        with self._critical_section():
+        with self._interrupts.critical():
             if run_id is not None:
                 self._close_mlflow_run(run_id, status, reason)
             self.ledger.finish(spec.key, self.worker, status, reason)
@@ -372,34 +354,8 @@ class Runner:
 
     # Signals: SIGINT/SIGTERM interrupt training, but never a bookkeeping step. --
 
-    @contextmanager
-    def _signals(self) -> Iterator[None]:
-        def handler(signum: int, frame: Any) -> None:
-            if self._interrupt is not None:
-                return  # already stopping; a repeat (Ctrl-C reaching a worker and its parent) changes nothing
-            self._interrupt = RunInterrupted(signum)
-            if not self._critical:
-                raise self._interrupt
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for number, old in previous.items():
-                signal.signal(number, old)
-
-    @contextmanager
-    def _critical_section(self) -> Iterator[None]:
-        """A signal arriving in here is remembered, and raised at the next _check_interrupt."""
-        self._critical += 1
-        try:
-            yield
-        finally:
-            self._critical -= 1
-
     def _check_interrupt(self) -> None:
-        if self._interrupt is not None:
-            raise self._interrupt
+        self._interrupts.check()
         if self._lease_lost:
             raise LeaseLost(f"another worker reclaimed the run after {self.lease_seconds:g}s without a heartbeat")
 

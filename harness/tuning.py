@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 
 from harness.config import LoadedExperiment, TuningSettings, content_hash
 from harness.errors import ConfigError
+from harness.interrupts import Interrupts
 from harness.ledger import DEFAULT_LEASE_SECONDS, worker_id
 from harness.runner import GridSummary, Runner, RunInterrupted, RunSpec, expand_grid
 from harness.storage import (StorageChoice, experiment_storage, initialization_lock, open_journal_backend,
@@ -36,7 +37,7 @@ from harness.storage import (StorageChoice, experiment_storage, initialization_l
 from harness.tracking import Tracker, flatten
 from harness.tuning_space import StudyPlan, apply_params, fixed_settings, plan_studies
 from harness.tuning_study import StudyDriver, StudyResult, Worker, slot_holders
-from harness.tuning_trial import Interrupts, TrialExecutor
+from harness.tuning_trial import TrialExecutor
 
 __all__ = ["TuneSummary", "describe_storage", "open_storage", "open_study", "quiet_optuna", "slot_holders",
            "trials_experiment", "tune"]

@@ -34,11 +34,12 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.config import TuningSettings
+from harness.interrupts import Interrupts
 from harness.ledger import _dead_local_owner
+from harness.runner import RunInterrupted
 from harness.tracking import Tracker
 from harness.tuning_space import StudyPlan, suggest
-from harness.runner import RunInterrupted
-from harness.tuning_trial import COMPLETE, FAIL, PRUNED, Interrupts, TrialExecutor, TrialOutcome
+from harness.tuning_trial import COMPLETE, FAIL, PRUNED, TrialExecutor, TrialOutcome
 
 __all__ = ["StudyDriver", "StudyResult", "Worker", "slot_holders"]
 

@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import sys
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +34,8 @@ import pytorch_lightning as pl
 from harness.config import LoadedExperiment, content_hash
 from harness.errors import BadInputError, HarnessError
 from harness.families import NonFiniteLossError
-from harness.runner import RunInterrupted, RunSpec, expand_grid
+from harness.interrupts import Interrupts, RunInterrupted
+from harness.runner import RunSpec, expand_grid
 from harness.tasks import Task, TaskData
 from harness.tracking import Tracker, flatten
 from harness.training import build_network, plan_network, train_run
@@ -48,43 +46,6 @@ COMPLETE, PRUNED, FAIL = "COMPLETE", "PRUNED", "FAIL"
 
 class NonFiniteObjectiveError(HarnessError):
     """The optimised validation metric is NaN or ±inf: the trial fails, it never completes."""
-
-
-class Interrupts:
-    """SIGINT/SIGTERM become RunInterrupted: raised at once, or inside ``critical()`` at the next ``check()``.
-
-    So a signal never tears a bookkeeping step (an Optuna tell, an MLflow write) in half.
-    """
-
-    def __init__(self) -> None:
-        self.pending: RunInterrupted | None = None
-        self._depth = 0
-
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        def handler(signum: int, frame: Any) -> None:
-            self.pending = self.pending or RunInterrupted(signum)
-            if not self._depth:
-                raise self.pending
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for number, old in previous.items():
-                signal.signal(number, old)
-
-    @contextmanager
-    def critical(self) -> Iterator[None]:
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-
-    def check(self) -> None:
-        if self.pending is not None:
-            raise self.pending
 
 
 @dataclass(frozen=True)

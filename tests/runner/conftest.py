@@ -16,24 +16,19 @@ module's tests then only look at what its scenario left behind.
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import sqlite3
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from copy import deepcopy
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from harness_processes import (TIMEOUT, Finished, Started, harness_command, harness_env,  # noqa: F401 - kit.*
+                               mlflow_client, mlflow_runs, run_all, run_harness, start_harness, tag,
+                               write_experiment)
 
-#: Generous: a loaded 2-core machine can take ~15 s for a tiny grid, mostly imports.
-TIMEOUT = 240
 
 #: The tiny grid. Task-major order: agreement × {vanilla, gru_simple} × {0, 1}, then copy.
 TINY: dict[str, Any] = {
@@ -53,14 +48,6 @@ TINY: dict[str, Any] = {
 }
 
 
-def write_experiment(directory: Path, name: str, data: dict[str, Any]) -> Path:
-    """Write ``<directory>/<name>.yaml`` (with the run command as its first comment line)."""
-    path = directory / f"{name}.yaml"
-    path.write_text(f"# Run it: harness run {path.name}\n" + yaml.safe_dump(data, sort_keys=False),
-                    encoding="utf-8")
-    return path
-
-
 def tiny_config(**changes: Any) -> dict[str, Any]:
     """A copy of :data:`TINY` with top-level keys replaced."""
     data = deepcopy(TINY)
@@ -75,138 +62,8 @@ def tiny_experiment(tmp_path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------
-# Running harness
+# Looking at what a run left behind (running harness: harness_processes)
 # ---------------------------------------------------------------------------
-
-
-def harness_command() -> list[str]:
-    """The installed ``harness`` console script of this interpreter's environment."""
-    script = Path(sys.executable).parent / "harness"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("harness")
-    return [found] if found else [sys.executable, "-m", "harness.cli"]
-
-
-def harness_env() -> dict[str, str]:
-    """The caller's environment without HARNESS_* switches (they would change what loads)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_") and not k.startswith("MLFLOW_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    # Tiny RNNs on a shared 2-core machine: two intra-op threads per process only contend
-    # (10x slower under load). Results are the same with one thread.
-    env["OMP_NUM_THREADS"] = "1"
-    env["MKL_NUM_THREADS"] = "1"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
-
-
-@dataclass
-class Finished:
-    """A harness invocation that has exited."""
-
-    args: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def explain(self) -> str:
-        return (f"harness {' '.join(self.args)} exited {self.returncode}\n"
-                f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}")
-
-
-class Started:
-    """A running ``harness`` process; stdout and stderr go to files that can be polled."""
-
-    def __init__(self, cwd: Path, args: Sequence[str], label: str = "") -> None:
-        self.cwd, self.args = cwd, tuple(str(a) for a in args)
-        logs = cwd / "logs"
-        logs.mkdir(exist_ok=True)
-        stem = label or f"harness-{time.monotonic_ns()}"
-        self.stdout_path, self.stderr_path = logs / f"{stem}.out", logs / f"{stem}.err"
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.process = subprocess.Popen(harness_command() + list(self.args), cwd=cwd, env=harness_env(),
-                                            stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
-
-    def wait_for(self, text: str, *, after: str = "", timeout: float = TIMEOUT) -> None:
-        """Poll stderr until ``text`` appears (after the first ``after``, if given)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            log = self.stderr()
-            start = log.find(after) if after else 0
-            if start >= 0 and text in log[start:]:
-                return
-            if self.process.poll() is not None:
-                raise AssertionError(f"harness exited before printing {text!r}:\n{self.finish().explain()}")
-            time.sleep(0.02)
-        self.process.kill()
-        raise AssertionError(f"no {text!r} within {timeout}s:\n{self.finish().explain()}")
-
-    def signal(self, number: int) -> None:
-        self.process.send_signal(number)
-
-    def finish(self, timeout: float = TIMEOUT) -> Finished:
-        """Wait for the exit (reaping the process, so its pid is gone) and collect its output."""
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError(f"harness {' '.join(self.args)} did not exit within {timeout}s:\n{self.stderr()}")
-        return Finished(self.args, self.process.returncode,
-                        self.stdout_path.read_text(encoding="utf-8", errors="replace"), self.stderr())
-
-
-def start_harness(cwd: Path, *args: str, label: str = "") -> Started:
-    return Started(cwd, args, label)
-
-
-def run_harness(cwd: Path, *args: str, timeout: float = TIMEOUT) -> Finished:
-    """Run ``harness ARGS`` in ``cwd`` to completion."""
-    return Started(cwd, args).finish(timeout)
-
-
-def run_all(*invocations: tuple[Path, Sequence[str]]) -> list[Finished]:
-    """Start several harness invocations at once (separate folders) and wait for all of them."""
-    started = [Started(cwd, args) for cwd, args in invocations]
-    return [s.finish() for s in started]
-
-
-# ---------------------------------------------------------------------------
-# Looking at what a run left behind
-# ---------------------------------------------------------------------------
-
-
-def mlflow_client(output_dir: Path) -> Any:
-    """An MlflowClient on the default store of ``output_dir``."""
-    from mlflow.tracking import MlflowClient
-
-    db = output_dir / "mlflow.db"
-    assert db.exists(), f"no MLflow store at {db}"
-    return MlflowClient(f"sqlite:///{db}")
-
-
-def mlflow_runs(output_dir: Path, experiment: str) -> list[Any]:
-    """Every MLflow run of ``experiment`` (all statuses), oldest first."""
-    client = mlflow_client(output_dir)
-    found = client.get_experiment_by_name(experiment)
-    assert found is not None, f"no MLflow experiment {experiment!r} in {output_dir}"
-    return list(client.search_runs([found.experiment_id], max_results=1000,
-                                   order_by=["attributes.start_time ASC"]))
-
-
-def tag(run: Any, name: str) -> str | None:
-    return run.data.tags.get(f"harness.{name}")
 
 
 def ledger_rows(output_dir: Path) -> dict[str, dict[str, Any]]:

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from harness.config import load_experiment
+from harness.interrupts import Interrupts
 from harness.plugins import load_plugins
 from harness.storage import parse_storage
 from harness.tracking import Tracker
 from harness.tuning import open_storage
-from harness.tuning_study import StudyDriver, Worker, slot_holders
-from harness.tuning_trial import Interrupts
 from harness.tuning_space import plan_studies, suggest
+from harness.tuning_study import StudyDriver, Worker, slot_holders
 
 EXPERIMENT = """\
 # Budget tests: harness tune budget.yaml

@@ -1,0 +1,157 @@
+"""``harness`` as a subprocess, and reading what it recorded: shared by the runner and tuning tests.
+
+Importable from any test module or conftest (``pythonpath = ["tests"]`` in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Generous: a loaded 2-core machine can take half a minute to start a harness process.
+TIMEOUT = 300
+
+
+def write_experiment(directory: Path, name: str, data: dict[str, Any], *, command: str = "run") -> Path:
+    """Write ``<directory>/<name>.yaml``, starting with the comment that says how to run it."""
+    path = directory / f"{name}.yaml"
+    path.write_text(f"# Run it: harness {command} {path.name}\n" + yaml.safe_dump(data, sort_keys=False),
+                    encoding="utf-8")
+    return path
+
+
+def harness_command() -> list[str]:
+    """The installed ``harness`` console script of this interpreter's environment."""
+    script = Path(sys.executable).parent / "harness"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("harness")
+    return [found] if found else [sys.executable, "-m", "harness.cli"]
+
+
+def harness_env() -> dict[str, str]:
+    """The caller's environment without HARNESS_* switches (they would change what loads),
+    except the session's processed-data cache folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_") and not k.startswith("MLFLOW_")}
+    if "HARNESS_CACHE_DIR" in os.environ:
+        env["HARNESS_CACHE_DIR"] = os.environ["HARNESS_CACHE_DIR"]
+    env["PYTHONUNBUFFERED"] = "1"
+    # Tiny RNNs on a shared 2-core machine: two intra-op threads per process only contend
+    # (10x slower under load). Results are the same with one thread.
+    env["OMP_NUM_THREADS"] = "1"
+    env["MKL_NUM_THREADS"] = "1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+@dataclass
+class Finished:
+    """A harness invocation that has exited."""
+
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def explain(self) -> str:
+        return (f"harness {' '.join(self.args)} exited {self.returncode}\n"
+                f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}")
+
+
+class Started:
+    """A running ``harness`` process; stdout and stderr go to files that can be polled."""
+
+    def __init__(self, cwd: Path, args: Sequence[str], label: str = "") -> None:
+        self.cwd, self.args = cwd, tuple(str(a) for a in args)
+        logs = cwd / "logs"
+        logs.mkdir(exist_ok=True)
+        stem = label or f"harness-{time.monotonic_ns()}"
+        self.stdout_path, self.stderr_path = logs / f"{stem}.out", logs / f"{stem}.err"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.process = subprocess.Popen(harness_command() + list(self.args), cwd=cwd, env=harness_env(),
+                                            stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_for(self, text: str, *, after: str = "", timeout: float = TIMEOUT) -> None:
+        """Poll stderr until ``text`` appears (after the first ``after``, if given)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.stderr()
+            start = log.find(after) if after else 0
+            if start >= 0 and text in log[start:]:
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"harness exited before printing {text!r}:\n{self.finish().explain()}")
+            time.sleep(0.02)
+        self.process.kill()
+        raise AssertionError(f"no {text!r} within {timeout}s:\n{self.finish().explain()}")
+
+    def signal(self, number: int) -> None:
+        self.process.send_signal(number)
+
+    def finish(self, timeout: float = TIMEOUT) -> Finished:
+        """Wait for the exit (reaping the process, so its pid is gone) and collect its output."""
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"harness {' '.join(self.args)} did not exit within {timeout}s:\n{self.stderr()}")
+        return Finished(self.args, self.process.returncode,
+                        self.stdout_path.read_text(encoding="utf-8", errors="replace"), self.stderr())
+
+
+def start_harness(cwd: Path, *args: str, label: str = "") -> Started:
+    return Started(cwd, args, label)
+
+
+def run_harness(cwd: Path, *args: str, timeout: float = TIMEOUT) -> Finished:
+    """Run ``harness ARGS`` in ``cwd`` to completion."""
+    return Started(cwd, args).finish(timeout)
+
+
+def run_all(*invocations: tuple[Path, Sequence[str]]) -> list[Finished]:
+    """Start several harness invocations at once (separate folders) and wait for all of them."""
+    started = [Started(cwd, args) for cwd, args in invocations]
+    return [s.finish() for s in started]
+
+
+def mlflow_client(output_dir: Path) -> Any:
+    """An MlflowClient on the default store of ``output_dir``."""
+    from mlflow.tracking import MlflowClient
+
+    db = output_dir / "mlflow.db"
+    assert db.exists(), f"no MLflow store at {db}"
+    return MlflowClient(f"sqlite:///{db}")
+
+
+def mlflow_runs(output_dir: Path, experiment: str) -> list[Any]:
+    """Every MLflow run of ``experiment`` (all statuses), oldest first."""
+    client = mlflow_client(output_dir)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no MLflow experiment {experiment!r} in {output_dir}"
+    return list(client.search_runs([found.experiment_id], max_results=1000,
+                                   order_by=["attributes.start_time ASC"]))
+
+
+def tag(run: Any, name: str) -> str | None:
+    return run.data.tags.get(f"harness.{name}")
