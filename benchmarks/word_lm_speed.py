@@ -164,6 +164,17 @@ def harness_times(data: TaskData, task: WordLMTask, args: argparse.Namespace, ba
     return intervals(timer.starts)
 
 
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def summary(times: list[Stamp], windows: int) -> dict[str, float]:
     wall = sorted(t[0] for t in times)
     median = statistics.median(wall)
@@ -230,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cpu_ratio = statistics.median(r["ratio_cpu"] for r in rounds)
     report = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+        "machine": {"processor": cpu_name(), "cpus": os.cpu_count(),
                     "load_average": list(os.getloadavg()), "python": platform.python_version()},
         "torch": torch.__version__, "threads": args.threads, "device": "cpu",
         "deterministic_mode": {"ours": "torch.use_deterministic_algorithms(True, warn_only=True) (Lightning "

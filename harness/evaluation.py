@@ -136,7 +136,9 @@ def score_split(net: torch.nn.Module, task: Task, data: TaskData, split: Split, 
     with _quiet_lightning():
         trainer = pl.Trainer(accelerator="gpu" if on_gpu else "cpu", devices=1, logger=False,
                              enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False)
-        trainer.test(module, make_loader(task.family, scored, "test", training.batch_size, seed=0), verbose=False)
+        loader = make_loader(task.family, scored, "test", training.eval_batch_size or training.batch_size, seed=0,
+                             bptt_steps=training.bptt_steps)
+        trainer.test(module, loader, verbose=False)
     return {name.removeprefix("test_"): value for name, value in module.test_metrics.items()}
 
 

@@ -279,7 +279,9 @@ class Runner:
             self.tracker.set_tags(run_id, {"execution_path": result.execution_path,
                                            "memory_measure": result.memory_measure})
             if result.samples:
-                self.tracker.log_text(run_id, "\n".join(" ".join(s) for s in result.samples) + "\n", "samples.txt")
+                task = self._load_task(spec.task)[0]  # its detokenize: characters join without spaces
+                self.tracker.log_text(run_id, "\n".join(task.detokenize(s) for s in result.samples) + "\n",
+                                      "samples.txt")
             shown = ", ".join(f"{k} {v:.4g}" for k, v in result.test_metrics.items() if "/" not in k)
             self._say(f"    done in {result.wall_time_s:.1f}s: {shown}")
             return self._end(spec, run_id, DONE, "")

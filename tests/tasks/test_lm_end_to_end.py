@@ -77,6 +77,16 @@ def test_ptb_slice_trains_and_reports_perplexity_over_every_test_token(ptb_run) 
     assert int(float(row["test_tokens"])) == sum(len(line.split()) + 1 for line in lines)
 
 
+def test_evaluate_reproduces_the_recorded_stream_metrics(ptb_run) -> None:
+    folder, row = ptb_run
+    result = harness("evaluate", row["path"], "--json", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)["metrics"]
+    # Same windows, same batch of 1, same carried state: the same summed NLL over the same tokens.
+    assert metrics["tokens"] == float(row["test_tokens"])
+    assert metrics["perplexity"] == pytest.approx(float(row["test_perplexity"]), rel=1e-5)
+
+
 def test_score_is_the_sum_of_the_conditionals_of_a_step_by_step_pass(ptb_run) -> None:
     folder, row = ptb_run
     trained = load_trained_run(artifacts(row), load_plugins())
