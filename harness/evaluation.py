@@ -26,7 +26,7 @@ from harness.data import make_loader
 from harness.errors import BadInputError, ConfigError
 from harness.families import FAMILY_MODULES
 from harness.tasks import Task, TaskConfig, TaskData
-from harness.training import _quiet_lightning
+from harness.training import quiet_lightning
 from harness.vocab import Vocabulary
 
 Split = Literal["train", "validation", "test"]
@@ -133,7 +133,7 @@ def score_split(net: torch.nn.Module, task: Task, data: TaskData, split: Split, 
     on_gpu = device != "cpu" and torch.cuda.is_available()
     if training.cpu_threads is not None and not on_gpu:
         torch.set_num_threads(training.cpu_threads)
-    with _quiet_lightning():
+    with quiet_lightning():
         trainer = pl.Trainer(accelerator="gpu" if on_gpu else "cpu", devices=1, logger=False,
                              enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False)
         loader = make_loader(task.family, scored, "test", training.eval_batch_size or training.batch_size, seed=0,

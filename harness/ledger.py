@@ -265,7 +265,7 @@ class Ledger:
 
 def is_stale(row: Mapping[str, Any], now: float) -> bool:
     """A RUNNING row whose lease expired, or whose owner was a process on this host that is gone."""
-    return row["lease_expires"] is None or row["lease_expires"] < now or _dead_local_owner(row["owner"])
+    return row["lease_expires"] is None or row["lease_expires"] < now or dead_local_owner(row["owner"])
 
 
 def stale_reason(row: Mapping[str, Any]) -> str:
@@ -287,7 +287,7 @@ def _insert_or_ignore(dialect: str) -> Any:
     return sa.insert(runs_table)
 
 
-def _dead_local_owner(owner: str | None) -> bool:
+def dead_local_owner(owner: str | None) -> bool:
     host, _, rest = (owner or "").partition(":")
     pid = rest.partition(":")[0]
     if host != socket.gethostname() or not pid.isdigit():

@@ -206,7 +206,7 @@ def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSett
             min_delta=training.early_stopping.min_delta,
         ))
     accelerator = {"auto": "auto", "cpu": "cpu", "gpu": "gpu"}[device]
-    with _quiet_lightning():
+    with quiet_lightning():
         trainer = pl.Trainer(
             accelerator=accelerator, devices=1, max_epochs=training.max_epochs, logger=False,
             enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
@@ -229,7 +229,7 @@ def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSett
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    with _quiet_lightning():
+    with quiet_lightning():
         trainer.fit(module, train_loader, val_loader)
         train_seconds = time.perf_counter() - started
         trainer.test(module, test_loader, verbose=False)
@@ -254,7 +254,7 @@ def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSett
     )
 
 
-class _quiet_lightning:
+class quiet_lightning:
     """Silence Lightning's start-up chatter (GPU available, …) that would bury the grid progress."""
 
     _names = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning")

@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness.config import TuningSettings
 from harness.interrupts import Interrupts
-from harness.ledger import _dead_local_owner
+from harness.ledger import dead_local_owner
 from harness.runner import RunInterrupted
 from harness.tracking import Tracker
 from harness.tuning_space import StudyPlan, suggest
@@ -226,7 +226,7 @@ class StudyDriver:
             return started + self.lease > now
         if worker == self.worker:
             return True
-        if _dead_local_owner(worker):
+        if dead_local_owner(worker):
             return False
         return float(trial.user_attrs.get("lease_expires") or 0) > now
 
