@@ -17,10 +17,16 @@ without torch's deterministic mode, as the script does, ours with the harness's.
 per batch is the interval between the starts of consecutive batches (data, forward, backward,
 clipping, the step and any bookkeeping), after ``--warmup`` batches, on two clocks: wall time
 and the process's CPU time (which other processes' load disturbs far less; with ``--threads 1``
-it is the time the work itself took). After one untimed round, sides alternate (in turn first)
-for ``--rounds`` rounds so a shared machine's slow moments hit both; the ratio ours / reference is the median of the per-round
-ratios, and the wall median gives the projected time of one full PTB training epoch. A
-benchmark, not a test::
+it is the time the work itself took).
+
+By default each side runs in a fresh Python process of its own, as users run ``harness run`` and
+``python main.py``: a process's allocator state changes a step's cost (glibc returning freed
+blocks to the kernel costs the plain loop thousands of page faults per step;
+``harness.allocator`` keeps them). ``--same-process`` instead runs both in this process with the
+harness's allocator settings applied to both, which compares the code paths alone. Sides
+alternate (in turn first) for ``--rounds`` rounds so a shared machine's slow moments hit both;
+the ratio ours / reference is the median of the per-round ratios, and the wall median gives the
+projected time of one full PTB training epoch. A benchmark, not a test::
 
     HARNESS_DATA_DIR=../shared/data .venv/bin/python benchmarks/word_lm_speed.py --threads 2 --json
 """
@@ -35,6 +41,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -49,6 +56,7 @@ if __package__ in (None, ""):  # run as a script from a checkout: make `harness`
 
 import pytorch_lightning as pl  # noqa: E402
 
+from harness.allocator import retain_freed_memory  # noqa: E402
 from harness.config import ModelSettings, TrainingSettings  # noqa: E402
 from harness.plugins import load_plugins  # noqa: E402
 from harness.streams import batchify, detach_state  # noqa: E402
@@ -183,6 +191,24 @@ def summary(times: list[Stamp], windows: int) -> dict[str, float]:
             "batches": len(wall), "projected_epoch_s": median * windows}
 
 
+def side_times(side: str, args: argparse.Namespace, data: TaskData, task: WordLMTask) -> list[Stamp]:
+    """(wall, CPU) seconds per batch of one side, ``--warmup`` + ``--batches`` batches, in this process."""
+    batches = args.warmup + args.batches
+    if side == "ours":
+        return harness_times(data, task, args, batches)
+    torch.set_num_threads(args.threads)
+    return reference_times(data.train[0].inputs, len(data.input_vocab), args, batches)
+
+
+def fresh_process_times(side: str, argv: list[str]) -> list[Stamp]:
+    """The same as :func:`side_times`, run by a new Python process of this script (``--side``)."""
+    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--side", side]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the {side} process failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return [tuple(pair) for pair in json.loads(done.stdout.strip().splitlines()[-1])]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=None, help="folder that contains ptb/ (default: $HARNESS_DATA_DIR)")
@@ -196,6 +222,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--lr", type=float, default=20.0, help="pytorch/examples' default; = Zaremba's 1 (see preset)")
     parser.add_argument("--clip", type=float, default=0.25, help="gradient-norm clipping, both sides")
+    parser.add_argument("--same-process", action="store_true",
+                        help="both sides in this process, with the harness's allocator settings for both")
+    parser.add_argument("--side", choices=("ours", "reference"), help=argparse.SUPPRESS)  # one fresh-process side
     parser.add_argument("--json", nargs="?", type=Path, const=True, default=None,
                         help="write the numbers as JSON (default file: benchmarks/results/<date>-word-lm-speed-cpu.json)")
     args = parser.parse_args(argv)
@@ -203,21 +232,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     task = WordLMTask(WordLMConfig(data_dir=args.data_dir))
     data = task.load()
+    if args.side is not None:
+        print(json.dumps(side_times(args.side, args, data, task)))
+        return {}
     ids, vocab_size = data.train[0].inputs, len(data.input_vocab)
     windows = math.ceil((len(ids) // args.batch_size - 1) / args.bptt)  # batches in one full training epoch
     timed: dict[str, list[Stamp]] = {"ours": [], "reference": []}
     rounds = []
     started = time.perf_counter()
-    def measure(side: str) -> list[Stamp]:
-        if side == "ours":
-            return harness_times(data, task, args, args.warmup + args.batches)
-        torch.set_num_threads(args.threads)
-        return reference_times(ids, vocab_size, args, args.warmup + args.batches)
+    if args.same_process:
+        retain_freed_memory()
+        # An untimed round first: the process's allocator and caches settle (the first large tensors
+        # cost page faults), so neither side's first round pays for that alone.
+        for side in ("ours", "reference"):
+            side_times(side, args, data, task)
+    child_argv = [f"--{name.replace('_', '-')}={value}" for name, value in vars(args).items()
+                  if name not in ("json", "same_process", "side") and value is not None]
 
-    # An untimed round first: the process's allocator and caches settle (the first large tensors
-    # cost page faults), so neither side's first round pays for that alone.
-    for side in ("ours", "reference"):
-        measure(side)
+    def measure(side: str) -> list[Stamp]:
+        return side_times(side, args, data, task) if args.same_process else fresh_process_times(side, child_argv)
+
     for round_number in range(args.rounds):
         medians: dict[str, dict[str, float]] = {}
         order = ("ours", "reference") if round_number % 2 == 0 else ("reference", "ours")  # neither always first
@@ -246,6 +280,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch": torch.__version__, "threads": args.threads, "device": "cpu",
         "deterministic_mode": {"ours": "torch.use_deterministic_algorithms(True, warn_only=True) (Lightning "
                                "deterministic='warn'), fill_uninitialized_memory off", "reference": "off"},
+        "isolation": "same_process" if args.same_process else "fresh_process_per_side",
+        "allocator": ({"ours": "harness.allocator", "reference": "harness.allocator"} if args.same_process
+                      else {"ours": "harness.allocator", "reference": "glibc defaults, as python main.py runs"}),
         "config": {"batch_size": args.batch_size, "bptt": args.bptt, "hidden": args.hidden, "embedding": args.hidden,
                    "layers": args.layers, "vocab_size": vocab_size, "lr": args.lr, "clip": args.clip,
                    "warmup": args.warmup, "batches": args.batches, "rounds": args.rounds},
@@ -255,7 +292,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "issue_reference_ms": ISSUE_REFERENCE_MS, "wall_s": time.perf_counter() - started,
     }
     print(f"PTB, batch {args.batch_size}, BPTT {args.bptt}, {args.layers}x{args.hidden} LSTM, embedding "
-          f"{args.hidden}, vocabulary {vocab_size:,}, {args.threads} threads, torch {torch.__version__}")
+          f"{args.hidden}, vocabulary {vocab_size:,}, {args.threads} threads, torch {torch.__version__}, "
+          f"{report['isolation'].replace('_', ' ')}")
     print(f"{'':<11}{'median':>10}{'p10':>10}{'p90':>10}{'CPU median':>12}{'epoch (proj.)':>16}")
     for side, row in results.items():
         print(f"{side:<11}{row['median_ms']:>8.1f}ms{row['p10_ms']:>8.1f}ms{row['p90_ms']:>8.1f}ms"

@@ -63,15 +63,15 @@ class FamilyModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_index: int) -> Tensor:
         loss_sum, count, _, _ = self.compute(batch, predict=False)
-        loss = loss_sum / count
-        if not torch.isfinite(loss):
+        value = float(loss_sum.detach())  # one read of the loss per step: the check and the epoch sum
+        if not math.isfinite(value):
             raise NonFiniteLossError(
-                f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_index}; "
+                f"training loss is {value / count} at epoch {self.current_epoch}, batch {batch_index}; "
                 "lower the learning rate or enable gradient clipping"
             )
         self.train_tokens += count_tokens(batch)
-        self._accumulate("train", loss_sum.detach(), count, 0)
-        return loss
+        self._accumulate("train", value, count, 0)
+        return loss_sum / count
 
     def validation_step(self, batch: dict[str, Any], batch_index: int) -> None:
         self._evaluate_batch("val", batch)
@@ -138,15 +138,15 @@ class FamilyModule(pl.LightningModule):
         self._sums[split] = [0.0, 0, 0]
         self._predictions[split] = []
 
-    def _accumulate(self, split: str, loss_sum: Tensor, count: int, correct: int) -> None:
+    def _accumulate(self, split: str, loss_sum: float, count: int, correct: int) -> None:
         sums = self._sums.setdefault(split, [0.0, 0, 0])
-        sums[0] += float(loss_sum.detach())
+        sums[0] += loss_sum
         sums[1] += count
         sums[2] += correct
 
     def _evaluate_batch(self, split: str, batch: dict[str, Any]) -> None:
         loss_sum, count, correct, predictions = self.compute(batch, predict=True)
-        self._accumulate(split, loss_sum, count, correct)
+        self._accumulate(split, float(loss_sum), count, correct)
         if predictions is not None:
             self._predictions[split].extend(zip(batch["index"].tolist(), predictions))
 

@@ -4,8 +4,8 @@ Three execution paths compute the same function:
 
 * ``reference``: the time loop over ``cell.step``, the ground truth for every cell;
 * ``torch``: when every cell reports a :class:`~harness.cells.TorchEquivalent`, the
-  whole stack runs as one ``torch.nn.RNN/LSTM/GRU`` call (cuDNN on CUDA, ATen on CPU)
-  on weights built from the cells' own parameters;
+  whole stack runs as one call of the function behind ``torch.nn.RNN/LSTM/GRU``
+  (cuDNN on CUDA, ATen on CPU) on weights built from the cells' own parameters;
 * ``fused``: when every cell has a :class:`~harness.fused.FusedKernel`, each layer
   direction runs as one autograd Function with a hand-written backward through time.
 
@@ -20,15 +20,14 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from harness.cells import CellConfig, RecurrentCell, State
 from harness.fused import Padding, kernel_for, run_fused
 
 Implementation = Literal["auto", "reference", "torch", "fused"]
 
-_TORCH_MODULES = {"RNN_TANH": nn.RNN, "RNN_RELU": nn.RNN, "LSTM": nn.LSTM, "GRU": nn.GRU}
+_TORCH_FUNCTIONS = {"RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu, "LSTM": torch.lstm, "GRU": torch.gru}
 
 
 class RecurrentStack(nn.Module):
@@ -155,42 +154,26 @@ class RecurrentStack(nn.Module):
         return layer_input, tuple(torch.stack(parts) for parts in zip(*finals))
 
     def _forward_torch(self, inputs: Tensor, lengths: Tensor | None, initial_state: State) -> tuple[Tensor, State]:
-        steps = inputs.shape[1]
-        module = self._torch_module()
-        module.train(self.training)
-        parameters = {}
-        for layer_number, layer in enumerate(self.layers):
-            for direction, cell in enumerate(layer):
-                suffix = f"_l{layer_number}" + ("_reverse" if direction else "")
+        # torch.lstm/gru/rnn_* are the functions nn.LSTM/GRU/RNN.forward call (cuDNN on CUDA, oneDNN or
+        # ATen on the CPU); calling them on the cells' weights skips a module's per-call parameter swap.
+        flat_weights = []
+        for layer in self.layers:
+            for cell in layer:
                 weights = cell.torch_equivalent()
-                parameters[f"weight_ih{suffix}"] = weights.weight_ih
-                parameters[f"weight_hh{suffix}"] = weights.weight_hh
-                parameters[f"bias_ih{suffix}"] = weights.bias_ih
-                parameters[f"bias_hh{suffix}"] = weights.bias_hh
-        hx = initial_state if self._torch_mode == "LSTM" else initial_state[0]
-        hx = tuple(h.contiguous() for h in hx) if isinstance(hx, tuple) else hx.contiguous()
+                flat_weights += [weights.weight_ih, weights.weight_hh, weights.bias_ih, weights.bias_hh]
+        lstm = self._torch_mode == "LSTM"
+        hx = [h.contiguous() for h in (initial_state if lstm else initial_state[:1])]  # each (L*D, B, H)
+        function = _TORCH_FUNCTIONS[self._torch_mode]
+        options = (True, self.num_layers, self.dropout, self.training, self.bidirectional)  # has_biases, …
         if lengths is None:
-            outputs, final = functional_call(module, parameters, (inputs, hx))
-        else:
-            packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            packed_out, final = functional_call(module, parameters, (packed, hx))
-            outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=steps)
-        return outputs, (final if isinstance(final, tuple) else (final,))
-
-    def _torch_module(self) -> nn.RNNBase:
-        # A weightless skeleton on the meta device: functional_call supplies the cells' weights.
-        # Kept out of the module tree so it never appears in state_dict or moves with .to().
-        cached = self.__dict__.get("_skeleton")
-        if cached is None:
-            mode = self._torch_mode
-            options = dict(num_layers=self.num_layers, dropout=self.dropout, batch_first=True,
-                           bidirectional=self.bidirectional)
-            if mode.startswith("RNN_"):
-                options["nonlinearity"] = mode[4:].lower()
-            with torch.device("meta"):
-                cached = _TORCH_MODULES[mode](self.input_size, self.hidden_size, **options)
-            self.__dict__["_skeleton"] = cached
-        return cached
+            result = function(inputs, hx if lstm else hx[0], flat_weights, *options, True)  # batch first
+            return result[0], tuple(result[1:])
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        hx = [h.index_select(1, packed.sorted_indices) for h in hx]  # into the packed (longest first) order
+        result = function(packed.data, packed.batch_sizes, hx if lstm else hx[0], flat_weights, *options)
+        packed_out = PackedSequence(result[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+        outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=inputs.shape[1])
+        return outputs, tuple(h.index_select(1, packed.unsorted_indices) for h in result[1:])
 
     def _common_torch_mode(self) -> str | None:
         if self.implementation in ("reference", "fused"):

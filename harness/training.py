@@ -20,6 +20,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from harness.allocator import retain_freed_memory
 from harness.cells import CellConfig, RecurrentCell
 from harness.config import ModelSettings, TrainingSettings
 from harness.data import make_loader
@@ -224,6 +225,7 @@ def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSett
                              bptt_steps=training.bptt_steps)
     test_loader = make_loader(task.family, data, "test", eval_batch_size, seed=seed, bptt_steps=training.bptt_steps)
     on_gpu = torch.cuda.is_available() and accelerator != "cpu"
+    retain_freed_memory()
     if training.cpu_threads is not None and not on_gpu:
         torch.set_num_threads(training.cpu_threads)
     if on_gpu:
