@@ -145,8 +145,24 @@ class TrainingSettings(_Strict):
     #: forward and backward pass; the update is applied to the clean weights (Graves 2011;
     #: Chung et al. 2014 use 0.075). 0: off.
     weight_noise: float = Field(0.0, ge=0)
+    #: Devices (GPUs, or CPU processes without one) that train one run data-parallel with
+    #: Lightning's DDP (harness.distributed). Each takes an equal share of every batch, so
+    #: batch_size (and eval_batch_size) must be divisible by it; 1: one process.
+    devices: int = Field(1, ge=1)
 
-    _omit_when_default = frozenset({"weight_noise", "lr_decay_start_epoch", "eval_batch_size", "bptt_steps"})
+    _omit_when_default = frozenset({"weight_noise", "lr_decay_start_epoch", "eval_batch_size", "bptt_steps",
+                                    "devices"})
+
+    @model_validator(mode="after")
+    def _batches_split_evenly(self) -> TrainingSettings:
+        for name in ("batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if value is not None and value % self.devices:
+                raise ValueError(
+                    f"{name} {value} does not split evenly over devices: {self.devices} (each device takes "
+                    f"an equal share of every batch); use a multiple of {self.devices}"
+                )
+        return self
 
 
 class Reference(_Strict):

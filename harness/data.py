@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from harness.distributed import Shard
 from harness.streams import make_stream_loader
 from harness.tasks import Example, TaskData
 
@@ -105,21 +107,34 @@ class Collator:
 
 
 def make_loader(family: str, data: TaskData, split: str, batch_size: int, *, seed: int,
-                bptt_steps: int | None = None) -> DataLoader:
+                bptt_steps: int | None = None, shard: Shard = Shard()) -> DataLoader:
     """A loader over one split; only the training split is shuffled, with a seeded generator.
 
     A contiguous stream (``data.contiguous``) is read in order as ``batch_size`` columns and
     windows of ``bptt_steps`` steps instead (:mod:`harness.streams`).
+
+    ``shard``: rank r of W data-parallel processes reads batch_size / W of each batch: stream
+    columns [r·b, (r+1)·b) of the same batchified stream; the training examples a seeded
+    ``DistributedSampler`` deals it (reshuffled every epoch); every W-th evaluation example.
     """
     examples = data.splits()[split]
+    exact = split == "train" or data.contiguous  # TrainingSettings checks these divide evenly
+    local_batch = batch_size // shard.world if exact else math.ceil(batch_size / shard.world)
     if data.contiguous:
         if bptt_steps is None:
             raise ValueError("a contiguous stream needs bptt_steps")
-        return make_stream_loader(examples[0].inputs, columns=batch_size, bptt_steps=bptt_steps, split=split)
-    shuffle = split == "train"
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(ExampleDataset(examples), batch_size=batch_size, shuffle=shuffle,
-                      generator=generator, collate_fn=Collator(family, data), num_workers=0)
+        return make_stream_loader(examples[0].inputs, columns=batch_size, bptt_steps=bptt_steps, split=split,
+                                  rows=slice(shard.rank * local_batch, (shard.rank + 1) * local_batch))
+    dataset, collate = ExampleDataset(examples), Collator(family, data)
+    if split != "train":
+        if shard.world > 1:  # a partition, never padded: each example is scored once
+            dataset = Subset(dataset, range(shard.rank, len(examples), shard.world))
+        return DataLoader(dataset, batch_size=local_batch, shuffle=False, collate_fn=collate, num_workers=0)
+    if shard.world > 1:
+        sampler = DistributedSampler(dataset, num_replicas=shard.world, rank=shard.rank, shuffle=True, seed=seed)
+        return DataLoader(dataset, batch_size=local_batch, sampler=sampler, collate_fn=collate, num_workers=0)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed),
+                      collate_fn=collate, num_workers=0)
 
 
 def count_tokens(batch: dict[str, Any]) -> int:

@@ -19,6 +19,7 @@ from harness.cells import State
 from harness.config import TrainingSettings
 from harness.data import IGNORE_INDEX, Collator, ExampleDataset, count_tokens
 from harness.decoding import DecodingSettings, decode
+from harness.distributed import all_sum, current_shard, gather_objects
 from harness.errors import HarnessError
 from harness.sampling import sample_sequences, start_context
 from harness.streams import detach_state
@@ -63,15 +64,20 @@ class FamilyModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_index: int) -> Tensor:
         loss_sum, count, _, _ = self.compute(batch, predict=False)
-        value = float(loss_sum.detach())  # one read of the loss per step: the check and the epoch sum
+        # One read of the loss per step, for the check and the epoch sum. Data-parallel: the sums of
+        # every rank's share, so all ranks stop on the same non-finite step, never one alone.
+        world = current_shard().world
+        value, total, tokens = all_sum([float(loss_sum.detach()), count, count_tokens(batch)])
         if not math.isfinite(value):
             raise NonFiniteLossError(
-                f"training loss is {value / count} at epoch {self.current_epoch}, batch {batch_index}; "
+                f"training loss is {value / total} at epoch {self.current_epoch}, batch {batch_index}; "
                 "lower the learning rate or enable gradient clipping"
             )
-        self.train_tokens += count_tokens(batch)
-        self._accumulate("train", value, count, 0)
-        return loss_sum / count
+        self.train_tokens += int(tokens)
+        self._accumulate("train", value, int(total), 0)
+        # DDP averages the ranks' gradients: world × (share of the sum) / global count makes that
+        # average the gradient of the global batch's mean loss.
+        return loss_sum * world / total
 
     def validation_step(self, batch: dict[str, Any], batch_index: int) -> None:
         self._evaluate_batch("val", batch)
@@ -146,11 +152,14 @@ class FamilyModule(pl.LightningModule):
 
     def _evaluate_batch(self, split: str, batch: dict[str, Any]) -> None:
         loss_sum, count, correct, predictions = self.compute(batch, predict=True)
-        self._accumulate(split, float(loss_sum), count, correct)
+        self._accumulate(split, float(loss_sum.detach()), count, correct)
         if predictions is not None:
             self._predictions[split].extend(zip(batch["index"].tolist(), predictions))
 
     def _finish(self, split: str, examples: list[Any]) -> dict[str, float]:
+        # Data-parallel: every rank's share of the split, so each rank computes whole-split metrics.
+        self._sums[split] = all_sum(self._sums[split])
+        self._predictions[split] = gather_objects(self._predictions[split])
         loss_sum, count, correct = self._sums[split]
         loss = loss_sum / max(count, 1)
         if not math.isfinite(loss):

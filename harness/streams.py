@@ -51,13 +51,14 @@ class StreamWindows(Dataset):
     from window i - 1 to window i and starts from zero at window 0.
     """
 
-    def __init__(self, ids: Sequence[int], *, columns: int, bptt_steps: int, split: str) -> None:
+    def __init__(self, ids: Sequence[int], *, columns: int, bptt_steps: int, split: str,
+                 rows: slice = slice(None)) -> None:
         if len(ids) // columns < 2:
             raise EmptySplitError(
                 f"the {split} stream has {len(ids)} tokens: too few for batch size {columns} (each of the "
                 f"{columns} columns needs at least 2 tokens); lower the batch size or use more data"
             )
-        self.data = batchify(ids, columns)  # (B, C)
+        self.data = batchify(ids, columns)[rows]  # (B, C), or the rows (columns of the stream) asked for
         self.bptt_steps, self.split = bptt_steps, split
 
     def __len__(self) -> int:
@@ -74,10 +75,14 @@ class StreamWindows(Dataset):
                 "stream": self.split, "window": window}
 
 
-def make_stream_loader(ids: Sequence[int], *, columns: int, bptt_steps: int, split: str) -> DataLoader:
-    """Windows in stream order (never shuffled: the carried state needs the previous window)."""
-    return DataLoader(StreamWindows(ids, columns=columns, bptt_steps=bptt_steps, split=split), batch_size=None,
-                      shuffle=False, num_workers=0)
+def make_stream_loader(ids: Sequence[int], *, columns: int, bptt_steps: int, split: str,
+                       rows: slice = slice(None)) -> DataLoader:
+    """Windows in stream order (never shuffled: the carried state needs the previous window).
+
+    ``rows``: the columns this loader reads (a data-parallel rank's share), all by default.
+    """
+    windows = StreamWindows(ids, columns=columns, bptt_steps=bptt_steps, split=split, rows=rows)
+    return DataLoader(windows, batch_size=None, shuffle=False, num_workers=0)
 
 
 def detach_state(state: State) -> State:

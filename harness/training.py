@@ -18,12 +18,15 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.environments import LightningEnvironment
+from pytorch_lightning.strategies import DDPStrategy
 from torch import nn
 
 from harness.allocator import retain_freed_memory
 from harness.cells import CellConfig, RecurrentCell
 from harness.config import ModelSettings, TrainingSettings
 from harness.data import make_loader
+from harness.distributed import DDP_TIMEOUT, DistributedRunError, RankProcesses, is_child, planned_shard
 from harness.families import FAMILY_MODULES, FamilyModule
 from harness.models import (
     ClassifierNet,
@@ -194,8 +197,28 @@ def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSett
               verbose: bool = True, extra_callbacks: Sequence[pl.Callback] = ()) -> TrainingResult:
     """Fit on train (validating each epoch), then test; raises NonFiniteLossError on NaN/inf loss.
 
-    ``extra_callbacks`` join the run's own (e.g. the speed benchmark's batch timer).
+    ``extra_callbacks`` join the run's own (e.g. the speed benchmark's batch timer). With
+    ``training.devices`` > 1 this process becomes rank 0 of a data-parallel run
+    (:mod:`harness.distributed`) and returns rank 0's result.
     """
+    if training.devices > 1 and not is_child():
+        accelerator = "cpu" if device == "cpu" or not torch.cuda.is_available() else "gpu"
+        if accelerator == "gpu" and torch.cuda.device_count() < training.devices:
+            raise DistributedRunError(
+                f"training.devices is {training.devices} but this process sees {torch.cuda.device_count()} GPU(s); "
+                "lower training.devices or make more GPUs visible (CUDA_VISIBLE_DEVICES, harness worker --gpus)")
+        spec = dict(net=net, task=task, data=data, training=training, seed=seed, device=device,
+                    hyperparameters=hyperparameters, verbose=False)
+        with RankProcesses(spec, training.devices):
+            return _train(net, task, data, training, seed=seed, device=device, hyperparameters=hyperparameters,
+                          on_epoch=on_epoch, verbose=verbose, extra_callbacks=extra_callbacks)
+    return _train(net, task, data, training, seed=seed, device=device, hyperparameters=hyperparameters,
+                  on_epoch=on_epoch, verbose=verbose, extra_callbacks=extra_callbacks)
+
+
+def _train(net: nn.Module, task: Task, data: TaskData, training: TrainingSettings, *, seed: int, device: str,
+           hyperparameters: dict[str, Any], on_epoch: Callable[[int, dict[str, float]], None], verbose: bool,
+           extra_callbacks: Sequence[pl.Callback]) -> TrainingResult:
     module = FAMILY_MODULES[task.family](net, task, data, training, hyperparameters)
     reporter = _EpochReporter(on_epoch, training.max_epochs, verbose)
     callbacks: list[pl.Callback] = [reporter, *extra_callbacks]
@@ -207,23 +230,31 @@ def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSett
             min_delta=training.early_stopping.min_delta,
         ))
     accelerator = {"auto": "auto", "cpu": "cpu", "gpu": "gpu"}[device]
+    parallel: dict[str, Any] = {}
+    if training.devices > 1:
+        # The ranks exist already (harness.distributed): LightningEnvironment reads them from the
+        # environment. A stream's windows after the first start from the carried state, so a
+        # learned a<0> gets no gradient there: DDP must look for unused parameters.
+        strategy = DDPStrategy(find_unused_parameters=data.contiguous, timeout=DDP_TIMEOUT)
+        parallel = dict(strategy=strategy,
+                        plugins=[LightningEnvironment()], use_distributed_sampler=False)
     with quiet_lightning():
         trainer = pl.Trainer(
-            accelerator=accelerator, devices=1, max_epochs=training.max_epochs, logger=False,
+            accelerator=accelerator, devices=training.devices, max_epochs=training.max_epochs, logger=False,
             enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
             enable_progress_bar=verbose and sys.stderr.isatty(), callbacks=callbacks,
             gradient_clip_val=training.gradient_clip_norm, gradient_clip_algorithm="norm",
-            deterministic="warn",
+            deterministic="warn", **parallel,
         )
     # Deterministic mode also fills every new tensor with NaN, to expose reads of uninitialised memory:
     # a debugging aid, not part of determinism, costing several ms per step of a 10k-word softmax on a CPU.
     torch.utils.deterministic.fill_uninitialized_memory = False
     eval_batch_size = training.eval_batch_size or training.batch_size
-    train_loader = make_loader(task.family, data, "train", training.batch_size, seed=seed,
-                               bptt_steps=training.bptt_steps)
-    val_loader = make_loader(task.family, data, "validation", eval_batch_size, seed=seed,
-                             bptt_steps=training.bptt_steps)
-    test_loader = make_loader(task.family, data, "test", eval_batch_size, seed=seed, bptt_steps=training.bptt_steps)
+    shard = planned_shard(training.devices)
+    train_loader, val_loader, test_loader = (
+        make_loader(task.family, data, split, size, seed=seed, bptt_steps=training.bptt_steps, shard=shard)
+        for split, size in (("train", training.batch_size), ("validation", eval_batch_size),
+                            ("test", eval_batch_size)))
     on_gpu = torch.cuda.is_available() and accelerator != "cpu"
     retain_freed_memory()
     if training.cpu_threads is not None and not on_gpu:
@@ -269,6 +300,8 @@ class quiet_lightning:
         self._warnings.__enter__()
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        # Data-parallel runs combine their metrics themselves (harness.distributed) before logging them.
+        warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
 
     def __exit__(self, *exc: object) -> None:
         self._warnings.__exit__(*exc)

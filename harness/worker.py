@@ -9,7 +9,8 @@ machines); the ledger hands each run to exactly one of them.
 This module decides how many worker processes one command starts and supervises them:
 
 * ``--gpus 0,1`` (or ``all``): one child per GPU, pinned with ``CUDA_VISIBLE_DEVICES``;
-  ``--runs-per-gpu N`` puts N children on each GPU (small models leave a GPU mostly idle);
+  ``--runs-per-gpu N`` puts N children on each GPU (small models leave a GPU mostly idle); with
+  ``training.devices: D`` each child gets D consecutive GPUs for its data-parallel runs;
 * ``--processes N``: N children without pinning (CPU machines);
 * neither: one worker per visible GPU when there are several (and the device is not
   ``cpu``), else this process itself.
@@ -51,8 +52,13 @@ class Slot:
     gpu: str | None = None
 
 
-def plan_slots(gpus: str | None, runs_per_gpu: int, processes: int, device: str) -> list[Slot]:
-    """The worker processes to start. A single unpinned slot means: work in this process."""
+def plan_slots(gpus: str | None, runs_per_gpu: int, processes: int, device: str,
+               devices_per_run: int = 1) -> list[Slot]:
+    """The worker processes to start. A single unpinned slot means: work in this process.
+
+    ``devices_per_run`` > 1 (``training.devices``, data-parallel runs): each GPU worker is pinned
+    to a group of that many consecutive GPUs instead of one.
+    """
     if gpus is not None and processes > 1:
         raise ConfigError("--gpus and --processes exclude each other; with GPUs use --runs-per-gpu N "
                           "for several workers per GPU")
@@ -66,8 +72,13 @@ def plan_slots(gpus: str | None, runs_per_gpu: int, processes: int, device: str)
     if gpus is None:
         return [Slot("worker")]
     ids = _gpu_ids(gpus)
-    return [Slot(f"gpu {gpu}.{n}" if runs_per_gpu > 1 else f"gpu {gpu}", gpu)
-            for gpu in ids for n in range(runs_per_gpu)]
+    if len(ids) % devices_per_run:
+        raise ConfigError(f"training.devices is {devices_per_run} but {len(ids)} GPU(s) ({','.join(ids)}) do not "
+                          f"split into groups of {devices_per_run}; pass --gpus with a multiple of {devices_per_run}")
+    groups = [",".join(ids[i : i + devices_per_run]) for i in range(0, len(ids), devices_per_run)]
+    name = "gpu" if devices_per_run == 1 else "gpus"
+    return [Slot(f"{name} {group}.{n}" if runs_per_gpu > 1 else f"{name} {group}", group)
+            for group in groups for n in range(runs_per_gpu)]
 
 
 def _gpu_ids(text: str) -> list[str]:
@@ -164,7 +175,8 @@ def run_worker(loaded: LoadedExperiment, storage: StorageChoice, load_plugins: C
                gpus: str | None, runs_per_gpu: int, processes: int, slot: str | None, quiet: bool,
                strict_plugins: bool, lease_seconds: float, say: Callable[[str], None]) -> int:
     """``harness worker``: fan out into child workers, or work here; returns the exit code."""
-    slots = [Slot(slot)] if slot is not None else plan_slots(gpus, runs_per_gpu, processes, loaded.experiment.device)
+    slots = [Slot(slot)] if slot is not None else plan_slots(gpus, runs_per_gpu, processes, loaded.experiment.device,
+                                                             loaded.experiment.training.devices)
     if len(slots) > 1 and not storage.shared_by_processes:
         raise ConfigError(
             f"{len(slots)} worker processes cannot share SQLite storage ({storage.describe()}); use a journal "

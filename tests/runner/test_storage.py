@@ -149,6 +149,12 @@ def test_slots_one_per_gpu_times_runs_per_gpu_each_pinned() -> None:
     assert plan_slots(None, 1, 1, "cpu") == [Slot("worker")]
 
 
+def test_data_parallel_runs_pin_each_worker_to_a_group_of_gpus() -> None:
+    assert plan_slots("0,1,2,3", 1, 1, "gpu", devices_per_run=2) == [Slot("gpus 0,1", "0,1"), Slot("gpus 2,3", "2,3")]
+    with pytest.raises(ConfigError, match="training.devices is 2 but 3 GPU"):
+        plan_slots("0,1,2", 1, 1, "gpu", devices_per_run=2)
+
+
 @pytest.mark.parametrize(("gpus", "device", "message"), [("0,0", "auto", "distinct"), ("a,b", "auto", "distinct"),
                                                          ("0", "cpu", "device is cpu")])
 def test_bad_gpu_lists_are_refused(gpus: str, device: str, message: str) -> None:
