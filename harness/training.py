@@ -7,6 +7,7 @@ and measures wall time, throughput and peak memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 import sys
@@ -201,19 +202,18 @@ def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSett
     ``training.devices`` > 1 this process becomes rank 0 of a data-parallel run
     (:mod:`harness.distributed`) and returns rank 0's result.
     """
+    ranks: contextlib.AbstractContextManager = contextlib.nullcontext()
     if training.devices > 1 and not is_child():
-        accelerator = "cpu" if device == "cpu" or not torch.cuda.is_available() else "gpu"
-        if accelerator == "gpu" and torch.cuda.device_count() < training.devices:
+        gpus = torch.cuda.device_count() if device != "cpu" and torch.cuda.is_available() else None
+        if gpus is not None and gpus < training.devices:
             raise DistributedRunError(
-                f"training.devices is {training.devices} but this process sees {torch.cuda.device_count()} GPU(s); "
-                "lower training.devices or make more GPUs visible (CUDA_VISIBLE_DEVICES, harness worker --gpus)")
-        spec = dict(net=net, task=task, data=data, training=training, seed=seed, device=device,
-                    hyperparameters=hyperparameters, verbose=False)
-        with RankProcesses(spec, training.devices):
-            return _train(net, task, data, training, seed=seed, device=device, hyperparameters=hyperparameters,
-                          on_epoch=on_epoch, verbose=verbose, extra_callbacks=extra_callbacks)
-    return _train(net, task, data, training, seed=seed, device=device, hyperparameters=hyperparameters,
-                  on_epoch=on_epoch, verbose=verbose, extra_callbacks=extra_callbacks)
+                f"training.devices is {training.devices} but this process sees {gpus} GPU(s); lower "
+                "training.devices or make more GPUs visible (CUDA_VISIBLE_DEVICES, harness worker --gpus)")
+        ranks = RankProcesses(dict(net=net, task=task, data=data, training=training, seed=seed, device=device,
+                                   hyperparameters=hyperparameters, verbose=False), training.devices)
+    with ranks:
+        return _train(net, task, data, training, seed=seed, device=device, hyperparameters=hyperparameters,
+                      on_epoch=on_epoch, verbose=verbose, extra_callbacks=extra_callbacks)
 
 
 def _train(net: nn.Module, task: Task, data: TaskData, training: TrainingSettings, *, seed: int, device: str,
@@ -236,8 +236,7 @@ def _train(net: nn.Module, task: Task, data: TaskData, training: TrainingSetting
         # environment. A stream's windows after the first start from the carried state, so a
         # learned a<0> gets no gradient there: DDP must look for unused parameters.
         strategy = DDPStrategy(find_unused_parameters=data.contiguous, timeout=DDP_TIMEOUT)
-        parallel = dict(strategy=strategy,
-                        plugins=[LightningEnvironment()], use_distributed_sampler=False)
+        parallel = dict(strategy=strategy, plugins=[LightningEnvironment()], use_distributed_sampler=False)
     with quiet_lightning():
         trainer = pl.Trainer(
             accelerator=accelerator, devices=training.devices, max_epochs=training.max_epochs, logger=False,
