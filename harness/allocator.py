@@ -4,9 +4,10 @@ glibc's malloc serves a large block (above a threshold that adapts up to 32 MiB)
 ``mmap`` and returns the top of its heap to the kernel once more than ``M_TRIM_THRESHOLD`` of it
 is free. A training step of a word language model allocates and frees tens of MiB (the
 (B·T, V) logits, their gradient, the softmax layer's weight gradient), so every step can touch
-thousands of fresh pages, each a minor page fault the kernel has to zero: about 9,000 to 11,000
-per step on the PTB word-LM configuration (``benchmarks/word_lm_speed.py``), and a handful with
-the settings below. PyTorch's CUDA caching allocator keeps GPU memory the same way.
+thousands of fresh pages, each a minor page fault the kernel has to zero: 7,000 to 10,000 per
+step of the PTB word-LM configuration (``benchmarks/word_lm_speed.py``) in a fresh process, and a
+handful with the settings below, which made that step about 20% faster. PyTorch's CUDA caching
+allocator keeps GPU memory the same way.
 
 The process's resident size then stays near its peak instead of shrinking between steps.
 ``HARNESS_RETAIN_FREED_MEMORY=0`` turns this off; on platforms without glibc it does nothing.
