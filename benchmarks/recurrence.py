@@ -36,6 +36,7 @@ from torch import Tensor, nn
 if __package__ in (None, ""):  # run as a script from a checkout: make `harness` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from harness.allocator import retain_freed_memory  # noqa: E402
 from harness.plugins import load_plugins  # noqa: E402
 from harness.stack import RecurrentStack  # noqa: E402
 
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         device_name = platform.processor() or platform.machine()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    # As in training runs (train_run): keep freed memory, so that no path pays page faults for its buffers.
+    allocator = retain_freed_memory() if device.type == "cpu" else None
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     cells = [c.strip() for c in args.cells.split(",")] if args.cells else None
     paths = tuple(p.strip() for p in args.paths.split(",") if p.strip())
@@ -205,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = dict(
         date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         device=device.type, device_name=device_name, threads=torch.get_num_threads(),
-        torch=torch.__version__, tf32=False if device.type == "cuda" else None,
+        torch=torch.__version__, tf32=False if device.type == "cuda" else None, retain_freed_memory=allocator,
         repeats=args.repeats, warmup=args.warmup, sizes=sizes, anchor=ANCHOR, results=results,
     )
     print(f"{report['date']}  {device.type} ({device_name}), {report['threads']} threads, torch {torch.__version__}, "

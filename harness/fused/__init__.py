@@ -16,13 +16,16 @@ the step's math in batched form, forward and backward (the built-in ones are in
 the state buffers, padding (the state is held where the mask is False, as in the
 reference loop), the output gradients and the autograd plumbing.
 
-The input projection W_ax x<t> + b of all steps stays outside the Function, computed in
-one product and differentiated by autograd (W_ax, b and the inputs get their gradients
-from the projected-input gradient the kernel returns). It is computed time-major,
+The input projection W_ax x<t> + b of all steps is one product, computed time-major,
 (T, B, G*H), so that a step's slice and the whole-sequence weight products need no
 copies; a kernel may ask for its gate blocks in another order and scaled by constants
 (``FusedKernel.order`` and ``scales``, e.g. to evaluate tanh(x) as 2 σ(2x) - 1 with
-the sigmoid gates in one operation).
+the sigmoid gates in one operation). With the default projection (``weight_x``,
+``bias``) the Function computes it, and its gradients by hand from the projected-input
+gradient the kernel returns; the kernel owns the projected buffer and may turn it into
+its gate buffer in place (one copy and its page faults less per call). A cell with its
+own ``project_inputs`` (or a kernel with its own ``project``) is projected outside,
+differentiated by autograd, and the kernel gets a copy.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from harness.cells import RecurrentCell
 if TYPE_CHECKING:
     from harness.cells import State
 
-__all__ = ["FusedKernel", "Padding", "kernel_for", "project_time_major", "reorder_rows", "run_fused"]
+__all__ = ["FusedKernel", "Padding", "kernel_for", "project_time_major", "reorder_rows", "restore_rows", "run_fused"]
 
 
 class FusedKernel:
@@ -91,7 +94,10 @@ class FusedKernel:
         return project_time_major(self.cell, inputs, self.order, self.scales)
 
     def begin(self, projected: Tensor, steps: int) -> None:
-        """Allocate the per-step buffers; ``projected`` is :meth:`project`'s (read only).
+        """Allocate the per-step buffers; ``projected`` is :meth:`project`'s result, (T, B, G*H).
+
+        The kernel owns ``projected``: it may overwrite it (e.g. add the recurrent
+        product to a step's slice in place) and keep it as a forward buffer.
 
         Only steps < ``steps`` run (the rest is padding).
         """
@@ -154,6 +160,16 @@ def reorder_rows(
                       for block, scale in zip(order, scales)], dim=dim)
 
 
+def restore_rows(gradient: Tensor, order: tuple[int, ...] | None, scales: tuple[float, ...] | None) -> Tensor:
+    """The gradient w.r.t. a weight (or bias) from that w.r.t. ``reorder_rows(weight, order, scales)``."""
+    if order is None and scales is None:
+        return gradient
+    order = order if order is not None else tuple(range(len(scales)))
+    inverse = tuple(order.index(k) for k in range(len(order)))
+    # d W = scale * d (scale W): block k of W went to position order.index(k) with its scale
+    return reorder_rows(gradient, inverse, None if scales is None else tuple(scales[k] for k in inverse))
+
+
 def project_time_major(
     cell: RecurrentCell, inputs: Tensor, order: tuple[int, ...] | None = None, scales: tuple[float, ...] | None = None
 ) -> Tensor:
@@ -208,19 +224,40 @@ def run_fused(
         dtype = cell.weight_a.dtype
         with torch.autocast(inputs.device.type, enabled=False):
             return run_fused(cell, inputs.to(dtype), tuple(s.to(dtype) for s in state), padding, kernel)
-    projected = kernel.project(inputs)  # (T, B, G*H), differentiated by autograd
+    if _default_projection(cell, kernel):  # the Function projects, and differentiates the projection
+        source, weight_x, bias = inputs, cell.weight_x, cell.bias
+    else:
+        source, weight_x, bias = kernel.project(inputs), None, None  # (T, B, G*H), differentiated by autograd
     state = tuple(s.expand(inputs.shape[0], cell.hidden_size) for s in state)
-    outputs, *final = _FusedRecurrence.apply(kernel, padding, projected, *state, *kernel.parameters())
+    outputs, *final = _FusedRecurrence.apply(kernel, padding, source, weight_x, bias, *state, *kernel.parameters())
     return outputs, tuple(final)
 
 
+def _default_projection(cell: RecurrentCell, kernel: FusedKernel) -> bool:
+    return (type(cell).project_inputs is RecurrentCell.project_inputs
+            and type(kernel).project is FusedKernel.project)
+
+
 class _FusedRecurrence(torch.autograd.Function):
-    """(projected, *state<0>, *kernel params) -> (outputs, *final state) over all T steps."""
+    """(source, W_ax, b, *state<0>, *kernel params) -> (outputs, *final state) over all T steps.
+
+    ``source`` is the (B, T, I) inputs, projected here with ``weight_x`` and ``bias``; or,
+    when those are None, the projected inputs themselves, (T, B, G*H).
+    """
 
     @staticmethod
-    def forward(ctx, kernel: FusedKernel, padding: Padding, projected: Tensor, *tensors: Tensor):
+    def forward(ctx, kernel: FusedKernel, padding: Padding, source: Tensor, weight_x: Tensor | None,
+                bias: Tensor | None, *tensors: Tensor):
         count = kernel.state_count
         state0, params = tensors[:count], tensors[count:]
+        if weight_x is None:
+            projected, inputs = source.clone(), None  # the kernel may overwrite it; autograd's stays intact
+        else:
+            inputs = source.transpose(0, 1).contiguous()  # (T, B, I), also the weight gradient's operand
+            weight_x, bias = (reorder_rows(w, kernel.order, kernel.scales) if kernel.order or kernel.scales else w
+                              for w in (weight_x, bias))
+            # mm, then the bias: addmm would first broadcast the bias into its output, a slow copy on CPU
+            projected = inputs.flatten(0, 1).mm(weight_x.t()).add_(bias).unflatten(0, inputs.shape[:2])
         total, batch, _ = projected.shape
         steps, hidden = padding.longest, kernel.hidden_size
         kernel.params = params
@@ -242,21 +279,23 @@ class _FusedRecurrence(torch.autograd.Function):
             outputs.masked_fill_(~keep, 0.0)
         final = tuple(s[steps].clone() for s in states)
         ctx.kernel, ctx.padding, ctx.states, ctx.shape = kernel, padding, states, projected.shape
-        ctx.save_for_backward(*params)
+        ctx.param_count, ctx.projects = len(params), inputs is not None
+        ctx.save_for_backward(*params, *(() if inputs is None else (inputs, weight_x)))
         return (outputs, *final)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_outputs: Tensor, *grad_final: Tensor):
         kernel, padding, states = ctx.kernel, ctx.padding, ctx.states
-        kernel.params = ctx.saved_tensors
+        kernel.params = ctx.saved_tensors[: ctx.param_count]
         total, batch, width = ctx.shape
         steps = padding.longest
         keep = None if padding.mask is None else padding.mask[:, :steps].transpose(0, 1).unsqueeze(2)  # (T, B, 1)
         # grads[i][t]: gradient w.r.t. state tensor i before step t. It starts as what reaches
         # that state directly (output t - 1 for the output state, the final state at t = T)
         # and the loop, from t = T - 1 down, adds what flows back through step t.
-        grads = tuple(torch.zeros_like(s) for s in states)
+        grads = (torch.empty_like(states[0]), *(torch.zeros_like(s) for s in states[1:]))
+        grads[0][0].zero_()
         grads[0][1:].copy_(grad_outputs[:, :steps].transpose(0, 1))
         if keep is not None:
             keep, drop = keep.to(grad_outputs.dtype), (~keep).to(grad_outputs.dtype)
@@ -273,7 +312,30 @@ class _FusedRecurrence(torch.autograd.Function):
                     g.mul_(keep[t])
             kernel.backward_step(t, grad, out)
         d_projected, d_params = kernel.finish_backward(states, grads)  # (steps, B, G*H)
+        d_state0 = tuple(g[0] for g in grads)
+        d_source, d_weight_x, d_bias = _projection_gradients(ctx, kernel, d_projected, total)
+        return (None, None, d_source, d_weight_x, d_bias, *d_state0, *d_params)
+
+
+def _projection_gradients(ctx, kernel: FusedKernel, d_projected: Tensor,
+                          total: int) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """The gradients of the Function's source, W_ax and b from the projected-input gradient
+    (``steps``, B, G*H), zero for the ``total - steps`` steps after the longest sequence."""
+    steps, batch, width = d_projected.shape
+    if not ctx.projects:  # autograd differentiates the projection: it gets the (T, B, G*H) gradient
         if steps < total:
             d_projected = torch.cat([d_projected, d_projected.new_zeros(total - steps, batch, width)])
-        d_state0 = tuple(g[0] for g in grads)
-        return (None, None, d_projected, *d_state0, *d_params)
+        return d_projected, None, None
+    inputs, weight_x = ctx.saved_tensors[ctx.param_count:]  # (T, B, I); W_ax as the kernel's rows, (G*H, I)
+    flat = d_projected.flatten(0, 1)  # (steps * B, G*H)
+    d_inputs = d_weight = d_bias = None
+    if ctx.needs_input_grad[2]:
+        d_inputs = flat.mm(weight_x).unflatten(0, (steps, batch))
+        if steps < total:
+            d_inputs = torch.cat([d_inputs, d_inputs.new_zeros(total - steps, batch, inputs.shape[2])])
+        d_inputs = d_inputs.transpose(0, 1)  # (B, T, I), as the inputs
+    if ctx.needs_input_grad[3]:
+        d_weight = restore_rows(flat.t().mm(inputs[:steps].flatten(0, 1)), kernel.order, kernel.scales)
+    if ctx.needs_input_grad[4]:
+        d_bias = restore_rows(flat.sum(0), kernel.order, kernel.scales)
+    return d_inputs, d_weight, d_bias

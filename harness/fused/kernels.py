@@ -4,21 +4,22 @@ Notation (as in the cells' docstrings): P = the step's slice of the projected in
 (W_ax x<t> + b), W = ``weight_a`` (W_aa of every gate, stacked), σ' = σ(1 - σ) and
 tanh' = 1 - tanh², both computed from the saved activations.
 
-The forward step is one ``addmm`` of P and the recurrent product into a per-step
-buffer, activated in place. The backward needs, per step, the gate activations'
-derivatives times the incoming state gradient: ``prepare_backward`` computes the
-factors for all steps at once, into a buffer that each backward step then scales in
-place by its state gradient (it becomes the pre-activation gradient, which is also the
-projected inputs' gradient), followed by one ``addmm_`` for the recurrent gradient (two
-products for ``gru`` with reset before: Γr's gradient goes through W_cc). The weight
-gradients are one product over all steps in ``finish_backward``. Bulk work is done in
-place as far as possible: on CPU, fresh memory costs page faults.
+The forward step adds the recurrent product to the step's slice of P in place (one
+``addmm_``: the kernel owns the projected buffer) and activates it there. The backward
+needs, per step, the gate activations' derivatives times the incoming state gradient:
+``prepare_backward`` computes the factors for all steps at once, into a buffer that each
+backward step then scales in place by its state gradient (it becomes the pre-activation
+gradient, which is also the projected inputs' gradient), followed by one ``addmm_`` for
+the recurrent gradient (two products for ``gru`` with reset before: Γr's gradient goes
+through W_cc). The weight gradients are one product over all steps in
+``finish_backward``. Bulk work is done in place as far as possible: on CPU, fresh memory
+costs page faults.
 
 The LSTMs work with their gate blocks reordered to [Γo ; Γu ; Γf ; c~] and the c~ block
 scaled by 2 (exact), so that one sigmoid covers all four blocks, c~ = tanh(x) being
-2 σ(2x) - 1 (ATen's tanh costs several sigmoids on CPU; the difference to tanh is
-below 2e-7 absolute in float32, the rounding error of the pre-activation itself), and
-the rows that scale with d c<t> (Γu, Γf, c~) are adjacent.
+2 σ(2x) - 1 (ATen's tanh costs several sigmoids on CPU; the difference to tanh is below
+2e-7 absolute in float32, the rounding error of the pre-activation itself), and the rows
+that scale with d c<t> (Γu, Γf, c~) are adjacent.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 from torch import Tensor
 
 from harness.cells import RecurrentCell, State
-from harness.fused import FusedKernel, reorder_rows
+from harness.fused import FusedKernel, reorder_rows, restore_rows
 
 __all__ = ["VanillaKernel", "SimpleGRUKernel", "GRUKernel", "LSTMKernel", "PeepholeLSTMKernel"]
 
@@ -95,15 +96,15 @@ class SimpleGRUKernel(FusedKernel):
 
     def begin(self, projected: Tensor, steps: int) -> None:
         hidden = self.hidden_size
-        self.projected, self.weight_t = projected.unbind(0), _transposed(self.params[0])
-        self.gates = projected.new_empty(steps, projected.shape[1], 2 * hidden)  # [c~ ; Γu]
+        self.weight_t = _transposed(self.params[0])
+        self.gates = projected[:steps]  # [c~ ; Γu]: P, then P + W c<t-1>, activated in place
         self.gate_steps = self.gates.unbind(0)
         self.candidate_steps = self.gates[..., :hidden].unbind(0)
         self.update_steps = self.gates[..., hidden:].unbind(0)
 
     def forward_step(self, t: int, prev: State, out: State) -> None:
         (c_prev,) = prev
-        torch.addmm(self.projected[t], c_prev, self.weight_t, out=self.gate_steps[t])
+        self.gate_steps[t].addmm_(c_prev, self.weight_t)
         candidate, update = self.candidate_steps[t].tanh_(), self.update_steps[t].sigmoid_()
         torch.addcmul(c_prev, update, candidate - c_prev, out=out[0])
 
@@ -143,12 +144,11 @@ class GRUKernel(FusedKernel):
 
     def begin(self, projected: Tensor, steps: int) -> None:
         hidden, weight = self.hidden_size, self.params[0]
-        self.gates = projected.new_empty(steps, projected.shape[1], 3 * hidden)  # [Γr ; Γu ; c~]
+        # [Γr ; Γu ; c~]: the projected buffer P, turned into the gates in place
+        self.gates = projected[:steps]
         blocks = self.gates.unflatten(2, (3, hidden))
         self.relevance_steps, self.update_steps, self.candidate_steps = (blocks[:, :, k].unbind(0) for k in range(3))
         self.relevance_update_steps = self.gates[..., : 2 * hidden].unbind(0)
-        self.projected_relevance_update = projected[..., : 2 * hidden].unbind(0)
-        self.projected_candidate = projected[..., 2 * hidden :].unbind(0)
         if self.after:  # W c<t-1> + [0 ; 0 ; b_cc] of every step (the c~ rows are needed backward)
             self.recurrent = torch.empty_like(self.gates)
             self.recurrent_steps = self.recurrent.unbind(0)
@@ -167,15 +167,12 @@ class GRUKernel(FusedKernel):
         relevance_update = self.relevance_update_steps[t]
         if self.after:
             torch.addmm(self.recurrent_bias, c_prev, self.weight_t, out=self.recurrent_steps[t])
-            torch.add(self.projected_relevance_update[t], self.recurrent_relevance_update[t],
-                      out=relevance_update).sigmoid_()
-            candidate = torch.addcmul(self.projected_candidate[t], self.relevance_steps[t],
-                                      self.recurrent_candidate[t], out=self.candidate_steps[t]).tanh_()
+            relevance_update.add_(self.recurrent_relevance_update[t]).sigmoid_()
+            candidate = self.candidate_steps[t].addcmul_(self.relevance_steps[t], self.recurrent_candidate[t]).tanh_()
         else:
-            torch.addmm(self.projected_relevance_update[t], c_prev, self.weight_t, out=relevance_update).sigmoid_()
+            relevance_update.addmm_(c_prev, self.weight_t).sigmoid_()
             reset_state = torch.mul(self.relevance_steps[t], c_prev, out=self.reset_state_steps[t])
-            candidate = torch.addmm(self.projected_candidate[t], reset_state, self.weight_candidate_t,
-                                    out=self.candidate_steps[t]).tanh_()
+            candidate = self.candidate_steps[t].addmm_(reset_state, self.weight_candidate_t).tanh_()
         torch.addcmul(c_prev, self.update_steps[t], candidate - c_prev, out=out[0])
 
     def prepare_backward(self, states: State) -> None:
@@ -241,34 +238,30 @@ class LSTMKernel(FusedKernel):
     def begin(self, projected: Tensor, steps: int) -> None:
         hidden = self.hidden_size
         self.weight = reorder_rows(self.params[0], self.order, self.scales)
-        self.projected, self.weight_t = projected.unbind(0), _transposed(self.weight)
+        self.weight_t = _transposed(self.weight)
         self.minus_one = projected.new_full((), -1.0)
-        self.gates = projected.new_empty(steps, projected.shape[1], 4 * hidden)  # [Γo ; Γu ; Γf ; c~]
+        self.gates = projected[:steps]  # [Γo ; Γu ; Γf ; c~]: P, then P + W a<t-1>, activated in place
         self.tanh_c = projected.new_empty(steps, projected.shape[1], hidden)
-        self.gate_steps, self.tanh_c_steps = self.gates.unbind(0), self.tanh_c.unbind(0)
-        blocks = self.gates.unflatten(2, (4, hidden))
-        self.output_steps, self.update_steps, self.forget_steps, self.candidate_steps = (
-            blocks[:, :, k].unbind(0) for k in range(4)
-        )
+        blocks = self.gates.unflatten(2, (4, hidden)).unbind(2)
+        # per step: the gates (B, 4H); Γo, Γu, Γf, c~ and tanh c<t>, each (B, H)
+        self.step_views = tuple(zip(self.gates.unbind(0), *(b.unbind(0) for b in blocks), self.tanh_c.unbind(0)))
 
     def forward_step(self, t: int, prev: State, out: State) -> None:
         (a_prev, c_prev), (a, c) = prev, out
-        torch.addmm(self.projected[t], a_prev, self.weight_t, out=self.gate_steps[t]).sigmoid_()
-        self._cell_and_output(t, c_prev, a, c)
+        gates, output, update, forget, candidate, tanh_c = self.step_views[t]
+        gates.addmm_(a_prev, self.weight_t).sigmoid_()
+        self._cell(update, forget, candidate, c_prev, c)
+        self._output(output, c, tanh_c, a)
 
-    def _candidate(self, t: int) -> Tensor:
-        """c~ = 2 σ(2 x) - 1 from the sigmoid of the (doubled) c~ block, in place."""
-        candidate = self.candidate_steps[t]
-        return torch.add(self.minus_one, candidate, alpha=2, out=candidate)
+    def _cell(self, update: Tensor, forget: Tensor, candidate: Tensor, c_prev: Tensor, c: Tensor) -> None:
+        """c<t> = Γu c~ + Γf c<t-1>; c~ = 2 σ(2x) - 1, made in place from the sigmoid of its (doubled) block."""
+        torch.mul(update, torch.add(self.minus_one, candidate, alpha=2, out=candidate), out=c)
+        c.addcmul_(forget, c_prev)
 
-    def _tanh(self, c: Tensor, out: Tensor) -> Tensor:
-        """tanh c<t> as 2 σ(2 c<t>) - 1, into ``out``."""
-        return torch.add(self.minus_one, torch.mul(c, 2, out=out).sigmoid_(), alpha=2, out=out)
-
-    def _cell_and_output(self, t: int, c_prev: Tensor, a: Tensor, c: Tensor) -> None:
-        torch.mul(self.update_steps[t], self._candidate(t), out=c)
-        c.addcmul_(self.forget_steps[t], c_prev)
-        torch.mul(self.output_steps[t], self._tanh(c, self.tanh_c_steps[t]), out=a)
+    def _output(self, output: Tensor, c: Tensor, tanh_c: Tensor, a: Tensor) -> None:
+        """a<t> = Γo tanh c<t>; tanh c<t> = 2 σ(2 c<t>) - 1 is kept for the backward pass."""
+        torch.add(self.minus_one, torch.add(c, c, out=tanh_c).sigmoid_(), alpha=2, out=tanh_c)
+        torch.mul(output, tanh_c, out=a)
 
     def prepare_backward(self, states: State) -> None:
         hidden = self.hidden_size
@@ -276,9 +269,8 @@ class LSTMKernel(FusedKernel):
         c_prev, tanh_c = states[1][:-1], self.tanh_c
         # d pre = da * factor (row Γo) or dc * factor (rows Γu, Γf, c~), where
         # dc = gradient of c<t> + da * d a<t> / d c<t>; d c<t-1> = dc * Γf.
-        d_pre = torch.empty_like(self.gates)
+        d_pre = _sigmoid_derivative_(self.gates, torch.empty_like(self.gates))  # c~'s block is replaced below
         factors = d_pre.unflatten(2, (4, hidden))
-        _sigmoid_derivative_(self.gates[..., : 3 * hidden], d_pre[..., : 3 * hidden])
         factors[:, :, 0].mul_(tanh_c)
         factors[:, :, 1].mul_(candidate)
         factors[:, :, 2].mul_(c_prev)
@@ -289,26 +281,26 @@ class LSTMKernel(FusedKernel):
         self.carry = forget  # d c<t-1> / d c<t>
         self.d_pre = d_pre
         self._add_peepholes(states)
-        self.d_pre_steps = d_pre.unbind(0)
-        self.output_factor_steps = factors[:, :, 0].unbind(0)
-        self.cell_factors_steps = factors[:, :, 1:].unbind(0)
-        self.cell_factor_steps, self.carry_steps = self.cell_factor.unbind(0), self.carry.unbind(0)
+        # per step: d pre (B, 4H); its Γo row and its rows Γu, Γf, c~ (B, 3, H); d a<t> / d c<t>; d c<t-1> / d c<t>
+        self.backward_views = tuple(zip(d_pre.unbind(0), factors[:, :, 0].unbind(0), factors[:, :, 1:].unbind(0),
+                                        self.cell_factor.unbind(0), self.carry.unbind(0)))
+        self.d_cell_column = tanh_c.new_empty(tanh_c.shape[1], 1, hidden)  # dc of the current step, (B, 1, H)
+        self.d_cell = self.d_cell_column.squeeze(1)
 
     def _add_peepholes(self, states: State) -> None:
         """The peephole kernel's changes to the factors (none here)."""
 
     def backward_step(self, t: int, grad: State, out: State) -> None:
         d_a, d_c = grad
-        d_cell = torch.addcmul(d_c, d_a, self.cell_factor_steps[t])
-        self.cell_factors_steps[t].mul_(d_cell.unsqueeze(1))
-        self.output_factor_steps[t].mul_(d_a)
-        out[1].addcmul_(d_cell, self.carry_steps[t])
-        out[0].addmm_(self.d_pre_steps[t], self.weight)
+        d_pre, d_output, d_cell_rows, cell_factor, carry = self.backward_views[t]
+        d_cell = torch.addcmul(d_c, d_a, cell_factor, out=self.d_cell)
+        d_cell_rows.mul_(self.d_cell_column)
+        d_output.mul_(d_a)
+        out[1].addcmul_(d_cell, carry)
+        out[0].addmm_(d_pre, self.weight)
 
     def finish_backward(self, states: State, grads: State) -> tuple[Tensor, tuple[Tensor, ...]]:
-        inverse = tuple(self.order.index(k) for k in range(len(self.order)))
-        scales = tuple(self.scales[k] for k in inverse)  # d W = scale * d (scale W)
-        return self.d_pre, (reorder_rows(_weight_gradient(self.d_pre, states[0][:-1]), inverse, scales),)
+        return self.d_pre, (restore_rows(_weight_gradient(self.d_pre, states[0][:-1]), self.order, self.scales),)
 
 
 class PeepholeLSTMKernel(LSTMKernel):
@@ -325,31 +317,32 @@ class PeepholeLSTMKernel(LSTMKernel):
     def begin(self, projected: Tensor, steps: int) -> None:
         super().begin(projected, steps)
         hidden, (p_update, p_forget, p_output) = self.hidden_size, self.params[1]
-        if self.gers:  # p_u, p_f on c<t-1> (rows 1, 2); p_o on c<t> later
+        # The rows that see c<t-1>, per step (B, k, H): Γu, Γf (gers; Γo sees c<t> later) or Γo, Γu, Γf.
+        if self.gers:
             self.peep_before, self.peep_output = torch.stack([p_update, p_forget]), p_output
             self.peeped_steps = self.gates[..., hidden : 3 * hidden].unflatten(2, (2, hidden)).unbind(0)
             self.update_forget_candidate_steps = self.gates[..., hidden:].unbind(0)
-        else:  # rows Γo, Γu, Γf all see c<t-1>
+        else:
             self.peep_before = torch.stack([p_output, p_update, p_forget])
             self.peeped_steps = self.gates[..., : 3 * hidden].unflatten(2, (3, hidden)).unbind(0)
 
     def forward_step(self, t: int, prev: State, out: State) -> None:
         (a_prev, c_prev), (a, c) = prev, out
-        gates = torch.addmm(self.projected[t], a_prev, self.weight_t, out=self.gate_steps[t])
+        gates, output, update, forget, candidate, tanh_c = self.step_views[t]
+        gates.addmm_(a_prev, self.weight_t)
         self.peeped_steps[t].addcmul_(self.peep_before, c_prev.unsqueeze(1))
-        if not self.gers:
+        if self.gers:
+            self.update_forget_candidate_steps[t].sigmoid_()
+            self._cell(update, forget, candidate, c_prev, c)
+            output.addcmul_(self.peep_output, c).sigmoid_()
+        else:
             gates.sigmoid_()
-            self._cell_and_output(t, c_prev, a, c)
-            return
-        self.update_forget_candidate_steps[t].sigmoid_()
-        torch.mul(self.update_steps[t], self._candidate(t), out=c)
-        c.addcmul_(self.forget_steps[t], c_prev)
-        output = self.output_steps[t].addcmul_(self.peep_output, c).sigmoid_()
-        torch.mul(output, self._tanh(c, self.tanh_c_steps[t]), out=a)
+            self._cell(update, forget, candidate, c_prev, c)
+        self._output(output, c, tanh_c, a)
 
     def _add_peepholes(self, states: State) -> None:
-        p_update, p_forget, p_output = self.params[1]
-        d_output, d_update, d_forget, _ = self.d_pre.unflatten(2, (4, self.hidden_size)).unbind(2)
+        hidden, (p_update, p_forget, p_output) = self.hidden_size, self.params[1]
+        d_output, d_update, d_forget, _ = self.d_pre.unflatten(2, (4, hidden)).unbind(2)
         # d c<t-1> = dc * (Γf + σ'u c~ p_u + σ'f c<t-1> p_f): the peepholes feed the gate gradients back.
         self.carry = torch.addcmul(self.carry, d_update, p_update).addcmul_(d_forget, p_forget)
         if self.gers:  # Γo sees c<t>: d a<t> / d c<t> gains a term through Γo
@@ -365,7 +358,6 @@ class PeepholeLSTMKernel(LSTMKernel):
     def finish_backward(self, states: State, grads: State) -> tuple[Tensor, tuple[Tensor, ...]]:
         d_pre, (d_weight,) = super().finish_backward(states, grads)
         hidden, c_prev = self.hidden_size, states[1][:-1]
-        # d p = sum over t, b of (d pre of the gate) * (the cell value it sees); rows [o ; u ; f]
         if self.gers:
             d_update_forget = d_pre[..., hidden : 3 * hidden].unflatten(2, (2, hidden)) * c_prev.unsqueeze(2)
             d_output = (d_pre[..., :hidden] * states[1][1:]).sum(dim=(0, 1))

@@ -177,6 +177,25 @@ def test_backward_can_run_again(name, options) -> None:
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("name, options", CELL_CASES)
+def test_frozen_input_weights_and_constant_inputs(name, options) -> None:
+    # The fused path differentiates the input projection itself: it must give the gradients
+    # asked for (W_aa, b) and no others (frozen W_ax, inputs that need none).
+    reference, fused = make_pair(name, options, 4, 5)
+    x, lengths = torch.randn(3, 6, 4), torch.tensor([6, 2, 4])
+    gradients = []
+    for stack in (reference, fused):
+        for cell in stack.layers[0]:
+            cell.weight_x.requires_grad_(False)
+        outputs, final = stack(x, lengths)
+        (outputs.square().sum() + final[0].sum()).backward()
+        assert all(cell.weight_x.grad is None for cell in stack.layers[0])
+        gradients.append({n: p.grad for n, p in stack.named_parameters() if p.requires_grad})
+    assert gradients[0].keys() == gradients[1].keys()
+    for key in gradients[0]:
+        torch.testing.assert_close(gradients[1][key], gradients[0][key], **TOLERANCE[torch.float32])
+
+
 # -- which path runs ------------------------------------------------------------------------------
 
 
@@ -281,10 +300,33 @@ class WronglyFusedCell(LeakyCell):
         return _WrongKernel(self)
 
 
+class _InPlaceLeakyKernel(_LeakyKernel):
+    """The leaky kernel, writing each step's pre-activation into the projected buffer it owns."""
+
+    def forward_step(self, t: int, prev: State, out: State) -> None:
+        pre = self.projected[t].addmm_(prev[0], self.params[0].t()).tanh_()
+        self.activations[t].copy_(pre)
+        torch.add(prev[0].mul(1 - self.leak), pre, alpha=self.leak, out=out[0])
+
+
+class SquashedLeakyCell(LeakyCell):
+    """Its own input projection, tanh(W_ax x + b): autograd keeps the projection's output for
+    its backward, so the fused path must hand the kernel a copy it may overwrite."""
+
+    name = "squashed_leaky"
+
+    def project_inputs(self, inputs: Tensor) -> Tensor:
+        return torch.tanh(super().project_inputs(inputs))
+
+    def fused_kernel(self) -> _InPlaceLeakyKernel:
+        return _InPlaceLeakyKernel(self)
+
+
 def _registry() -> Registry[type]:
     registry = Registry("cell", RecurrentCell)
     registry.add(LeakyCell, plugin="tests")
     registry.add(WronglyFusedCell, plugin="tests")
+    registry.add(SquashedLeakyCell, plugin="tests")
     return registry
 
 
@@ -296,6 +338,28 @@ class TestThirdPartyFusedCell(CellContract):
     @pytest.fixture
     def cell_registry(self) -> Registry[type]:
         return _registry()
+
+
+class TestOwnProjectionFusedCell(CellContract):
+    """A cell with its own ``project_inputs`` and a kernel that overwrites the projected buffer."""
+
+    cell_name = "squashed_leaky"
+
+    @pytest.fixture
+    def cell_registry(self) -> Registry[type]:
+        return _registry()
+
+
+def test_a_kernel_may_overwrite_a_projection_that_autograd_keeps() -> None:
+    # With one sequence, (B, T, G*H) -> (T, B, G*H) needs no copy: the kernel's buffer would be
+    # the very tensor tanh's backward reads, unless the fused path copies it first.
+    spec = CellSpec("squashed_leaky", SquashedLeakyCell)
+    reference = spec.stack(3, 4, implementation="reference")
+    fused = spec.stack(3, 4, implementation="fused")
+    fused.load_state_dict(reference.state_dict())
+    x = torch.randn(1, 5, 3)
+    runs = [forward_backward(stack, x, None, None) for stack in (reference, fused)]
+    assert_same(*runs, torch.float32)
 
 
 def test_the_contract_catches_a_wrong_kernel() -> None:
