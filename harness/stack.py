@@ -9,9 +9,13 @@ Three execution paths compute the same function:
 * ``fused``: when every cell has a :class:`~harness.fused.FusedKernel`, each layer
   direction runs as one autograd Function with a hand-written backward through time.
 
-``auto`` takes torch where it is exact, else fused, else the reference loop.
-``execution_path`` says which one ran ("cudnn", "aten", "fused" or "reference") so
-runs can record it and reports never compare paths silently.
+``auto`` takes the fastest exact path: on CUDA, torch (cuDNN) where it is exact; on the
+CPU, torch only for an LSTM that ATen hands to oneDNN's fused LSTM (float32 or bfloat16,
+batches without padding), since ATen's CPU RNN and GRU, and its LSTM on packed batches, are
+loops of small autograd operations that the fused kernels beat (``benchmarks/recurrence.py``).
+Otherwise fused, else the reference loop. ``execution_path`` says which one a call runs
+("cudnn", "aten", "fused" or "reference") and ``paths_used`` which ones ran, so runs can
+record it and reports never compare paths silently.
 """
 
 from __future__ import annotations
@@ -74,6 +78,9 @@ class RecurrentStack(nn.Module):
         )
         if implementation == "fused" and not self._fused:
             raise ValueError(f"cell {cell_class.name!r} with {config!r} has no fused kernel")
+        #: The paths forward calls have run, e.g. {"aten"} for a language model's full-length
+        #: batches, {"aten", "fused"} when padded batches also came through.
+        self.paths_used: set[str] = set()
 
     @property
     def output_size(self) -> int:
@@ -83,12 +90,23 @@ class RecurrentStack(nn.Module):
     def bidirectional(self) -> bool:
         return self.num_directions == 2
 
-    def execution_path(self, device: torch.device | str | None = None) -> str:
-        """"cudnn", "aten", "fused" or "reference": what a forward pass on ``device`` runs."""
+    def execution_path(self, device: torch.device | str | None = None, *, padded: bool = False) -> str:
+        """"cudnn", "aten", "fused" or "reference": what a forward pass on ``device`` runs
+        (``padded``: on a batch with lengths)."""
         if self._torch_mode is None:
             return "fused" if self._fused else "reference"
         device = torch.device(device) if device is not None else self.layers[0][0].weight_a.device
-        return "cudnn" if device.type == "cuda" and torch.backends.cudnn.enabled else "aten"
+        if device.type == "cuda" and torch.backends.cudnn.enabled:
+            return "cudnn"
+        if self.implementation == "auto" and self._fused and not self._onednn_lstm(device, padded):
+            return "fused"
+        return "aten"
+
+    def _onednn_lstm(self, device: torch.device, padded: bool) -> bool:
+        """Whether torch.lstm runs oneDNN's fused LSTM here (ATen's rule: CPU, float32 or bfloat16, unpacked)."""
+        return (self._torch_mode == "LSTM" and device.type == "cpu" and not padded
+                and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+                and self.layers[0][0].weight_a.dtype in (torch.float32, torch.bfloat16))
 
     def initial_state(self, batch_size: int) -> State:
         """The stacked a<0> (and c<0>) of every layer and direction, each (L*D, B, H)."""
@@ -117,7 +135,8 @@ class RecurrentStack(nn.Module):
                 raise ValueError(f"lengths must be (B,) = ({batch},) with values in [1, {steps}], got {lengths}")
         if initial_state is None:
             initial_state = self.initial_state(batch)
-        path = self.execution_path(inputs.device)
+        path = self.execution_path(inputs.device, padded=lengths is not None)
+        self.paths_used.add(path)
         if path in ("reference", "fused"):
             return self._forward_loop(inputs, lengths, initial_state, fused=path == "fused")
         return self._forward_torch(inputs, lengths, initial_state)

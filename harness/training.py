@@ -279,7 +279,7 @@ def _train(net: nn.Module, task: Task, data: TaskData, training: TrainingSetting
         peak_memory_mb=peak,
         memory_measure=measure,
         epochs=trainer.current_epoch,
-        execution_path=stack.execution_path(reporter.device),
+        execution_path="+".join(sorted(stack.paths_used)) or stack.execution_path(reporter.device),
         device=str(reporter.device),
         model_param_count=sum(p.numel() for p in net.parameters()),
         samples=module.samples,

@@ -42,10 +42,31 @@ def _seeded():
 
 
 @pytest.mark.parametrize("name, options", WITH_EQUIVALENT)
-def test_cells_with_a_torch_equivalent_run_on_aten(name: str, options: dict) -> None:
-    assert make_stack(name, options).execution_path() == "aten"
-    assert make_stack(name, options, implementation="torch").execution_path("cpu") == "aten"
+def test_auto_takes_the_faster_exact_path_on_the_cpu(name: str, options: dict) -> None:
+    # ATen's CPU LSTM is oneDNN's fused kernel, unless the batch is packed; its RNN and GRU
+    # are loops of small operations, slower than the fused kernels.
+    stack = make_stack(name, options)
+    onednn = name == "lstm" and torch.backends.mkldnn.is_available()
+    assert stack.execution_path("cpu") == ("aten" if onednn else "fused")
+    assert stack.execution_path("cpu", padded=True) == "fused"
+    assert stack.double().execution_path("cpu") == "fused"  # oneDNN has no float64 LSTM
+    assert make_stack(name, options, implementation="torch").execution_path("cpu", padded=True) == "aten"
     assert make_stack(name, options, implementation="reference").execution_path() == "reference"
+
+
+@pytest.mark.parametrize("name, options", WITH_EQUIVALENT)
+def test_auto_takes_cudnn_on_cuda(name: str, options: dict, monkeypatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "enabled", True)
+    assert make_stack(name, options).execution_path("cuda", padded=True) == "cudnn"
+
+
+def test_a_stack_records_the_paths_its_calls_ran() -> None:
+    stack = make_stack("lstm")
+    assert stack.paths_used == set()
+    x = torch.randn(3, 5, INPUT)
+    stack(x)
+    stack(x, torch.tensor([5, 2, 4]))
+    assert stack.paths_used == ({"aten", "fused"} if torch.backends.mkldnn.is_available() else {"fused"})
 
 
 @pytest.mark.parametrize("name, options", WITHOUT_EQUIVALENT)

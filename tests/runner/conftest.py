@@ -1,7 +1,7 @@
 """Fixtures for end-to-end runner tests: a tiny experiment file and ``harness`` as a subprocess.
 
-The tiny grid is 2 cells × 2 tasks × 2 seeds: ``vanilla`` (the torch.nn fast path,
-execution path "aten") and ``gru_simple`` (the reference Python loop) on ``agreement``
+The tiny grid is 2 cells × 2 tasks × 2 seeds: ``vanilla`` (the fused kernel on the CPU)
+and ``gru_simple`` (no torch.nn equivalent: its fused kernel) on ``agreement``
 (classification, with distance buckets) and ``copy`` (tagging), with sizes small
 enough that the whole grid trains in a few seconds on one CPU core. Everything the
 runner writes (output folder, reports folder) stays inside temporary folders.
