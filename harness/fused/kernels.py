@@ -347,13 +347,12 @@ class PeepholeLSTMKernel(LSTMKernel):
         self.carry = torch.addcmul(self.carry, d_update, p_update).addcmul_(d_forget, p_forget)
         if self.gers:  # Γo sees c<t>: d a<t> / d c<t> gains a term through Γo
             self.cell_factor.addcmul_(d_output, p_output)
-        else:  # Γo sees c<t-1>: d c<t-1> gains da * (d pre(Γo) / da) * p_o
-            self.output_to_prev = torch.mul(d_output, p_output).unbind(0)
+        # (notes: Γo sees c<t-1>, so d c<t-1> gains d pre(Γo) * p_o, added in each backward step)
 
     def backward_step(self, t: int, grad: State, out: State) -> None:
-        if not self.gers:
-            out[1].addcmul_(grad[0], self.output_to_prev[t])
         super().backward_step(t, grad, out)
+        if not self.gers:  # the step's d pre(Γo) is final now
+            out[1].addcmul_(self.backward_views[t][1], self.params[1][2])
 
     def finish_backward(self, states: State, grads: State) -> tuple[Tensor, tuple[Tensor, ...]]:
         d_pre, (d_weight,) = super().finish_backward(states, grads)
