@@ -23,7 +23,7 @@ copies; a kernel may ask for its gate blocks in another order and scaled by cons
 the sigmoid gates in one operation). With the default projection (``weight_x``,
 ``bias``) the Function computes it, and its gradients by hand from the projected-input
 gradient the kernel returns; the kernel owns the projected buffer and may turn it into
-its gate buffer in place (one copy and its page faults less per call). A cell with its
+its gate buffer in place, saving a copy of it per call. A cell with its
 own ``project_inputs`` (or a kernel with its own ``project``) is projected outside,
 differentiated by autograd, and the kernel gets a copy.
 """
