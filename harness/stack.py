@@ -13,9 +13,9 @@ Three execution paths compute the same function:
 CPU, torch only for an LSTM that ATen hands to oneDNN's fused LSTM (float32 or bfloat16,
 batches without padding), since ATen's CPU RNN and GRU, and its LSTM on packed batches, are
 loops of small autograd operations that the fused kernels beat (``benchmarks/recurrence.py``).
-Otherwise fused, else the reference loop. ``execution_path`` says which one a call runs
-("cudnn", "aten", "fused" or "reference") and ``paths_used`` which ones ran, so runs can
-record it and reports never compare paths silently.
+Other devices (MPS, ...) keep torch's kernels. Otherwise fused, else the reference loop.
+``execution_path`` says which one a call runs ("cudnn", "aten", "fused" or "reference") and
+``paths_used`` which ones ran, so runs can record it and reports never compare paths silently.
 """
 
 from __future__ import annotations
@@ -98,13 +98,13 @@ class RecurrentStack(nn.Module):
         device = torch.device(device) if device is not None else self.layers[0][0].weight_a.device
         if device.type == "cuda" and torch.backends.cudnn.enabled:
             return "cudnn"
-        if self.implementation == "auto" and self._fused and not self._onednn_lstm(device, padded):
+        if device.type == "cpu" and self.implementation == "auto" and self._fused and not self._onednn_lstm(padded):
             return "fused"
-        return "aten"
+        return "aten"  # also on other devices (MPS, ...): torch's own kernels there, not measured against fused
 
-    def _onednn_lstm(self, device: torch.device, padded: bool) -> bool:
-        """Whether torch.lstm runs oneDNN's fused LSTM here (ATen's rule: CPU, float32 or bfloat16, unpacked)."""
-        return (self._torch_mode == "LSTM" and device.type == "cpu" and not padded
+    def _onednn_lstm(self, padded: bool) -> bool:
+        """Whether torch.lstm on the CPU runs oneDNN's fused LSTM (ATen's rule: float32 or bfloat16, unpacked)."""
+        return (self._torch_mode == "LSTM" and not padded
                 and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
                 and self.layers[0][0].weight_a.dtype in (torch.float32, torch.bfloat16))
 

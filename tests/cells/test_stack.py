@@ -55,9 +55,10 @@ def test_auto_takes_the_faster_exact_path_on_the_cpu(name: str, options: dict) -
 
 
 @pytest.mark.parametrize("name, options", WITH_EQUIVALENT)
-def test_auto_takes_cudnn_on_cuda(name: str, options: dict, monkeypatch) -> None:
+def test_auto_takes_torch_on_other_devices(name: str, options: dict, monkeypatch) -> None:
     monkeypatch.setattr(torch.backends.cudnn, "enabled", True)
     assert make_stack(name, options).execution_path("cuda", padded=True) == "cudnn"
+    assert make_stack(name, options).execution_path("mps", padded=True) == "aten"  # torch's own kernels there
 
 
 def test_a_stack_records_the_paths_its_calls_ran() -> None:
