@@ -151,9 +151,13 @@ class Padding:
 
 
 def reorder_rows(
-    weight: Tensor, order: tuple[int, ...], scales: tuple[float, ...] | None = None, *, dim: int = 0
+    weight: Tensor, order: tuple[int, ...] | None, scales: tuple[float, ...] | None = None, *, dim: int = 0
 ) -> Tensor:
-    """``weight`` with its gate blocks along ``dim`` in ``order`` (block k is block ``order[k]``), times ``scales``."""
+    """``weight`` with its gate blocks along ``dim`` in ``order`` (block k is block ``order[k]``;
+    None keeps them in place), times ``scales``; ``weight`` itself when both are None."""
+    if order is None and scales is None:
+        return weight
+    order = order if order is not None else tuple(range(len(scales)))
     blocks = weight.unflatten(dim, (len(order), -1)).unbind(dim)
     scales = scales if scales is not None else (1,) * len(order)
     return torch.cat([blocks[block] * scale if scale != 1 else blocks[block]
@@ -180,17 +184,10 @@ def project_time_major(
     time-major directly; a cell's own ``project_inputs`` is called as it is and its
     result rearranged (one copy).
     """
-    if order is None and scales is not None:
-        order = tuple(range(len(scales)))
     if type(cell).project_inputs is RecurrentCell.project_inputs:
-        weight, bias = cell.weight_x, cell.bias
-        if order is not None:
-            weight, bias = reorder_rows(weight, order, scales), reorder_rows(bias, order, scales)
+        weight, bias = reorder_rows(cell.weight_x, order, scales), reorder_rows(cell.bias, order, scales)
         return nn.functional.linear(inputs.transpose(0, 1), weight, bias)
-    projected = cell.project_inputs(inputs).transpose(0, 1)
-    if order is not None:
-        projected = reorder_rows(projected, order, scales, dim=2)
-    return projected.contiguous()
+    return reorder_rows(cell.project_inputs(inputs).transpose(0, 1), order, scales, dim=2).contiguous()
 
 
 def kernel_for(cell: RecurrentCell) -> FusedKernel | None:
@@ -254,8 +251,7 @@ class _FusedRecurrence(torch.autograd.Function):
             projected, inputs = source.clone(), None  # the kernel may overwrite it; autograd's stays intact
         else:
             inputs = source.transpose(0, 1).contiguous()  # (T, B, I), also the weight gradient's operand
-            weight_x, bias = (reorder_rows(w, kernel.order, kernel.scales) if kernel.order or kernel.scales else w
-                              for w in (weight_x, bias))
+            weight_x, bias = (reorder_rows(w, kernel.order, kernel.scales) for w in (weight_x, bias))
             # mm, then the bias: addmm would first broadcast the bias into its output, a slow copy on CPU
             projected = inputs.flatten(0, 1).mm(weight_x.t()).add_(bias).unflatten(0, inputs.shape[:2])
         total, batch, _ = projected.shape
