@@ -3,9 +3,10 @@
 For each size (batch-time-input-hidden) and each built-in cell variant it times one
 training step's worth of recurrence (forward, then backward of a fixed random output
 gradient into the inputs and every parameter) on the paths the stack offers:
-``reference`` (the loop over ``cell.step``), ``fused`` (harness.fused) and ``torch``
-(cuDNN/ATen, where the cell has an exact equivalent), plus ``torch.nn.LSTM`` and
-``torch.nn.GRU`` as anchors. One layer, one direction, full-length sequences.
+``reference`` (the loop over ``cell.step``), ``fused`` (harness.fused; on CUDA twice,
+with the Triton step kernels and with the ATen ones) and ``torch`` (cuDNN/ATen, where the
+cell has an exact equivalent), plus ``torch.nn.LSTM`` and ``torch.nn.GRU`` as anchors.
+One layer, one direction, full-length sequences.
 
 Measurements are warm and interleaved (every repetition times each case once, so a
 shared machine's slow moments hit all cases alike); the table gives the median and its
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import statistics
 import sys
@@ -37,6 +39,7 @@ if __package__ in (None, ""):  # run as a script from a checkout: make `harness`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.allocator import retain_freed_memory  # noqa: E402
+from harness.fused import triton_enabled  # noqa: E402
 from harness.plugins import load_plugins  # noqa: E402
 from harness.stack import RecurrentStack  # noqa: E402
 
@@ -61,7 +64,7 @@ class Case:
     label: str
     cell: str
     options: dict[str, Any]
-    path: str  # reference | fused | aten | cudnn | anchor
+    path: str  # reference | fused (fused-triton, fused-aten on CUDA) | aten | cudnn | anchor
     run: Callable[[], None]
     times_ms: list[float] = field(default_factory=list)
 
@@ -111,9 +114,37 @@ def build_cases(size: tuple[int, int, int, int], device: torch.device, cells: li
             except ValueError:  # no torch.nn equivalent / no fused kernel: not a path of this cell
                 continue
             executed = stack.execution_path(device)
-            cases.append(Case(_label(name, options), name, options, executed,
-                              _step(stack, lambda s=stack: s(x)[0], x, grad)))
+            run = _step(stack, lambda s=stack: s(x)[0], x, grad)
+            for variant, setting in _fused_variants(executed, device):
+                cases.append(Case(_label(name, options), name, options, variant, _with_triton(setting, run)))
     return cases
+
+
+def _fused_variants(executed: str, device: torch.device) -> list[tuple[str, str | None]]:
+    """(path label, HARNESS_FUSED_TRITON) per case of a stack: on CUDA the fused path runs
+    with the Triton step kernels (where Triton imports) and with the ATen ones."""
+    if executed != "fused" or device.type != "cuda":
+        return [(executed, None)]
+    variants = [("fused-aten", "0")]
+    return ([("fused-triton", "auto")] if triton_enabled(device) else []) + variants
+
+
+def _with_triton(setting: str | None, run: Callable[[], None]) -> Callable[[], None]:
+    if setting is None:
+        return run
+
+    def wrapped() -> None:
+        saved = os.environ.get("HARNESS_FUSED_TRITON")
+        os.environ["HARNESS_FUSED_TRITON"] = setting
+        try:
+            run()
+        finally:
+            if saved is None:
+                del os.environ["HARNESS_FUSED_TRITON"]
+            else:
+                os.environ["HARNESS_FUSED_TRITON"] = saved
+
+    return wrapped
 
 
 def time_cases(cases: list[Case], device: torch.device, repeats: int, warmup: int) -> None:

@@ -1,7 +1,8 @@
 """Settings for the whole test session.
 
 Processed-data caches go to a fresh folder per session, so a test never passes because an
-earlier session (or the user's own runs) left a cache entry behind.
+earlier session (or the user's own runs) left a cache entry behind. Without a GPU, Triton
+runs as its interpreter.
 """
 
 from __future__ import annotations
@@ -9,7 +10,14 @@ from __future__ import annotations
 import os
 import tempfile
 
+import torch
+
 
 def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]
     if "HARNESS_CACHE_DIR" not in os.environ:
         os.environ["HARNESS_CACHE_DIR"] = tempfile.mkdtemp(prefix="harness-test-cache-")
+    # Without a GPU, Triton kernels can run only in Triton's interpreter, which must be on
+    # before anything imports triton. It changes nothing else: the harness runs them on the
+    # CPU only when asked to (HARNESS_FUSED_TRITON=1, tests/fused/test_triton.py).
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")

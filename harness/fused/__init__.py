@@ -30,6 +30,10 @@ differentiated by autograd, and the kernel gets a copy.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -42,7 +46,8 @@ from harness.cells import RecurrentCell
 if TYPE_CHECKING:
     from harness.cells import State
 
-__all__ = ["FusedKernel", "Padding", "kernel_for", "project_time_major", "reorder_rows", "restore_rows", "run_fused"]
+__all__ = ["FusedKernel", "Padding", "kernel_for", "project_time_major", "reorder_rows", "restore_rows", "run_fused",
+           "triton_enabled"]
 
 
 class FusedKernel:
@@ -92,6 +97,14 @@ class FusedKernel:
     def project(self, inputs: Tensor) -> Tensor:
         """W_ax x<t> + b of every step, time-major (T, B, G*H), blocks in :attr:`order`, times :attr:`scales`."""
         return project_time_major(self.cell, inputs, self.order, self.scales)
+
+    def for_device(self, device: torch.device) -> FusedKernel:
+        """The kernel to run on ``device``: this one, or a variant of it made for that device.
+
+        The built-in kernels return their Triton variants (:mod:`harness.fused.triton_kernels`)
+        where :func:`triton_enabled`.
+        """
+        return self
 
     def begin(self, projected: Tensor, steps: int) -> None:
         """Allocate the per-step buffers; ``projected`` is :meth:`project`'s result, (T, B, G*H).
@@ -217,6 +230,7 @@ def run_fused(
     kernel = kernel if kernel is not None else kernel_for(cell)
     if kernel is None:
         raise ValueError(f"cell {type(cell).__name__} has no fused kernel")
+    kernel = kernel.for_device(inputs.device)
     if torch.is_autocast_enabled(inputs.device.type):  # the kernels compute in the parameters' dtype
         dtype = cell.weight_a.dtype
         with torch.autocast(inputs.device.type, enabled=False):
@@ -228,6 +242,36 @@ def run_fused(
     state = tuple(s.expand(inputs.shape[0], cell.hidden_size) for s in state)
     outputs, *final = _FusedRecurrence.apply(kernel, padding, source, weight_x, bias, *state, *kernel.parameters())
     return outputs, tuple(final)
+
+
+def triton_enabled(device: torch.device) -> bool:
+    """Whether the built-in kernels run their Triton variants on ``device``.
+
+    ``HARNESS_FUSED_TRITON``: ``auto`` (the default) on CUDA, where Triton imports; ``0``
+    never; ``1`` also on the CPU while Triton runs as its interpreter (``TRITON_INTERPRET=1``
+    before Triton is imported: slow, for tests and debugging).
+    """
+    setting = os.environ.get("HARNESS_FUSED_TRITON", "auto")
+    if setting not in ("auto", "0", "1"):
+        raise ValueError(f"HARNESS_FUSED_TRITON must be auto, 0 or 1, not {setting!r}")
+    if setting == "0":
+        return False
+    if device.type == "cuda":
+        return _triton_imports()
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    return setting == "1" and device.type == "cpu" and interpreted and _triton_imports()
+
+
+@functools.cache
+def _triton_imports() -> bool:
+    try:
+        import triton  # noqa: F401
+    except Exception as error:  # a broken install keeps the ATen kernels, and says so once
+        if importlib.util.find_spec("triton") is not None:
+            warnings.warn(f"Triton is installed but does not import ({error}); the fused path uses ATen kernels",
+                          RuntimeWarning, stacklevel=2)
+        return False
+    return True
 
 
 def _default_projection(cell: RecurrentCell, kernel: FusedKernel) -> bool:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from harness.cells import RecurrentCell, State
-from harness.fused import FusedKernel, reorder_rows, restore_rows
+from harness.fused import FusedKernel, reorder_rows, restore_rows, triton_enabled
 
 __all__ = ["VanillaKernel", "SimpleGRUKernel", "GRUKernel", "LSTMKernel", "PeepholeLSTMKernel"]
 
@@ -55,6 +55,22 @@ def _transposed(weight: Tensor) -> Tensor:
 def _weight_gradient(d_rows: Tensor, operand: Tensor) -> Tensor:
     """The sum over t and b of d_rows[t, b]^T operand[t, b]: one product over all steps."""
     return d_rows.reshape(-1, d_rows.shape[-1]).t().mm(operand.reshape(-1, operand.shape[-1]))
+
+
+class _WithTritonVariant(FusedKernel):
+    """A built-in kernel with a Triton variant, which it hands over where :func:`triton_enabled` (CUDA).
+
+    Only the exact built-in class does: a third-party subclass may compute something else.
+    (Vanilla has none: its step is one product and one activation already.)
+    """
+
+    def for_device(self, device: torch.device) -> FusedKernel:
+        if not triton_enabled(device):
+            return self
+        from harness.fused.triton_kernels import VARIANTS  # imports triton
+
+        variant = VARIANTS.get(type(self))
+        return self if variant is None else variant(self.cell)
 
 
 class VanillaKernel(FusedKernel):
@@ -89,7 +105,7 @@ class VanillaKernel(FusedKernel):
         return self.d_pre, (_weight_gradient(self.d_pre, states[0][:-1]),)
 
 
-class SimpleGRUKernel(FusedKernel):
+class SimpleGRUKernel(_WithTritonVariant):
     """Rows [c~ ; Γu]: [c~ ; Γu] = [tanh ; σ](P + W c<t-1>), c<t> = c<t-1> + Γu (c~ - c<t-1>)."""
 
     state_count = 1
@@ -128,7 +144,7 @@ class SimpleGRUKernel(FusedKernel):
         return self.d_pre, (_weight_gradient(self.d_pre, states[0][:-1]),)
 
 
-class GRUKernel(FusedKernel):
+class GRUKernel(_WithTritonVariant):
     """Rows [Γr ; Γu ; c~]; reset ``before``: c~ = tanh(P_c + W_cc (Γr c<t-1>)),
     ``after``: c~ = tanh(P_c + Γr (W_cc c<t-1> + b_cc)); c<t> = c<t-1> + Γu (c~ - c<t-1>)."""
 
@@ -227,7 +243,7 @@ class GRUKernel(FusedKernel):
         return d_pre, (d_weight, d_bias)
 
 
-class LSTMKernel(FusedKernel):
+class LSTMKernel(_WithTritonVariant):
     """[Γu ; Γf ; c~ ; Γo] = [σ ; σ ; tanh ; σ](P + W a<t-1>) (+ peepholes in the subclass);
     c<t> = Γu c~ + Γf c<t-1>, a<t> = Γo tanh(c<t>). Internally [Γo ; Γu ; Γf ; 2 c~]."""
 
