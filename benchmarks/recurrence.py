@@ -3,9 +3,10 @@
 For each size (batch-time-input-hidden) and each built-in cell variant it times one
 training step's worth of recurrence (forward, then backward of a fixed random output
 gradient into the inputs and every parameter) on the paths the stack offers:
-``reference`` (the loop over ``cell.step``), ``fused`` (harness.fused; on CUDA twice,
-with the Triton step kernels and with the ATen ones) and ``torch`` (cuDNN/ATen, where the
-cell has an exact equivalent), plus ``torch.nn.LSTM`` and ``torch.nn.GRU`` as anchors.
+``reference`` (the loop over ``cell.step``), ``fused`` (harness.fused; on CUDA four times:
+with the Triton step kernels and with the ATen ones, each with and without CUDA-graph
+replays) and ``torch`` (cuDNN/ATen, where the cell has an exact equivalent), plus
+``torch.nn.LSTM`` and ``torch.nn.GRU`` as anchors.
 One layer, one direction, full-length sequences.
 
 Measurements are warm and interleaved (every repetition times each case once, so a
@@ -64,7 +65,7 @@ class Case:
     label: str
     cell: str
     options: dict[str, Any]
-    path: str  # reference | fused (fused-triton, fused-aten on CUDA) | aten | cudnn | anchor
+    path: str  # reference | fused (on CUDA: fused-triton|aten[-graphs]) | aten | cudnn | anchor
     run: Callable[[], None]
     times_ms: list[float] = field(default_factory=list)
 
@@ -115,34 +116,39 @@ def build_cases(size: tuple[int, int, int, int], device: torch.device, cells: li
                 continue
             executed = stack.execution_path(device)
             run = _step(stack, lambda s=stack: s(x)[0], x, grad)
-            for variant, setting in _fused_variants(executed, device):
-                cases.append(Case(_label(name, options), name, options, variant, _with_triton(setting, run)))
+            for variant, environment in _fused_variants(executed, device):
+                cases.append(Case(_label(name, options), name, options, variant, _with_environment(environment, run)))
     return cases
 
 
-def _fused_variants(executed: str, device: torch.device) -> list[tuple[str, str | None]]:
-    """(path label, HARNESS_FUSED_TRITON) per case of a stack: on CUDA the fused path runs
-    with the Triton step kernels (where Triton imports) and with the ATen ones."""
+def _fused_variants(executed: str, device: torch.device) -> list[tuple[str, dict[str, str]]]:
+    """(path label, environment) per case of a stack: on CUDA the fused path runs with the
+    Triton step kernels (where Triton imports) and with the ATen ones, each with and without
+    CUDA-graph replays (harness.fused.graphs)."""
     if executed != "fused" or device.type != "cuda":
-        return [(executed, None)]
-    variants = [("fused-aten", "0")]
-    return ([("fused-triton", "auto")] if triton_enabled(device) else []) + variants
+        return [(executed, {})]
+    kernels = (["triton"] if triton_enabled(device) else []) + ["aten"]
+    return [(f"fused-{steps}{'-graphs' if replay else ''}",
+             {"HARNESS_FUSED_TRITON": "auto" if steps == "triton" else "0", "HARNESS_CUDA_GRAPHS": str(int(replay))})
+            for steps in kernels for replay in (False, True)]
 
 
-def _with_triton(setting: str | None, run: Callable[[], None]) -> Callable[[], None]:
-    if setting is None:
+def _with_environment(environment: dict[str, str], run: Callable[[], None]) -> Callable[[], None]:
+    """``run`` with the environment variables set (and restored after)."""
+    if not environment:
         return run
 
     def wrapped() -> None:
-        saved = os.environ.get("HARNESS_FUSED_TRITON")
-        os.environ["HARNESS_FUSED_TRITON"] = setting
+        saved = {name: os.environ.get(name) for name in environment}
+        os.environ.update(environment)
         try:
             run()
         finally:
-            if saved is None:
-                del os.environ["HARNESS_FUSED_TRITON"]
-            else:
-                os.environ["HARNESS_FUSED_TRITON"] = saved
+            for name, value in saved.items():
+                if value is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = value
 
     return wrapped
 

@@ -27,7 +27,7 @@ GATED = [case for case in CELL_CASES if case.values[0] != "vanilla"]
 @pytest.fixture(autouse=True)
 def _triton_wherever_it_runs(monkeypatch):
     if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("without a GPU these tests need Triton's interpreter (TRITON_INTERPRET=1, set by tests/conftest.py)")
+        pytest.skip("without a GPU these need Triton's interpreter (TRITON_INTERPRET=1, set by tests/conftest.py)")
     monkeypatch.setenv("HARNESS_FUSED_TRITON", "1")
 
 
