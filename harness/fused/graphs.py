@@ -97,7 +97,7 @@ class GraphedLoops:
     """The forward and backward loops of one signature, captured on one set of static buffers."""
 
     def __init__(self, kernel: FusedKernel, padding: Padding, source: Tensor, weight_x: Tensor | None,
-                 bias: Tensor | None, state0: State, params: State,
+                 bias: Tensor | None, state0: State, params: tuple[Tensor, ...],
                  needs_input_grad: tuple[bool, ...]) -> None:
         self.kernel, self.weight_x, self.bias, self.params = kernel, weight_x, bias, params
         self.needs_input_grad = needs_input_grad
@@ -108,7 +108,7 @@ class GraphedLoops:
         self.forward_graph = graph_for(source.device)
         self.backward_graph = graph_for(source.device) if any(needs_input_grad) else None
         self.recurrence: Recurrence | None = None
-        self.saved: State = ()
+        self.saved: tuple[Tensor, ...] = ()
         self.leased = False
 
     def _forward(self) -> tuple[Any, ...]:
@@ -125,15 +125,14 @@ class GraphedLoops:
         def eager_round() -> None:
             *tensors, (self.recurrence, self.saved) = self._forward()
             if self.backward_graph is not None:
+                # the backward graph's inputs, made here, outside the graphs' memory pools
                 self.grad_outputs = torch.zeros_like(tensors[0])
                 self.grad_final = tuple(torch.zeros_like(t) for t in tensors[1:])
                 self._backward()
 
         self.forward_graph.warm_up(eager_round)
-        *tensors, (self.recurrence, self.saved) = self.forward_graph.capture(self._forward)
+        *_, (self.recurrence, self.saved) = self.forward_graph.capture(self._forward)
         if self.backward_graph is not None:
-            self.grad_outputs = torch.zeros_like(tensors[0])  # the backward graph's inputs, outside its pool
-            self.grad_final = tuple(torch.zeros_like(t) for t in tensors[1:])
             self.backward_graph.capture(self._backward)
 
     def forward(self, source: Tensor, state0: State, padding: Padding) -> tuple[Tensor, State]:

@@ -38,7 +38,7 @@ class _TritonSteps:
             raise TypeError(f"the Triton kernels compute in float16/bfloat16/float32/float64, not {reference.dtype}")
         self.count = reference.shape[0] * self.hidden_size
         self.grid = (-(-self.count // triton_steps.BLOCK),)
-        self.launch = dict(COMPUTE=_COMPUTE[reference.dtype], BLOCK=triton_steps.BLOCK)
+        self.launch = dict(COMPUTE=_COMPUTE[reference.dtype], **triton_steps.LAUNCH)
 
     def _run(self, step_kernel, *tensors: Tensor, **constants) -> None:
         """Launch ``step_kernel`` on ``tensors`` over the B*H elements of a step."""

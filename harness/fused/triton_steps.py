@@ -27,6 +27,9 @@ import triton.language as tl
 
 #: Elements of a step per program.
 BLOCK = 256
+#: What every launch passes besides its tensors and COMPUTE. Fused multiply-adds, as ATen's
+#: CUDA kernels and Triton's default have them, said explicitly (Triton 3.9 warns otherwise).
+LAUNCH = dict(BLOCK=BLOCK, enable_fp_fusion=True)
 PEEPHOLE_NONE, PEEPHOLE_NOTES, PEEPHOLE_GERS = 0, 1, 2
 
 

@@ -10,6 +10,9 @@ GPU compiler's rules or speed, which only a GPU run checks.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,6 +85,26 @@ def test_a_third_party_subclass_of_a_built_in_kernel_keeps_its_own_steps() -> No
     cls = cell_class("lstm")
     kernel = Tweaked(cls(3, 4))
     assert kernel.for_device(torch.device(DEVICE)) is kernel
+
+
+# -- compiled for the GPU ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("capability", [80, 90], ids=["sm_80", "sm_90"])
+def test_every_step_kernel_compiles_for_the_gpu(capability, tmp_path) -> None:
+    # The interpreter runs what the compiler may reject (types, constexpr branches, float64
+    # math): compile each kernel in every specialisation the harness launches, down to the
+    # cubin, for A100 (8.0) and H100/H200 (9.0). Triton needs no GPU for that.
+    environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    environment.update(TRITON_CACHE_DIR=str(tmp_path))
+    script = Path(__file__).with_name("triton_compile.py")
+    done = subprocess.run([sys.executable, str(script), str(capability)], env=environment, capture_output=True,
+                          text=True, timeout=600, cwd=script.parents[2])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "TRITON_DEFAULT_FP_FUSION" not in done.stderr  # the launches say what they want
+    compiled = done.stdout.splitlines()
+    assert len(compiled) == 4 * (2 * 3 + 8), compiled  # 4 dtypes; the LSTM pair with 3 peephole modes, 8 others
+    assert f"compiled lstm_backward bfloat16 PEEPHOLE=2 for sm_{capability}" in compiled
 
 
 # -- the same function ---------------------------------------------------------------------------
