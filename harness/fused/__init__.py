@@ -8,7 +8,11 @@ loop computes the gate gradients of a step with a few element-wise operations an
 state gradient with one matrix product (``addmm``); everything that does not depend on
 the recurrent gradient (activation derivatives, the weight gradients) is computed in
 bulk, over all time steps at once, before or after the loop. It needs no compile step
-and uses only device-agnostic ATen operations, so it runs on CPU and CUDA alike.
+and uses only device-agnostic ATen operations, so it runs on CPU and CUDA alike. On CUDA
+two things cut the launches further: the built-in kernels hand over to variants whose
+element-wise step work is one Triton kernel (:meth:`FusedKernel.for_device`,
+:mod:`harness.fused.triton_kernels`), and the loops of a repeating call shape can replay
+from CUDA graphs (:mod:`harness.fused.graphs`, opt-in).
 
 A cell opts in by returning a :class:`FusedKernel` from ``RecurrentCell.fused_kernel``:
 the step's math in batched form, forward and backward (the built-in ones are in

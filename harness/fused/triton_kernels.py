@@ -10,7 +10,7 @@ derivatives from the saved activations themselves, so ``prepare_backward`` only
 allocates.
 
 :meth:`FusedKernel.for_device` of the built-in kernels returns these on CUDA when Triton
-is installed (:func:`available`); ``HARNESS_FUSED_TRITON=0`` keeps the ATen kernels.
+imports (:func:`harness.fused.triton_enabled`); ``HARNESS_FUSED_TRITON=0`` keeps the ATen kernels.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 import triton.language as tl
 from torch import Tensor
 
-from harness.cells import State
+from harness.cells import RecurrentCell, State
 from harness.fused import reorder_rows, triton_steps
 from harness.fused.kernels import GRUKernel, LSTMKernel, PeepholeLSTMKernel, SimpleGRUKernel, _weight_gradient
 
@@ -43,6 +43,13 @@ class _TritonSteps:
     def _run(self, step_kernel, *tensors: Tensor, **constants) -> None:
         """Launch ``step_kernel`` on ``tensors`` over the B*H elements of a step."""
         step_kernel[self.grid](*tensors, self.count, self.hidden_size, **constants, **self.launch)
+
+    def _begin_backward(self, cell_states: Tensor) -> None:
+        """A fresh d pre buffer like the gates (which stay intact for a second backward), and
+        per-step views of it and of ``cell_states``, the (T+1, B, H) states the gates read."""
+        self.d_pre = torch.empty_like(self.gates)
+        self.d_pre_steps = self.d_pre.unbind(0)
+        self.c_prev_steps = cell_states.unbind(0)
 
 
 class TritonLSTMKernel(_TritonSteps, LSTMKernel):
@@ -70,9 +77,7 @@ class TritonLSTMKernel(_TritonSteps, LSTMKernel):
                   PEEPHOLE=self.peephole_mode)
 
     def prepare_backward(self, states: State) -> None:
-        self.d_pre = torch.empty_like(self.gates)  # (T, B, 4H); the gates stay intact for a second backward
-        self.d_pre_steps = self.d_pre.unbind(0)
-        self.c_prev_steps = states[1].unbind(0)
+        self._begin_backward(states[1])
 
     def backward_step(self, t: int, grad: State, out: State) -> None:
         (d_a, d_c), d_pre = grad, self.d_pre_steps[t]
@@ -82,17 +87,15 @@ class TritonLSTMKernel(_TritonSteps, LSTMKernel):
 
 
 class TritonPeepholeLSTMKernel(TritonLSTMKernel, PeepholeLSTMKernel):
-    """:class:`PeepholeLSTMKernel` (its parameters and weight gradients) with the Triton steps."""
+    """:class:`PeepholeLSTMKernel` (its parameters and weight gradients) with the Triton steps,
+    which add every peephole term themselves."""
 
-    def begin(self, projected: Tensor, steps: int) -> None:
+    def __init__(self, cell: RecurrentCell) -> None:
+        super().__init__(cell)
         self.peephole_mode = triton_steps.PEEPHOLE_GERS if self.gers else triton_steps.PEEPHOLE_NOTES
-        super().begin(projected, steps)
 
     def _peephole(self) -> Tensor:
         return self.params[1].contiguous()  # (3, H): [p_u ; p_f ; p_o]
-
-    def backward_step(self, t: int, grad: State, out: State) -> None:
-        TritonLSTMKernel.backward_step(self, t, grad, out)  # the kernel adds every peephole term itself
 
 
 class TritonSimpleGRUKernel(_TritonSteps, SimpleGRUKernel):
@@ -109,9 +112,7 @@ class TritonSimpleGRUKernel(_TritonSteps, SimpleGRUKernel):
         self._run(triton_steps.simple_gru_forward, gates, prev[0], out[0])
 
     def prepare_backward(self, states: State) -> None:
-        self.d_pre = torch.empty_like(self.gates)
-        self.d_pre_steps = self.d_pre.unbind(0)
-        self.c_prev_steps = states[0].unbind(0)
+        self._begin_backward(states[0])
 
     def backward_step(self, t: int, grad: State, out: State) -> None:
         d_pre = self.d_pre_steps[t]
@@ -141,9 +142,7 @@ class TritonGRUKernel(_TritonSteps, GRUKernel):
 
     def prepare_backward(self, states: State) -> None:
         hidden = self.hidden_size
-        self.d_pre = torch.empty_like(self.gates)  # (T, B, 3H), rows [Γr ; Γu ; c~]
-        self.d_pre_steps = self.d_pre.unbind(0)
-        self.c_prev_steps = states[0].unbind(0)
+        self._begin_backward(states[0])  # d pre (T, B, 3H), rows [Γr ; Γu ; c~]
         if self.after:  # d pre(c~) itself, for the projected c~ rows (d_pre's hold Γr times it)
             self.d_candidate = torch.empty_like(states[0][1:])
             self.d_candidate_steps = self.d_candidate.unbind(0)
