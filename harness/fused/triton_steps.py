@@ -39,6 +39,14 @@ def _tanh(x):
 
 
 @triton.jit
+def _step_elements(count, hidden, GATES: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's elements of a step: their offsets b*H + j in the (B, H) states, which of
+    them exist, and where column j of gate block 0 of row b is in the (B, GATES*H) gates."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    return offsets, offsets < count, (offsets // hidden) * (GATES * hidden) + offsets % hidden
+
+
+@triton.jit
 def _load(pointer, mask, COMPUTE: tl.constexpr):
     return tl.load(pointer, mask=mask, other=0.0).to(COMPUTE)
 
@@ -48,9 +56,7 @@ def lstm_forward(gates, c_prev, c, a, tanh_c, peephole, count, hidden,
                  PEEPHOLE: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
     """Activate the step's gates in place (pre-activations P + W a<t-1> in, Γo, Γu, Γf, c~ out)
     and write c<t>, a<t> and tanh c<t>."""
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # element b*H + j of (B, H)
-    mask = offsets < count
-    row = (offsets // hidden) * (4 * hidden) + offsets % hidden  # column j of block 0 of row b
+    offsets, mask, row = _step_elements(count, hidden, 4, BLOCK)
     cell_prev = _load(c_prev + offsets, mask, COMPUTE)
     pre_output = _load(gates + row, mask, COMPUTE)
     pre_update = _load(gates + row + hidden, mask, COMPUTE)
@@ -88,9 +94,7 @@ def lstm_backward(gates, c_prev, tanh_c, d_a, d_c, d_c_prev, d_pre, peephole, co
     """Step t's pre-activation gradients into ``d_pre`` (B, 4H), from the gradients ``d_a``,
     ``d_c`` of its state; adds the direct part of d c<t-1> to ``d_c_prev`` (the product
     with W for d a<t-1> is the caller's)."""
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < count
-    row = (offsets // hidden) * (4 * hidden) + offsets % hidden
+    offsets, mask, row = _step_elements(count, hidden, 4, BLOCK)
     output = _load(gates + row, mask, COMPUTE)
     update = _load(gates + row + hidden, mask, COMPUTE)
     forget = _load(gates + row + 2 * hidden, mask, COMPUTE)
@@ -125,9 +129,7 @@ def lstm_backward(gates, c_prev, tanh_c, d_a, d_c, d_c_prev, d_pre, peephole, co
 @triton.jit
 def simple_gru_forward(gates, c_prev, c, count, hidden, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
     """Gates [c~ ; Γu] (B, 2H) activated in place; c<t> = c<t-1> + Γu (c~ - c<t-1>)."""
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < count
-    row = (offsets // hidden) * (2 * hidden) + offsets % hidden
+    offsets, mask, row = _step_elements(count, hidden, 2, BLOCK)
     cell_prev = _load(c_prev + offsets, mask, COMPUTE)
     candidate = _tanh(_load(gates + row, mask, COMPUTE))
     update = tl.sigmoid(_load(gates + row + hidden, mask, COMPUTE))
@@ -140,9 +142,7 @@ def simple_gru_forward(gates, c_prev, c, count, hidden, COMPUTE: tl.constexpr, B
 def simple_gru_backward(gates, c_prev, d_c, d_c_prev, d_pre, count, hidden,
                         COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
     """d pre [c~ ; Γu] of the step, and d c<t-1> += d c<t> (1 - Γu)."""
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < count
-    row = (offsets // hidden) * (2 * hidden) + offsets % hidden
+    offsets, mask, row = _step_elements(count, hidden, 2, BLOCK)
     cell_prev = _load(c_prev + offsets, mask, COMPUTE)
     candidate = _load(gates + row, mask, COMPUTE)
     update = _load(gates + row + hidden, mask, COMPUTE)
@@ -157,9 +157,7 @@ def gru_after_forward(gates, recurrent, c_prev, c, count, hidden, COMPUTE: tl.co
     """Reset after the product: gates [Γr ; Γu ; c~] (B, 3H) = P in, activations out, with
     ``recurrent`` = W c<t-1> + [0 ; 0 ; b_cc] (B, 3H):
     Γr, Γu = σ(P + recurrent), c~ = tanh(P_c + Γr recurrent_c)."""
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < count
-    row = (offsets // hidden) * (3 * hidden) + offsets % hidden
+    offsets, mask, row = _step_elements(count, hidden, 3, BLOCK)
     cell_prev = _load(c_prev + offsets, mask, COMPUTE)
     relevance = tl.sigmoid(_load(gates + row, mask, COMPUTE) + _load(recurrent + row, mask, COMPUTE))
     update = tl.sigmoid(_load(gates + row + hidden, mask, COMPUTE)
@@ -178,9 +176,7 @@ def gru_after_backward(gates, recurrent, c_prev, d_c, d_c_prev, d_recurrent, d_c
     """The gradient of the step's recurrent product [Γr ; Γu ; c~ rows] into ``d_recurrent``
     (B, 3H), that of the projected c~ rows (d pre(c~), not Γr times it) into
     ``d_candidate`` (B, H); d c<t-1> += d c<t> (1 - Γu)."""
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < count
-    row = (offsets // hidden) * (3 * hidden) + offsets % hidden
+    offsets, mask, row = _step_elements(count, hidden, 3, BLOCK)
     cell_prev = _load(c_prev + offsets, mask, COMPUTE)
     relevance = _load(gates + row, mask, COMPUTE)
     update = _load(gates + row + hidden, mask, COMPUTE)
@@ -199,9 +195,7 @@ def gru_after_backward(gates, recurrent, c_prev, d_c, d_c_prev, d_recurrent, d_c
 def gru_before_gates(gates, c_prev, reset_state, count, hidden, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
     """Reset before the product, first half: Γr, Γu = σ(P + W_ru c<t-1>) in place in gates
     [Γr ; Γu ; c~] (B, 3H), and the operand of W_cc, Γr c<t-1>, into ``reset_state``."""
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < count
-    row = (offsets // hidden) * (3 * hidden) + offsets % hidden
+    offsets, mask, row = _step_elements(count, hidden, 3, BLOCK)
     relevance = tl.sigmoid(_load(gates + row, mask, COMPUTE))
     tl.store(gates + row, relevance, mask=mask)
     tl.store(gates + row + hidden, tl.sigmoid(_load(gates + row + hidden, mask, COMPUTE)), mask=mask)
@@ -211,9 +205,7 @@ def gru_before_gates(gates, c_prev, reset_state, count, hidden, COMPUTE: tl.cons
 @triton.jit
 def gru_before_cell(gates, c_prev, c, count, hidden, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
     """Second half: c~ = tanh(P_c + W_cc (Γr c<t-1>)) in place, c<t> = c<t-1> + Γu (c~ - c<t-1>)."""
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < count
-    row = (offsets // hidden) * (3 * hidden) + offsets % hidden
+    offsets, mask, row = _step_elements(count, hidden, 3, BLOCK)
     cell_prev = _load(c_prev + offsets, mask, COMPUTE)
     update = _load(gates + row + hidden, mask, COMPUTE)
     candidate = _tanh(_load(gates + row + 2 * hidden, mask, COMPUTE))
@@ -224,9 +216,7 @@ def gru_before_cell(gates, c_prev, c, count, hidden, COMPUTE: tl.constexpr, BLOC
 @triton.jit
 def gru_before_backward_cell(gates, c_prev, d_c, d_pre, count, hidden, COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
     """Backward, first half: d pre(Γu) and d pre(c~) into d_pre [Γr ; Γu ; c~] (B, 3H)."""
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < count
-    row = (offsets // hidden) * (3 * hidden) + offsets % hidden
+    offsets, mask, row = _step_elements(count, hidden, 3, BLOCK)
     cell_prev = _load(c_prev + offsets, mask, COMPUTE)
     update = _load(gates + row + hidden, mask, COMPUTE)
     candidate = _load(gates + row + 2 * hidden, mask, COMPUTE)
@@ -240,9 +230,7 @@ def gru_before_backward_gates(gates, c_prev, d_c, d_reset_state, d_c_prev, d_pre
                               COMPUTE: tl.constexpr, BLOCK: tl.constexpr):
     """Second half, given d (Γr c<t-1>) = d pre(c~) W_cc: d pre(Γr) into d_pre, and
     d c<t-1> += d c<t> (1 - Γu) + Γr d (Γr c<t-1>)."""
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < count
-    row = (offsets // hidden) * (3 * hidden) + offsets % hidden
+    offsets, mask, row = _step_elements(count, hidden, 3, BLOCK)
     cell_prev = _load(c_prev + offsets, mask, COMPUTE)
     relevance = _load(gates + row, mask, COMPUTE)
     update = _load(gates + row + hidden, mask, COMPUTE)
