@@ -16,8 +16,8 @@ from harness.fused import FusedKernel, kernel_for
 from harness.registry import Registry
 from harness.stack import RecurrentStack
 from plugins.cells.gru_simple import SimpleGRUCell
-from recurrence_pairs import (CELL_CASES, LAYOUTS, TOLERANCE, assert_same, cell_class, forward_backward, make_pair,
-                              run_both)
+from recurrence_pairs import (CELL_CASES, LAYOUTS, TOLERANCE, assert_as_close_as_the_reference_in_float32, assert_same,
+                              cell_class, forward_backward, make_pair, run_both)
 
 # -- the same function --------------------------------------------------------------------------
 
@@ -35,21 +35,7 @@ def test_fused_equals_reference(name, options, layers, bidirectional, lengths, i
 
 @pytest.mark.parametrize("name, options", CELL_CASES)
 def test_fused_equals_reference_at_a_realistic_size_in_float32(name, options) -> None:
-    # Sums over many steps: float32 rounding makes elements that nearly cancel differ
-    # relatively on every path (reference, fused, torch.nn), so compare each tensor within
-    # 1e-5 of its largest entry, and check the fused path is as close to the float64
-    # result as the reference loop is.
-    layout = dict(layers=1, bidirectional=True, lengths=[40, 25, 33, 40, 12, 40, 39, 1], initial="given",
-                  sizes=(8, 40, 24, 32))
-    truth, _ = run_both(name, options, dtype=torch.float64, **layout)
-    torch.manual_seed(0)  # the same weights and data again, in float32
-    expected, actual = run_both(name, options, dtype=torch.float32, **layout)
-    for key, exact in truth.items():
-        scale = exact.abs().max().item()
-        fused_error = (actual[key].double() - exact).abs().max().item()
-        reference_error = (expected[key].double() - exact).abs().max().item()
-        assert (actual[key] - expected[key]).abs().max().item() <= 1e-5 * scale, key
-        assert fused_error <= 4 * reference_error + 1e-7 * scale, (key, fused_error, reference_error)
+    assert_as_close_as_the_reference_in_float32(name, options)
 
 
 @pytest.mark.parametrize("name, options", CELL_CASES)

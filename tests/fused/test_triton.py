@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from recurrence_pairs import CELL_CASES, LAYOUTS, assert_same, cell_class, make_pair, run_both
+from recurrence_pairs import (CELL_CASES, LAYOUTS, assert_as_close_as_the_reference_in_float32, assert_same, cell_class,
+                              make_pair, run_both)
 
 from harness.fused import kernel_for
 from harness.fused.kernels import LSTMKernel, VanillaKernel
@@ -123,19 +124,7 @@ def test_triton_kernels_equal_the_reference(name, options, layers, bidirectional
 
 @pytest.mark.parametrize("name, options", GATED)
 def test_triton_kernels_at_a_realistic_size_in_float32(name, options) -> None:
-    # As test_fused's test of the same name: each tensor within 1e-5 of its largest entry
-    # of the reference loop, and as close to the float64 result as the reference loop is.
-    layout = dict(layers=1, bidirectional=True, lengths=[40, 25, 33, 40, 12, 40, 39, 1], initial="given",
-                  sizes=(8, 40, 24, 32), device=DEVICE)
-    truth, _ = run_both(name, options, dtype=torch.float64, **layout)
-    torch.manual_seed(0)
-    expected, actual = run_both(name, options, dtype=torch.float32, **layout)
-    for key, exact in truth.items():
-        scale = exact.abs().max().item()
-        triton_error = (actual[key].double() - exact).abs().max().item()
-        reference_error = (expected[key].double() - exact).abs().max().item()
-        assert (actual[key] - expected[key]).abs().max().item() <= 1e-5 * scale, key
-        assert triton_error <= 4 * reference_error + 1e-7 * scale, (key, triton_error, reference_error)
+    assert_as_close_as_the_reference_in_float32(name, options, DEVICE)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
