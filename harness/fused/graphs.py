@@ -19,6 +19,8 @@ the call signatures that repeat, as training's do, and replays them:
   fails (a kernel that synchronises with the host, say) is not retried: that signature
   runs eagerly, with one warning.
 * At most :data:`SIGNATURES` signatures per cell are kept, least recently used out first.
+  Each set of buffers holds about what one eager call allocates for its forward and
+  backward passes, for as long as it is kept (eager calls free theirs after the backward).
 
 The graphs bake in the addresses of the parameters: a parameter that is replaced
 (``.to()``, a new tensor) gives a new signature; one updated in place (optimizers,
