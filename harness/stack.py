@@ -15,7 +15,9 @@ batches without padding), since ATen's CPU RNN and GRU, and its LSTM on packed b
 loops of small autograd operations that the fused kernels beat (``benchmarks/recurrence.py``).
 Other devices (MPS, ...) keep torch's kernels. Otherwise fused, else the reference loop.
 ``execution_path`` says which one a call runs ("cudnn", "aten", "fused" or "reference") and
-``paths_used`` which ones ran, so runs can record it and reports never compare paths silently.
+``paths_used`` which ones ran, so runs can record it and reports never compare paths silently;
+there a fused call also says how its steps ran where that is not the ATen kernels:
+"fused-triton" (Triton step kernels), with "-graphs" where CUDA-graph replays were on.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from harness.cells import CellConfig, RecurrentCell, State
-from harness.fused import Padding, kernel_for, run_fused
+from harness.fused import Padding, graphs, kernel_for, run_fused
 
 Implementation = Literal["auto", "reference", "torch", "fused"]
 
@@ -79,7 +81,8 @@ class RecurrentStack(nn.Module):
         if implementation == "fused" and not self._fused:
             raise ValueError(f"cell {cell_class.name!r} with {config!r} has no fused kernel")
         #: The paths forward calls have run, e.g. {"aten"} for a language model's full-length
-        #: batches, {"aten", "fused"} when padded batches also came through.
+        #: batches, {"aten", "fused"} when padded batches also came through ("fused-triton",
+        #: "fused-triton-graphs", ... where the fused steps ran otherwise than on ATen kernels).
         self.paths_used: set[str] = set()
 
     @property
@@ -101,6 +104,12 @@ class RecurrentStack(nn.Module):
         if device.type == "cpu" and self.implementation == "auto" and self._fused and not self._onednn_lstm(padded):
             return "fused"
         return "aten"  # also on other devices (MPS, ...): torch's own kernels there, not measured against fused
+
+    def _fused_path_name(self, device: torch.device) -> str:
+        """"fused", or how the fused steps run on ``device``: e.g. "fused-triton-graphs"."""
+        kernel = kernel_for(self.layers[0][0]).for_device(device)
+        replayed = device.type in graphs.GRAPH_TYPES and graphs.enabled()
+        return kernel.path_name + ("-graphs" if replayed else "")
 
     def _onednn_lstm(self, padded: bool) -> bool:
         """Whether torch.lstm on the CPU runs oneDNN's fused LSTM (ATen's rule: float32 or bfloat16, unpacked)."""
@@ -136,7 +145,7 @@ class RecurrentStack(nn.Module):
         if initial_state is None:
             initial_state = self.initial_state(batch)
         path = self.execution_path(inputs.device, padded=lengths is not None)
-        self.paths_used.add(path)
+        self.paths_used.add(self._fused_path_name(inputs.device) if path == "fused" else path)
         if path in ("reference", "fused"):
             return self._forward_loop(inputs, lengths, initial_state, fused=path == "fused")
         return self._forward_torch(inputs, lengths, initial_state)

@@ -81,6 +81,8 @@ class FusedKernel:
     #: The order of the G gate blocks (of H rows) the kernel works in: block k of its
     #: projected inputs is block ``order[k]`` of the cell's. None keeps the cell's order.
     order: ClassVar[tuple[int, ...] | None] = None
+    #: How runs name the fused path when this kernel runs it (``RecurrentStack.paths_used``).
+    path_name: ClassVar[str] = "fused"
     #: A constant factor per block (in :attr:`order`) of the projected inputs the kernel
     #: gets: W_ax and b of block k are scaled by ``scales[k]`` (a power of two keeps it exact).
     scales: ClassVar[tuple[float, ...] | None] = None

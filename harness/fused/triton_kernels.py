@@ -32,6 +32,8 @@ _COMPUTE = {torch.float16: tl.float32, torch.bfloat16: tl.float32, torch.float32
 class _TritonSteps:
     """What every Triton kernel class needs: the launch grid and the arithmetic dtype of a step."""
 
+    path_name = "fused-triton"
+
     def _setup_launch(self, reference: Tensor) -> None:
         """``reference``: a (B, H) state; every launch covers its B*H elements."""
         if reference.dtype not in _COMPUTE:

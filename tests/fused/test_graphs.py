@@ -227,6 +227,15 @@ def test_a_replaced_parameter_is_a_new_signature(recorded, monkeypatch) -> None:
     assert len(recorded) == 1  # the float64 call was a first sight
 
 
+def test_runs_record_that_replays_were_on(recorded, monkeypatch) -> None:
+    _, stack = make_pair("gru_simple", {}, 4, 5)
+    x = batches(1)[0][0]
+    stack(x)
+    monkeypatch.setenv("HARNESS_CUDA_GRAPHS", "0")
+    stack(x)
+    assert stack.paths_used == {"fused-graphs", "fused"}
+
+
 def test_the_setting_is_checked(monkeypatch) -> None:
     monkeypatch.setenv("HARNESS_CUDA_GRAPHS", "yes")
     with pytest.raises(ValueError, match="HARNESS_CUDA_GRAPHS must be 0 or 1, not 'yes'"):

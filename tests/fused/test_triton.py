@@ -79,6 +79,15 @@ def test_the_cpu_keeps_the_aten_kernels_and_the_environment_can_turn_triton_off(
         kernel_on(name, options)
 
 
+@pytest.mark.parametrize("name, options", CELL_CASES)
+def test_runs_record_that_the_fused_steps_ran_on_triton(name, options, monkeypatch) -> None:
+    _, stack = make_pair(name, options, 4, 5, device=DEVICE)
+    stack(torch.randn(2, 3, 4, device=DEVICE))
+    monkeypatch.setenv("HARNESS_FUSED_TRITON", "0")
+    stack(torch.randn(2, 3, 4, device=DEVICE))
+    assert stack.paths_used == ({"fused"} if name == "vanilla" else {"fused", "fused-triton"})
+
+
 def test_a_third_party_subclass_of_a_built_in_kernel_keeps_its_own_steps() -> None:
     class Tweaked(LSTMKernel):
         pass
