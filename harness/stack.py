@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from harness.cells import CellConfig, RecurrentCell, State
-from harness.fused import Padding, graphs, kernel_for, run_fused
+from harness.fused import Padding, kernel_for, run_fused
 
 Implementation = Literal["auto", "reference", "torch", "fused"]
 
@@ -105,12 +105,6 @@ class RecurrentStack(nn.Module):
             return "fused"
         return "aten"  # also on other devices (MPS, ...): torch's own kernels there, not measured against fused
 
-    def _fused_path_name(self, device: torch.device) -> str:
-        """"fused", or how the fused steps run on ``device``: e.g. "fused-triton-graphs"."""
-        kernel = kernel_for(self.layers[0][0]).for_device(device)
-        replayed = device.type in graphs.GRAPH_TYPES and graphs.enabled()
-        return kernel.path_name + ("-graphs" if replayed else "")
-
     def _onednn_lstm(self, padded: bool) -> bool:
         """Whether torch.lstm on the CPU runs oneDNN's fused LSTM (ATen's rule: float32 or bfloat16, unpacked)."""
         return (self._torch_mode == "LSTM" and not padded
@@ -145,7 +139,8 @@ class RecurrentStack(nn.Module):
         if initial_state is None:
             initial_state = self.initial_state(batch)
         path = self.execution_path(inputs.device, padded=lengths is not None)
-        self.paths_used.add(self._fused_path_name(inputs.device) if path == "fused" else path)
+        if path != "fused":  # run_fused records its own, with how its steps ran
+            self.paths_used.add(path)
         if path in ("reference", "fused"):
             return self._forward_loop(inputs, lengths, initial_state, fused=path == "fused")
         return self._forward_torch(inputs, lengths, initial_state)
@@ -173,7 +168,7 @@ class RecurrentStack(nn.Module):
                 state = tuple(part[index] for part in initial_state)
                 x = layer_input if direction == 0 else _gather_time(layer_input, reverse_index)
                 if fused:
-                    out, state = run_fused(cell, x, state, padding)
+                    out, state = run_fused(cell, x, state, padding, paths=self.paths_used)
                 else:
                     out, state = _run_cell(cell, x, state, mask)
                 outputs.append(out if direction == 0 else _gather_time(out, reverse_index))

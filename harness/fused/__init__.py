@@ -224,12 +224,15 @@ def kernel_for(cell: RecurrentCell) -> FusedKernel | None:
 
 
 def run_fused(
-    cell: RecurrentCell, inputs: Tensor, state: State, padding: Padding, kernel: FusedKernel | None = None
+    cell: RecurrentCell, inputs: Tensor, state: State, padding: Padding, kernel: FusedKernel | None = None,
+    *, paths: set[str] | None = None,
 ) -> tuple[Tensor, State]:
     """The fused counterpart of the reference loop ``_run_cell``, same arguments and results.
 
     Args:
         inputs: (B, T, I); state: each (B, H); padding: see :class:`Padding`.
+        paths: where to record how the call ran: the kernel's ``path_name``, with "-graphs"
+            where CUDA-graph replays are on (``RecurrentStack.paths_used``).
     Returns:
         outputs (B, T, H), zero at padding, and the state after each sequence's last real token.
     """
@@ -237,6 +240,8 @@ def run_fused(
     if kernel is None:
         raise ValueError(f"cell {type(cell).__name__} has no fused kernel")
     kernel = kernel.for_device(inputs.device)
+    if paths is not None:
+        paths.add(kernel.path_name + ("-graphs" if graphs.active(inputs.device) else ""))
     if torch.is_autocast_enabled(inputs.device.type):  # the kernels compute in the parameters' dtype
         dtype = cell.weight_a.dtype
         with torch.autocast(inputs.device.type, enabled=False):
@@ -376,11 +381,9 @@ def backward_pass(recurrence: Recurrence, saved: tuple[Tensor, ...], grad_output
 
 
 class _FusedRecurrence(torch.autograd.Function):
-    """(source, W_ax, b, *state<0>, *kernel params) -> (outputs, *final state) over all T steps.
+    """(recording, source, W_ax, b, *state<0>, *kernel params) -> (outputs, *final state) over all T steps.
 
-    ``recording``: whether autograd records the call (grad mode was on).
-
-    ``source`` is the (B, T, I) inputs, projected here with ``weight_x`` and ``bias``; or,
+    ``recording``: whether autograd records the call (grad mode was on). ``source`` is the (B, T, I) inputs, projected here with ``weight_x`` and ``bias``; or,
     when those are None, the projected inputs themselves, (T, B, G*H). On CUDA the loops
     may replay from CUDA graphs (:mod:`harness.fused.graphs`).
     """

@@ -43,7 +43,7 @@ from torch import Tensor
 from harness.cells import State
 from harness.fused import FusedKernel, Padding, Recurrence, backward_pass, forward_pass
 
-__all__ = ["COPIES", "GRAPH_TYPES", "SIGNATURES", "CudaGraph", "enabled", "replay_for"]
+__all__ = ["COPIES", "GRAPH_TYPES", "SIGNATURES", "CudaGraph", "active", "enabled", "replay_for"]
 
 #: Signatures kept per cell.
 SIGNATURES = 8
@@ -57,6 +57,11 @@ def enabled() -> bool:
     if setting not in ("0", "1"):
         raise ValueError(f"HARNESS_CUDA_GRAPHS must be 0 or 1, not {setting!r}")
     return setting == "1"
+
+
+def active(device: torch.device) -> bool:
+    """Whether calls on ``device`` replay: replays are on, and the device has graphs."""
+    return device.type in GRAPH_TYPES and enabled()
 
 
 class CudaGraph:
@@ -213,10 +218,10 @@ _CELLS: weakref.WeakKeyDictionary[Any, _CellGraphs] = weakref.WeakKeyDictionary(
 
 
 def replay_for(kernel: FusedKernel, padding: Padding, source: Tensor, weight_x: Tensor | None, bias: Tensor | None,
-               state0: State, params: State,
+               state0: State, params: tuple[Tensor, ...],
                needs_input_grad: tuple[bool, ...]) -> Lease | None:
     """A lease on graphed loops for this call, or None: run eagerly."""
-    if source.device.type not in GRAPH_TYPES or not enabled():
+    if not active(source.device):
         return None
     tensors = (*params, *(t for t in (weight_x, bias) if t is not None))
     signature = (type(kernel), source.shape, source.dtype, source.device, weight_x is None,

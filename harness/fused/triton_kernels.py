@@ -21,7 +21,8 @@ from torch import Tensor
 
 from harness.cells import RecurrentCell, State
 from harness.fused import reorder_rows, triton_steps
-from harness.fused.kernels import GRUKernel, LSTMKernel, PeepholeLSTMKernel, SimpleGRUKernel, _weight_gradient
+from harness.fused.kernels import (GRUKernel, LSTMKernel, PeepholeLSTMKernel, SimpleGRUKernel, _transposed,
+                                   _weight_gradient)
 
 __all__ = ["TritonGRUKernel", "TritonLSTMKernel", "TritonPeepholeLSTMKernel", "TritonSimpleGRUKernel"]
 
@@ -61,7 +62,7 @@ class TritonLSTMKernel(_TritonSteps, LSTMKernel):
 
     def begin(self, projected: Tensor, steps: int) -> None:
         self.weight = reorder_rows(self.params[0], self.order, self.scales)  # (4H, H), rows [Γo ; Γu ; Γf ; 2 c~]
-        self.weight_t = self.weight.t().contiguous()
+        self.weight_t = _transposed(self.weight)
         self.gates = projected[:steps]  # (T, B, 4H): P, then P + W a<t-1>, then the activations
         self.gate_steps = self.gates.unbind(0)
         self.tanh_c = projected.new_empty(steps, projected.shape[1], self.hidden_size)
@@ -104,7 +105,7 @@ class TritonSimpleGRUKernel(_TritonSteps, SimpleGRUKernel):
     """:class:`SimpleGRUKernel` with one Triton launch per step each way."""
 
     def begin(self, projected: Tensor, steps: int) -> None:
-        self.weight_t = self.params[0].t().contiguous()
+        self.weight_t = _transposed(self.params[0])
         self.gates = projected[:steps]  # (T, B, 2H) [c~ ; Γu]
         self.gate_steps = self.gates.unbind(0)
         self._setup_launch(projected[0, :, : self.hidden_size])
