@@ -68,6 +68,9 @@ class Case:
     path: str  # reference | fused (on CUDA: fused-triton|aten[-graphs]) | aten | cudnn | anchor
     run: Callable[[], None]
     times_ms: list[float] = field(default_factory=list)
+    #: Wall time of the first two calls: compiling (Triton) and capturing (CUDA graphs) happen there.
+    first_calls_ms: list[float] = field(default_factory=list)
+    error: str | None = None  # why the case failed; it is then left out of the timings
 
 
 def parse_size(text: str) -> tuple[int, int, int, int]:
@@ -154,15 +157,30 @@ def _with_environment(environment: dict[str, str], run: Callable[[], None]) -> C
 
 
 def time_cases(cases: list[Case], device: torch.device, repeats: int, warmup: int) -> None:
-    """Warm every case, then time each once per repetition, interleaved."""
+    """Warm every case, then time each once per repetition, interleaved. A case that raises
+    is marked failed and left out, so one broken path does not cost the others' numbers."""
     cuda = device.type == "cuda"
+
+    def synchronize() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
     for case in cases:
-        for _ in range(warmup):
-            case.run()
-    if cuda:
-        torch.cuda.synchronize(device)
+        try:
+            for call in range(max(warmup, 2)):
+                synchronize()
+                begin = time.perf_counter()
+                case.run()
+                synchronize()
+                if call < 2:
+                    case.first_calls_ms.append((time.perf_counter() - begin) * 1e3)
+        except Exception as error:
+            case.error = f"{type(error).__name__}: {error}"
+            print(f"{case.label} {case.path} failed: {case.error}", file=sys.stderr, flush=True)
     for _ in range(repeats):
         for case in cases:
+            if case.error is not None:
+                continue
             if cuda:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
@@ -188,6 +206,8 @@ def format_table(results: list[dict[str, Any]], sizes: list[str]) -> str:
             r = by_size.get(size)
             if r is None:
                 cells.append("–")
+            elif r.get("error"):
+                cells.append("failed")
             elif r["label"] == ANCHOR:
                 cells.append(f"{r['median_ms']:.2f} ms")
             else:
@@ -206,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="comma-separated batch-time-input-hidden sizes (default: the three of issue 5)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--repeats", type=int, default=21, help="timed repetitions per case (median)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed runs per case first")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs per case first (at least 2; the first two are reported as first_calls_ms)")
     parser.add_argument("--cells", default=None, help="comma-separated cell names (default: all built-ins)")
     parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated paths of the stack to time")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers to this file")
@@ -230,31 +250,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     paths = tuple(p.strip() for p in args.paths.split(",") if p.strip())
 
     torch.manual_seed(0)
-    results = []
-    for size in sizes:
-        cases = build_cases(parse_size(size), device, cells, paths)
-        time_cases(cases, device, args.repeats, args.warmup)
-        anchor = statistics.median(next(c for c in cases if c.label == ANCHOR).times_ms)
-        for case in cases:
-            median = statistics.median(case.times_ms)
-            results.append(dict(size=size, label=case.label, cell=case.cell, options=case.options, path=case.path,
-                                median_ms=median, min_ms=min(case.times_ms), ratio_to_lstm=median / anchor,
-                                repeats=len(case.times_ms)))
-        print(f"done {size}", file=sys.stderr, flush=True)
-
     report = dict(
         date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         device=device.type, device_name=device_name, threads=torch.get_num_threads(),
         torch=torch.__version__, tf32=False if device.type == "cuda" else None, retain_freed_memory=allocator,
-        repeats=args.repeats, warmup=args.warmup, sizes=sizes, anchor=ANCHOR, results=results,
+        repeats=args.repeats, warmup=args.warmup, sizes=sizes, anchor=ANCHOR, results=[],
     )
-    print(f"{report['date']}  {device.type} ({device_name}), {report['threads']} threads, torch {torch.__version__}, "
-          f"fwd+bwd, median of {args.repeats}; ratio to {ANCHOR} of the same size and run")
-    print(format_table(results, sizes))
-    if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2))
-    return report
+    heading = (f"{report['date']}  {device.type} ({device_name}), {report['threads']} threads, torch {torch.__version__}, "
+               f"fwd+bwd, median of {args.repeats}; ratio to {ANCHOR} of the same size and run")
+    results = report["results"]
+    for done, size in enumerate(sizes, 1):
+        cases = build_cases(parse_size(size), device, cells, paths)
+        time_cases(cases, device, args.repeats, args.warmup)
+        anchor = statistics.median(next(c for c in cases if c.label == ANCHOR).times_ms)
+        for case in cases:
+            row = dict(size=size, label=case.label, cell=case.cell, options=case.options, path=case.path,
+                       first_calls_ms=case.first_calls_ms, repeats=len(case.times_ms))
+            if case.error is not None:
+                row["error"] = case.error
+            else:
+                median = statistics.median(case.times_ms)
+                row.update(median_ms=median, min_ms=min(case.times_ms), ratio_to_lstm=median / anchor)
+            results.append(row)
+        # After every size, so that a run stopped early (a lent GPU's time limit) keeps what it measured.
+        if args.json is not None:
+            args.json.write_text(json.dumps(report, indent=2))
+        if done < len(sizes):
+            print(f"done {size}:\n{format_table(results, sizes[:done])}", file=sys.stderr, flush=True)
 
+    print(heading)
+    print(format_table(results, sizes))
+    return report
 
 if __name__ == "__main__":
     main()

@@ -39,8 +39,8 @@ def test_benchmark_runs_and_writes_its_json(tmp_path: Path, capsys) -> None:
                     ("lstm", "aten")}
     for row in written["results"]:
         assert {"size", "label", "cell", "options", "path", "median_ms", "min_ms", "ratio_to_lstm",
-                "repeats"} <= row.keys()
-        assert row["median_ms"] > 0 and row["repeats"] == 1
+                "repeats", "first_calls_ms"} <= row.keys()
+        assert row["median_ms"] > 0 and row["repeats"] == 1 and len(row["first_calls_ms"]) == 2
     anchor = next(r for r in written["results"] if r["label"] == "torch.nn.LSTM")
     assert anchor["ratio_to_lstm"] == 1.0
     table = capsys.readouterr().out
@@ -59,3 +59,22 @@ def test_on_cuda_the_fused_path_is_timed_with_both_step_kernels_with_and_without
     assert benchmark._fused_variants("fused", torch.device("cpu")) == [("fused", {})]
     assert benchmark._fused_variants("cudnn", torch.device("cuda")) == [("cudnn", {})]
 
+
+
+def test_a_case_that_fails_is_reported_and_the_others_are_still_timed(capsys) -> None:
+    benchmark = load_benchmark()
+
+    def broken() -> None:
+        raise RuntimeError("no kernel image is available")
+
+    calls = []
+    cases = [benchmark.Case("broken", "lstm", {}, "fused-triton", broken),
+             benchmark.Case("fine", "lstm", {}, "fused-aten", lambda: calls.append(1))]
+    benchmark.time_cases(cases, torch.device("cpu"), repeats=3, warmup=1)
+    assert cases[0].error == "RuntimeError: no kernel image is available" and cases[0].times_ms == []
+    assert cases[1].error is None and len(cases[1].times_ms) == 3
+    assert len(cases[1].first_calls_ms) == 2 and len(calls) == 5  # two first calls, then three timed
+    assert "broken fused-triton failed: RuntimeError: no kernel image is available" in capsys.readouterr().err
+    table = benchmark.format_table([dict(size="1-1-1-1", label="broken", path="fused-triton", error="x")],
+                                   ["1-1-1-1"])
+    assert "| failed" in table
