@@ -24,6 +24,8 @@ try:
     print("triton", triton.__version__)
 except Exception as error:
     print("triton does not import:", error)
+from harness.plugins import load_plugins
+print("cells", ", ".join(load_plugins(autoload=False).cells.names()) or "none: install this project (pip install -e .)")
 EOF
 
 # The GPU tests (each file also runs its CPU tests, which take seconds), on 4 workers where
@@ -32,7 +34,7 @@ parallel=()
 "$python" -c "import xdist" 2>/dev/null && parallel=(-n 4)
 timeout "${TESTS_TIMEOUT:-300}" "$python" -m pytest -q -p no:cacheprovider "${parallel[@]}" tests/fused/test_triton.py \
     tests/fused/test_graphs.py tests/fused/test_fused.py -k "cuda or triton or graph" 2>&1 \
-    | tail -40 | tee "$out/$stamp-gpu-tests.txt"
+    | tee "$out/$stamp-gpu-tests.txt" | tail -40
 tests=${PIPESTATUS[0]}
 
 # The benchmark: cuDNN/ATen and the four fused variants, at issue 5's sizes. An empty Triton
