@@ -40,7 +40,7 @@ if __package__ in (None, ""):  # run as a script from a checkout: make `harness`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.allocator import retain_freed_memory  # noqa: E402
-from harness.fused import triton_enabled  # noqa: E402
+from harness.fused import kernel_for  # noqa: E402
 from harness.plugins import load_plugins  # noqa: E402
 from harness.stack import RecurrentStack  # noqa: E402
 
@@ -118,19 +118,20 @@ def build_cases(size: tuple[int, int, int, int], device: torch.device, cells: li
             except ValueError:  # no torch.nn equivalent / no fused kernel: not a path of this cell
                 continue
             executed = stack.execution_path(device)
+            triton = executed == "fused" and kernel_for(stack.layers[0][0]).for_device(device).path_name == "fused-triton"
             run = _step(stack, lambda s=stack: s(x)[0], x, grad)
-            for variant, environment in _fused_variants(executed, device):
+            for variant, environment in _fused_variants(executed, device, triton):
                 cases.append(Case(_label(name, options), name, options, variant, _with_environment(environment, run)))
     return cases
 
 
-def _fused_variants(executed: str, device: torch.device) -> list[tuple[str, dict[str, str]]]:
+def _fused_variants(executed: str, device: torch.device, triton: bool) -> list[tuple[str, dict[str, str]]]:
     """(path label, environment) per case of a stack: on CUDA the fused path runs with the
-    Triton step kernels (where Triton imports) and with the ATen ones, each with and without
-    CUDA-graph replays (harness.fused.graphs)."""
+    Triton step kernels (where the cell has them and Triton imports) and with the ATen ones,
+    each with and without CUDA-graph replays (harness.fused.graphs)."""
     if executed != "fused" or device.type != "cuda":
         return [(executed, {})]
-    kernels = (["triton"] if triton_enabled(device) else []) + ["aten"]
+    kernels = (["triton"] if triton else []) + ["aten"]
     return [(f"fused-{steps}{'-graphs' if replay else ''}",
              {"HARNESS_FUSED_TRITON": "auto" if steps == "triton" else "0", "HARNESS_CUDA_GRAPHS": str(int(replay))})
             for steps in kernels for replay in (False, True)]

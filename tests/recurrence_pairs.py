@@ -74,6 +74,16 @@ def assert_same(expected: dict[str, Tensor], actual: dict[str, Tensor], dtype: t
         torch.testing.assert_close(actual[name], expected[name], **TOLERANCE[dtype], msg=lambda m, n=name: f"{n}: {m}")
 
 
+def assert_within_scale(expected: dict[str, Tensor], actual: dict[str, Tensor], rtol: float = 1e-5) -> None:
+    """Each tensor within ``rtol`` of its largest entry: float32 sums whose order differs
+    (a step-by-step loop, one bulk product, another cuBLAS algorithm) round elements that
+    nearly cancel differently, so an element-wise relative tolerance would fail on those."""
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        scale = expected[key].abs().max().item()
+        assert (actual[key] - expected[key]).abs().max().item() <= rtol * scale, key
+
+
 def run_both(name, options, layers, bidirectional, lengths, initial, dtype, device="cpu", sizes=(3, 7, 4, 5)):
     """forward_backward of a reference and a fused stack with the same (random) weights and data."""
     batch, steps, input_size, hidden = sizes
@@ -104,9 +114,9 @@ def assert_as_close_as_the_reference_in_float32(name: str, options: dict, device
     truth, _ = run_both(name, options, dtype=torch.float64, **layout)
     torch.manual_seed(0)  # the same weights and data again, in float32
     expected, actual = run_both(name, options, dtype=torch.float32, **layout)
+    assert_within_scale(expected, actual)
     for key, exact in truth.items():
         scale = exact.abs().max().item()
         fused_error = (actual[key].double() - exact).abs().max().item()
         reference_error = (expected[key].double() - exact).abs().max().item()
-        assert (actual[key] - expected[key]).abs().max().item() <= 1e-5 * scale, key
         assert fused_error <= 4 * reference_error + 1e-7 * scale, (key, fused_error, reference_error)

@@ -49,15 +49,17 @@ def test_benchmark_runs_and_writes_its_json(tmp_path: Path, capsys) -> None:
 
 def test_on_cuda_the_fused_path_is_timed_with_both_step_kernels_with_and_without_graphs() -> None:
     benchmark = load_benchmark()
-    variants = benchmark._fused_variants("fused", torch.device("cuda"))
+    variants = benchmark._fused_variants("fused", torch.device("cuda"), triton=True)
     assert variants == [
         ("fused-triton", {"HARNESS_FUSED_TRITON": "auto", "HARNESS_CUDA_GRAPHS": "0"}),
         ("fused-triton-graphs", {"HARNESS_FUSED_TRITON": "auto", "HARNESS_CUDA_GRAPHS": "1"}),
         ("fused-aten", {"HARNESS_FUSED_TRITON": "0", "HARNESS_CUDA_GRAPHS": "0"}),
         ("fused-aten-graphs", {"HARNESS_FUSED_TRITON": "0", "HARNESS_CUDA_GRAPHS": "1"}),
     ]
-    assert benchmark._fused_variants("fused", torch.device("cpu")) == [("fused", {})]
-    assert benchmark._fused_variants("cudnn", torch.device("cuda")) == [("cudnn", {})]
+    assert [label for label, _ in benchmark._fused_variants("fused", torch.device("cuda"), triton=False)] == [
+        "fused-aten", "fused-aten-graphs"]  # the vanilla cell: no Triton kernels
+    assert benchmark._fused_variants("fused", torch.device("cpu"), triton=False) == [("fused", {})]
+    assert benchmark._fused_variants("cudnn", torch.device("cuda"), triton=False) == [("cudnn", {})]
 
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import torch
-from recurrence_pairs import CELL_CASES, LAYOUTS, assert_same, forward_backward, make_pair
+from recurrence_pairs import CELL_CASES, LAYOUTS, assert_same, assert_within_scale, forward_backward, make_pair
 from torch import Tensor
 
 from harness.fused import graphs
@@ -263,13 +263,18 @@ def test_cuda_graph_replays_equal_the_reference(name, options, layers, bidirecti
     saved = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        reference, fused = make_pair(name, options, 4, 5, device="cuda", num_layers=layers,
-                                     bidirectional=bidirectional,
-                                     initial_state="learned" if initial == "learned" else "zeros")
-        for x, lengths_ in batches(3, lengths=lengths):  # first sight, capture, replay
-            x, lengths_ = x.cuda(), None if lengths_ is None else lengths_.cuda()
-            assert_same(forward_backward(reference, x, lengths_, None), forward_backward(fused, x, lengths_, None),
-                        torch.float32)
-        assert graphs._CELLS[fused.layers[0][0]].loops  # it did capture
+        for dtype in (torch.float64, torch.float32):
+            reference, fused = make_pair(name, options, 4, 5, dtype=dtype, device="cuda", num_layers=layers,
+                                         bidirectional=bidirectional,
+                                         initial_state="learned" if initial == "learned" else "zeros")
+            for x, lengths_ in batches(3, lengths=lengths):  # first sight, capture, replay
+                x, lengths_ = x.to("cuda", dtype), None if lengths_ is None else lengths_.cuda()
+                expected, actual = forward_backward(reference, x, lengths_, None), forward_backward(fused, x, lengths_,
+                                                                                                    None)
+                if dtype == torch.float64:  # the same function
+                    assert_same(expected, actual, dtype)
+                else:  # a captured cuBLAS product may sum in another order (seen on an H100: 1.5e-6 on 0.027)
+                    assert_within_scale(expected, actual)
+            assert graphs._CELLS[fused.layers[0][0]].loops  # it did capture
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
