@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from graph_training import assert_same_training, train_adding
 from recurrence_pairs import CELL_CASES, LAYOUTS, assert_same, assert_within_scale, forward_backward, make_pair
 from torch import Tensor
 
@@ -216,6 +217,48 @@ def test_signatures_per_cell_are_bounded(recorded) -> None:
     assert len(recorded) == graphs.SIGNATURES + 2  # every signature was captured at its second call
 
 
+def test_a_cell_whose_shapes_keep_changing_stops_capturing_new_ones(recorded, monkeypatch) -> None:
+    _, stack = make_pair("gru_simple", {}, 4, 5)
+    data = [torch.randn(batch, 3, 4) for batch in range(1, 3 * graphs.SIGNATURES + 1)]
+    monkeypatch.setenv("HARNESS_CUDA_GRAPHS", "0")
+    with torch.no_grad():
+        expected = [stack(x)[0] for x in data]
+    monkeypatch.setenv("HARNESS_CUDA_GRAPHS", "1")
+    warning = "captured for 16 shapes; new shapes run eagerly"
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match=warning) as caught:
+        for x, want in zip(data, expected):
+            for _ in range(2):
+                torch.testing.assert_close(stack(x)[0], want, rtol=0, atol=0)
+    assert len([w for w in caught if "new shapes run eagerly" in str(w.message)]) == 1
+    assert len(recorded) == 2 * graphs.SIGNATURES  # then no more captures
+    kept = recorded[-1]
+    with torch.no_grad():
+        stack(torch.randn(2 * graphs.SIGNATURES, 3, 4))  # the last one captured still replays
+    assert kept.replays == 2 and len(recorded) == 2 * graphs.SIGNATURES
+
+
+def test_inference_mode_calls_get_graphs_of_their_own(recorded) -> None:
+    """Buffers made under inference mode cannot be written outside it (Lightning validates
+    under inference mode; sampling a language model may run under no_grad)."""
+    _, stack = make_pair("lstm", {}, 4, 5)
+    x = batches(1)[0][0]
+    with torch.inference_mode():
+        stack(x), stack(x), stack(x)
+    with torch.no_grad():
+        stack(x), stack(x), stack(x)
+    assert len(recorded) == 2 and [graph.replays for graph in recorded] == [2, 2]
+
+
+@pytest.mark.parametrize("cell", ["gru_simple", "peephole_lstm"])
+def test_training_through_lightning_with_replays_equals_eager_training(cell, recorded, monkeypatch) -> None:
+    replayed = train_adding(cell, "1", monkeypatch)
+    assert len(recorded) == 4  # training (forward and backward), evaluation under no_grad and under inference mode
+    assert replays(recorded) > 40
+    eager = train_adding(cell, "0", monkeypatch)
+    assert replayed.execution_path == "fused-graphs" and eager.execution_path == "fused"
+    assert_same_training(eager, replayed, rel=0)
+
+
 def test_a_replaced_parameter_is_a_new_signature(recorded, monkeypatch) -> None:
     reference, stack = make_pair("vanilla", {"activation": "tanh"}, 4, 5)
     x = batches(1)[0][0]
@@ -241,7 +284,9 @@ def test_the_setting_is_checked(monkeypatch) -> None:
     with pytest.raises(ValueError, match="HARNESS_CUDA_GRAPHS must be 0 or 1, not 'yes'"):
         graphs.enabled()
     monkeypatch.delenv("HARNESS_CUDA_GRAPHS")
-    assert not graphs.enabled()  # off by default
+    assert graphs.enabled()  # on by default
+    monkeypatch.setenv("HARNESS_CUDA_GRAPHS", "0")
+    assert not graphs.enabled()
 
 
 def test_the_cpu_has_no_graphs_of_its_own(monkeypatch) -> None:
