@@ -12,7 +12,7 @@ from harness.plugins import load_plugins
 from harness.training import TrainingResult, build_network, plan_network, train_run
 
 
-def train_adding(cell: str, graphs: str, monkeypatch) -> TrainingResult:
+def train_adding(cell: str, graphs: str, monkeypatch, device: str = "auto") -> TrainingResult:
     """Three epochs of the adding task with Adam (validation under Lightning's inference
     mode, then testing), ``HARNESS_CUDA_GRAPHS=graphs``."""
     monkeypatch.setenv("HARNESS_CUDA_GRAPHS", graphs)
@@ -25,7 +25,7 @@ def train_adding(cell: str, graphs: str, monkeypatch) -> TrainingResult:
     plan = plan_network(cell_class, cell_class.Config(), task.family, model, data.input_size)
     torch.manual_seed(0)  # the same initial weights in both runs
     net = build_network(cell_class, cell_class.Config(), task, data, model, plan)
-    return train_run(net, task, data, TrainingSettings(max_epochs=3, batch_size=32), seed=0, device="auto",
+    return train_run(net, task, data, TrainingSettings(max_epochs=3, batch_size=32), seed=0, device=device,
                      hyperparameters={}, verbose=False)
 
 

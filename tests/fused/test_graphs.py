@@ -251,10 +251,10 @@ def test_inference_mode_calls_get_graphs_of_their_own(recorded) -> None:
 
 @pytest.mark.parametrize("cell", ["gru_simple", "peephole_lstm"])
 def test_training_through_lightning_with_replays_equals_eager_training(cell, recorded, monkeypatch) -> None:
-    replayed = train_adding(cell, "1", monkeypatch)
+    replayed = train_adding(cell, "1", monkeypatch, device="cpu")
     assert len(recorded) == 4  # training (forward and backward), evaluation under no_grad and under inference mode
     assert replays(recorded) > 40
-    eager = train_adding(cell, "0", monkeypatch)
+    eager = train_adding(cell, "0", monkeypatch, device="cpu")
     assert replayed.execution_path == "fused-graphs" and eager.execution_path == "fused"
     assert_same_training(eager, replayed, rel=0)
 

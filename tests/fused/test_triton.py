@@ -81,6 +81,7 @@ def test_the_cpu_keeps_the_aten_kernels_and_the_environment_can_turn_triton_off(
 
 @pytest.mark.parametrize("name, options", CELL_CASES)
 def test_runs_record_that_the_fused_steps_ran_on_triton(name, options, monkeypatch) -> None:
+    monkeypatch.setenv("HARNESS_CUDA_GRAPHS", "0")  # they would add "-graphs" on a GPU (test_graphs.py)
     _, stack = make_pair(name, options, 4, 5, device=DEVICE)
     stack(torch.randn(2, 3, 4, device=DEVICE))
     monkeypatch.setenv("HARNESS_FUSED_TRITON", "0")
