@@ -28,7 +28,7 @@ the call signatures that repeat, as training's do, and replays them:
 The graphs bake in the addresses of the parameters: a parameter that is replaced
 (``.to()``, a new tensor) gives a new signature; one updated in place (optimizers,
 ``load_state_dict``) is read at the next replay. Replays are on by default on CUDA (on
-an H100 they made the fused cells 2.5-5.5x faster at small sizes, README);
+an H100 they made the gated cells' fused path about 5x faster at small sizes, README);
 ``HARNESS_CUDA_GRAPHS=0`` turns them off.
 """
 
