@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The checks and measurements of the fused path that need a GPU, as one prepared run for a
-# machine lent for a few minutes: the GPU tests of tests/fused (Triton step kernels compiled
-# for the card, CUDA-graph replays, every path against the reference), then the recurrence
+# machine lent for a few minutes: the GPU tests of tests/fused and tests/training (Triton step
+# kernels compiled for the card, CUDA-graph replays, every path against the reference,
+# training with replays against eager training), then the recurrence
 # benchmark of issue 5 on every built-in cell. Everything it prints also goes to OUT_DIR.
 #
 #   benchmarks/gpu_check.sh [OUT_DIR]          # default: $OUT, else benchmarks/results
 #
 # PYTHON picks the interpreter (default python3): one with a CUDA build of torch, triton,
-# and this project's dependencies. TESTS_TIMEOUT and BENCHMARK_TIMEOUT (seconds, default 300
-# each) bound the two halves; CELLS picks the benchmark's cells (default: every built-in).
+# this project's dependencies, and this project installed (pip install -e . or its wheel:
+# the built-in cells register through entry points; the first lines printed say which).
+# TESTS_TIMEOUT and BENCHMARK_TIMEOUT (seconds, default 300 each) bound the two halves; CELLS
+# picks the benchmark's cells (default: every built-in).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-benchmarks/results}}"
@@ -32,8 +35,8 @@ EOF
 # pytest-xdist is installed: most of their time is Triton compiling.
 parallel=()
 "$python" -c "import xdist" 2>/dev/null && parallel=(-n 4)
-timeout "${TESTS_TIMEOUT:-300}" "$python" -m pytest -q -p no:cacheprovider "${parallel[@]}" tests/fused/test_triton.py \
-    tests/fused/test_graphs.py tests/fused/test_fused.py -k "cuda or triton or graph" 2>&1 \
+timeout "${TESTS_TIMEOUT:-300}" "$python" -m pytest -q -p no:cacheprovider "${parallel[@]}" tests/training/test_gpu.py \
+    tests/fused/test_triton.py tests/fused/test_graphs.py tests/fused/test_fused.py -k "cuda or triton or graph or gpu" 2>&1 \
     | tee "$out/$stamp-gpu-tests.txt" | tail -40
 tests=${PIPESTATUS[0]}
 

@@ -11,8 +11,8 @@ bulk, over all time steps at once, before or after the loop. It needs no compile
 and uses only device-agnostic ATen operations, so it runs on CPU and CUDA alike. On CUDA
 two things cut the launches further: the built-in kernels hand over to variants whose
 element-wise step work is one Triton kernel (:meth:`FusedKernel.for_device`,
-:mod:`harness.fused.triton_kernels`), and the loops of a repeating call shape can replay
-from CUDA graphs (:mod:`harness.fused.graphs`, opt-in).
+:mod:`harness.fused.triton_kernels`), and the loops of a repeating call shape replay
+from CUDA graphs (:mod:`harness.fused.graphs`; ``HARNESS_CUDA_GRAPHS=0`` turns that off).
 
 A cell opts in by returning a :class:`FusedKernel` from ``RecurrentCell.fused_kernel``:
 the step's math in batched form, forward and backward (the built-in ones are in
