@@ -118,7 +118,8 @@ def build_cases(size: tuple[int, int, int, int], device: torch.device, cells: li
             except ValueError:  # no torch.nn equivalent / no fused kernel: not a path of this cell
                 continue
             executed = stack.execution_path(device)
-            triton = executed == "fused" and kernel_for(stack.layers[0][0]).for_device(device).path_name == "fused-triton"
+            kernel = kernel_for(stack.layers[0][0]) if executed == "fused" else None
+            triton = kernel is not None and kernel.for_device(device).path_name == "fused-triton"
             run = _step(stack, lambda s=stack: s(x)[0], x, grad)
             for variant, environment in _fused_variants(executed, device, triton):
                 cases.append(Case(_label(name, options), name, options, variant, _with_environment(environment, run)))
@@ -227,7 +228,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="comma-separated batch-time-input-hidden sizes (default: the three of issue 5)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--repeats", type=int, default=21, help="timed repetitions per case (median)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed runs per case first (at least 2; the first two are reported as first_calls_ms)")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed runs per case first (at least 2; the first two are reported as first_calls_ms)")
     parser.add_argument("--cells", default=None, help="comma-separated cell names (default: all built-ins)")
     parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated paths of the stack to time")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers to this file")
@@ -282,6 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(heading)
     print(format_table(results, sizes))
     return report
+
 
 if __name__ == "__main__":
     main()

@@ -13,8 +13,8 @@ from harness.training import TrainingResult, build_network, plan_network, train_
 
 
 def train_adding(cell: str, graphs: str, monkeypatch, device: str = "auto") -> TrainingResult:
-    """Three epochs of the adding task with Adam (validation under Lightning's inference
-    mode, then testing), ``HARNESS_CUDA_GRAPHS=graphs``."""
+    """Three epochs of the adding task with Adam, validating under no_grad after each, then
+    testing under inference mode (as Lightning does), with ``HARNESS_CUDA_GRAPHS=graphs``."""
     monkeypatch.setenv("HARNESS_CUDA_GRAPHS", graphs)
     plugins = load_plugins()
     cell_class, task_class = plugins.cells.get(cell), plugins.tasks.get("adding")

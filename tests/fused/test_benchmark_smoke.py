@@ -62,7 +62,6 @@ def test_on_cuda_the_fused_path_is_timed_with_both_step_kernels_with_and_without
     assert benchmark._fused_variants("cudnn", torch.device("cuda"), triton=False) == [("cudnn", {})]
 
 
-
 def test_a_case_that_fails_is_reported_and_the_others_are_still_timed(capsys) -> None:
     benchmark = load_benchmark()
 

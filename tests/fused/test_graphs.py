@@ -238,8 +238,8 @@ def test_a_cell_whose_shapes_keep_changing_stops_capturing_new_ones(recorded, mo
 
 
 def test_inference_mode_calls_get_graphs_of_their_own(recorded) -> None:
-    """Buffers made under inference mode cannot be written outside it (Lightning validates
-    under inference mode; sampling a language model may run under no_grad)."""
+    """Buffers made under inference mode cannot be written outside it (Lightning tests under
+    inference mode and validates under no_grad)."""
     _, stack = make_pair("lstm", {}, 4, 5)
     x = batches(1)[0][0]
     with torch.inference_mode():

@@ -38,8 +38,8 @@ def test_auto_device_trains_on_the_gpu(cell: str, expected_path: str) -> None:
 
 @pytest.mark.parametrize("cell", ["gru_simple", "peephole_lstm"])
 def test_training_with_cuda_graph_replays_matches_eager_training(cell: str, monkeypatch) -> None:
-    """Three epochs with Adam, validation under Lightning's inference mode, and testing: the
-    replayed fused loops learn what the eager ones learn (float32 sums may differ in order)."""
+    """Three epochs with Adam, validation and testing: the replayed fused loops learn what the
+    eager ones learn (float32 sums may differ in order)."""
     matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
