@@ -81,8 +81,8 @@ class RecurrentStack(nn.Module):
         if implementation == "fused" and not self._fused:
             raise ValueError(f"cell {cell_class.name!r} with {config!r} has no fused kernel")
         #: The paths forward calls have run, e.g. {"aten"} for a language model's full-length
-        #: batches, {"aten", "fused"} when padded batches also came through ("fused-triton",
-        #: "fused-triton-graphs", ... where the fused steps ran otherwise than on ATen kernels).
+        #: batches, {"aten", "fused"} when padded batches also came through ("fused-triton" where
+        #: the fused steps ran on Triton kernels, "-graphs" appended where replays were on).
         self.paths_used: set[str] = set()
 
     @property

@@ -383,9 +383,10 @@ def backward_pass(recurrence: Recurrence, saved: tuple[Tensor, ...], grad_output
 class _FusedRecurrence(torch.autograd.Function):
     """(recording, source, W_ax, b, *state<0>, *kernel params) -> (outputs, *final state) over all T steps.
 
-    ``recording``: whether autograd records the call (grad mode was on). ``source`` is the (B, T, I) inputs, projected here with ``weight_x`` and ``bias``; or,
-    when those are None, the projected inputs themselves, (T, B, G*H). On CUDA the loops
-    may replay from CUDA graphs (:mod:`harness.fused.graphs`).
+    ``recording``: whether autograd records the call (grad mode was on). ``source`` is the
+    (B, T, I) inputs, projected here with ``weight_x`` and ``bias``; or, when those are None,
+    the projected inputs themselves, (T, B, G*H). On CUDA the loops may replay from CUDA
+    graphs (:mod:`harness.fused.graphs`).
     """
 
     @staticmethod
