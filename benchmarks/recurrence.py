@@ -5,8 +5,9 @@ training step's worth of recurrence (forward, then backward of a fixed random ou
 gradient into the inputs and every parameter) on the paths the stack offers:
 ``reference`` (the loop over ``cell.step``), ``fused`` (harness.fused; on CUDA four times:
 with the Triton step kernels and with the ATen ones, each with and without CUDA-graph
-replays) and ``torch`` (cuDNN/ATen, where the cell has an exact equivalent), plus
-``torch.nn.LSTM`` and ``torch.nn.GRU`` as anchors.
+replays; on the CPU twice, with the compiled step kernels and with the ATen ones) and
+``torch`` (cuDNN/ATen, where the cell has an exact equivalent), plus ``torch.nn.LSTM`` and
+``torch.nn.GRU`` as anchors.
 One layer, one direction, full-length sequences.
 
 Measurements are warm and interleaved (every repetition times each case once, so a
@@ -65,7 +66,7 @@ class Case:
     label: str
     cell: str
     options: dict[str, Any]
-    path: str  # reference | fused (on CUDA: fused-triton|aten[-graphs]) | aten | cudnn | anchor
+    path: str  # reference | fused (CUDA: fused-triton|aten[-graphs]; CPU: fused-native|aten) | aten | cudnn | anchor
     run: Callable[[], None]
     times_ms: list[float] = field(default_factory=list)
     #: Wall time of the first two calls: compiling (Triton) and capturing (CUDA graphs) happen there.
@@ -119,23 +120,32 @@ def build_cases(size: tuple[int, int, int, int], device: torch.device, cells: li
                 continue
             executed = stack.execution_path(device)
             kernel = kernel_for(stack.layers[0][0]) if executed == "fused" else None
-            triton = kernel is not None and kernel.for_device(device).path_name == "fused-triton"
+            steps = None if kernel is None else kernel.for_device(device).path_name  # fused-triton, fused-native
             run = _step(stack, lambda s=stack: s(x)[0], x, grad)
-            for variant, environment in _fused_variants(executed, device, triton):
+            for variant, environment in _fused_variants(executed, device, steps):
                 cases.append(Case(_label(name, options), name, options, variant, _with_environment(environment, run)))
     return cases
 
 
-def _fused_variants(executed: str, device: torch.device, triton: bool) -> list[tuple[str, dict[str, str]]]:
-    """(path label, environment) per case of a stack: on CUDA the fused path runs with the
-    Triton step kernels (where the cell has them and Triton imports) and with the ATen ones,
-    each with and without CUDA-graph replays (harness.fused.graphs)."""
-    if executed != "fused" or device.type != "cuda":
+def _fused_variants(executed: str, device: torch.device, steps: str | None) -> list[tuple[str, dict[str, str]]]:
+    """(path label, environment) per case of a stack. ``steps``: the path name of the kernel the
+    fused path hands over to on ``device`` (``fused-triton``, ``fused-native`` or ``fused``).
+
+    On CUDA the fused path runs with the Triton step kernels (where the cell has them and
+    Triton imports) and with the ATen ones, each with and without CUDA-graph replays
+    (harness.fused.graphs); on the CPU with the compiled step kernels (where the cell has
+    them and they were built) and with the ATen ones."""
+    if executed != "fused":
         return [(executed, {})]
-    kernels = (["triton"] if triton else []) + ["aten"]
-    return [(f"fused-{steps}{'-graphs' if replay else ''}",
-             {"HARNESS_FUSED_TRITON": "auto" if steps == "triton" else "0", "HARNESS_CUDA_GRAPHS": str(int(replay))})
-            for steps in kernels for replay in (False, True)]
+    if device.type == "cuda":
+        kernels = (["triton"] if steps == "fused-triton" else []) + ["aten"]
+        return [(f"fused-{kernel}{'-graphs' if replay else ''}",
+                 {"HARNESS_FUSED_TRITON": "auto" if kernel == "triton" else "0",
+                  "HARNESS_CUDA_GRAPHS": str(int(replay))})
+                for kernel in kernels for replay in (False, True)]
+    if steps == "fused-native":
+        return [("fused-native", {"HARNESS_FUSED_NATIVE": "auto"}), ("fused-aten", {"HARNESS_FUSED_NATIVE": "0"})]
+    return [("fused", {})]
 
 
 def _with_environment(environment: dict[str, str], run: Callable[[], None]) -> Callable[[], None]:

@@ -17,7 +17,8 @@ Other devices (MPS, ...) keep torch's kernels. Otherwise fused, else the referen
 ``execution_path`` says which one a call runs ("cudnn", "aten", "fused" or "reference") and
 ``paths_used`` which ones ran, so runs can record it and reports never compare paths silently;
 there a fused call also says how its steps ran where that is not the ATen kernels:
-"fused-triton" (Triton step kernels), with "-graphs" where CUDA-graph replays were on.
+"fused-native" (compiled CPU step kernels) or "fused-triton" (Triton step kernels), with
+"-graphs" where CUDA-graph replays were on.
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ class RecurrentStack(nn.Module):
         if implementation == "fused" and not self._fused:
             raise ValueError(f"cell {cell_class.name!r} with {config!r} has no fused kernel")
         #: The paths forward calls have run, e.g. {"aten"} for a language model's full-length
-        #: batches, {"aten", "fused"} when padded batches also came through ("fused-triton" where
-        #: the fused steps ran on Triton kernels, "-graphs" appended where replays were on).
+        #: batches, {"aten", "fused-native"} when padded batches also came through on the CPU
+        #: ("fused" where the steps ran on the ATen kernels, "fused-triton" on Triton kernels,
+        #: "-graphs" appended where replays were on).
         self.paths_used: set[str] = set()
 
     @property

@@ -8,11 +8,13 @@ loop computes the gate gradients of a step with a few element-wise operations an
 state gradient with one matrix product (``addmm``); everything that does not depend on
 the recurrent gradient (activation derivatives, the weight gradients) is computed in
 bulk, over all time steps at once, before or after the loop. It needs no compile step
-and uses only device-agnostic ATen operations, so it runs on CPU and CUDA alike. On CUDA
-two things cut the launches further: the built-in kernels hand over to variants whose
-element-wise step work is one Triton kernel (:meth:`FusedKernel.for_device`,
-:mod:`harness.fused.triton_kernels`), and the loops of a repeating call shape replay
-from CUDA graphs (:mod:`harness.fused.graphs`; ``HARNESS_CUDA_GRAPHS=0`` turns that off).
+and uses only device-agnostic ATen operations, so it runs on CPU and CUDA alike. The
+built-in kernels hand over to variants whose element-wise step work is one call
+(:meth:`FusedKernel.for_device`, :mod:`harness.fused.step_kernels`): of compiled C on the
+CPU (:mod:`harness.fused.native_kernels`, built at install time), of a Triton kernel on
+CUDA (:mod:`harness.fused.triton_kernels`). On CUDA the loops of a repeating call shape
+also replay from CUDA graphs (:mod:`harness.fused.graphs`; ``HARNESS_CUDA_GRAPHS=0`` turns
+that off).
 
 A cell opts in by returning a :class:`FusedKernel` from ``RecurrentCell.fused_kernel``:
 the step's math in batched form, forward and backward (the built-in ones are in
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
     from harness.cells import State
 
 __all__ = ["FusedKernel", "Padding", "Recurrence", "backward_pass", "forward_pass", "kernel_for", "project_time_major",
-           "reorder_rows", "restore_rows", "run_fused", "triton_enabled"]
+           "native_enabled", "reorder_rows", "restore_rows", "run_fused", "triton_enabled"]
 
 
 class FusedKernel:
@@ -108,7 +110,8 @@ class FusedKernel:
         """The kernel to run on ``device``: this one, or a variant of it made for that device.
 
         The built-in kernels return their Triton variants (:mod:`harness.fused.triton_kernels`)
-        where :func:`triton_enabled`.
+        where :func:`triton_enabled`, their compiled CPU variants (:mod:`harness.fused.native_kernels`)
+        where :func:`native_enabled`.
         """
         return self
 
@@ -126,8 +129,23 @@ class FusedKernel:
         """Write the state after step t into ``out`` (each (B, H)), from ``prev``."""
         raise NotImplementedError
 
+    def forward_loop(self, states: State, padding: Padding) -> bool:
+        """Run every forward step at once and return True, or return False (the default) to
+        have the generic loop call :meth:`forward_step` for each step.
+
+        For kernels that own a compiled loop (:mod:`harness.fused.native_kernels`). Called
+        after :meth:`begin`; ``states`` as the generic loop keeps them, index 0 filled; it
+        must hold the state of sequences that have ended (``padding``) as that loop does.
+        """
+        return False
+
     def prepare_backward(self, states: State) -> None:
         """Precompute, over all steps at once, what the backward steps multiply by."""
+
+    def backward_loop(self, grads: State, padding: Padding) -> bool:
+        """As :meth:`forward_loop`, for the backward steps (after :meth:`prepare_backward`);
+        ``grads`` as :meth:`finish_backward` gets them, before the steps have added to them."""
+        return False
 
     def backward_step(self, t: int, grad: State, out: State) -> None:
         """Add ``(d state<t+1> / d state<t>)^T grad`` to ``out`` and keep step t's gate gradients.
@@ -287,6 +305,33 @@ def _triton_imports() -> bool:
     return True
 
 
+def native_enabled(device: torch.device) -> bool:
+    """Whether the built-in kernels run their compiled C variants (:mod:`harness.fused.native_kernels`) on ``device``.
+
+    ``HARNESS_FUSED_NATIVE``: ``auto`` (the default) on the CPU where the extension was
+    built at install time; ``0`` never; ``1`` on the CPU, and an error where it was not built.
+    """
+    setting = os.environ.get("HARNESS_FUSED_NATIVE", "auto")
+    if setting not in ("auto", "0", "1"):
+        raise ValueError(f"HARNESS_FUSED_NATIVE must be auto, 0 or 1, not {setting!r}")
+    if setting == "0" or device.type != "cpu":
+        return False
+    if setting == "1" and not _native_imports():
+        raise RuntimeError("HARNESS_FUSED_NATIVE=1, but the compiled step kernels (harness.fused._native_steps) "
+                           "are not built: reinstall the project with a C compiler (./setup.sh, or pip install -e .), "
+                           "or set HARNESS_FUSED_NATIVE=auto to use the ATen kernels")
+    return _native_imports()
+
+
+@functools.cache
+def _native_imports() -> bool:
+    try:
+        from harness.fused import _native_steps  # noqa: F401
+    except ImportError:  # not built (no C compiler at install time): the ATen kernels run
+        return False
+    return True
+
+
 def _default_projection(cell: RecurrentCell, kernel: FusedKernel) -> bool:
     return (type(cell).project_inputs is RecurrentCell.project_inputs
             and type(kernel).project is FusedKernel.project)
@@ -315,7 +360,8 @@ def forward_pass(kernel: FusedKernel, padding: Padding, source: Tensor, weight_x
     needs, and the tensors it reads (the params; the time-major inputs and W_ax when it projects)."""
     count = kernel.state_count
     if weight_x is None:
-        projected, inputs = source.clone(), None  # the kernel may overwrite it; autograd's stays intact
+        # the kernel may overwrite it (autograd's stays intact) and reads it as laid out contiguously
+        projected, inputs = source.clone(memory_format=torch.contiguous_format), None
     else:
         inputs = source.transpose(0, 1).contiguous()  # (T, B, I), also the weight gradient's operand
         weight_x, bias = (reorder_rows(w, kernel.order, kernel.scales) for w in (weight_x, bias))
@@ -329,13 +375,14 @@ def forward_pass(kernel: FusedKernel, padding: Padding, source: Tensor, weight_x
         buffer[0].copy_(initial)
     keep = None if padding.mask is None else padding.mask.unsqueeze(2)  # (B, T, 1)
     kernel.begin(projected, steps)
-    per_step = tuple(zip(*(s.unbind(0) for s in states)))  # per_step[t]: the state before step t
-    for t in range(steps):
-        prev, new = per_step[t], per_step[t + 1]
-        kernel.forward_step(t, prev, new)
-        if t >= padding.shortest:  # hold the state of sequences that have ended
-            for n, p in zip(new, prev):
-                torch.where(keep[:, t], n, p, out=n)
+    if not kernel.forward_loop(states, padding):
+        per_step = tuple(zip(*(s.unbind(0) for s in states)))  # per_step[t]: the state before step t
+        for t in range(steps):
+            prev, new = per_step[t], per_step[t + 1]
+            kernel.forward_step(t, prev, new)
+            if t >= padding.shortest:  # hold the state of sequences that have ended
+                for n, p in zip(new, prev):
+                    torch.where(keep[:, t], n, p, out=n)
     outputs = (projected.new_zeros if steps < total else projected.new_empty)(batch, total, hidden)
     outputs[:, :steps] = states[0][1:].transpose(0, 1)
     if keep is not None:
@@ -366,14 +413,15 @@ def backward_pass(recurrence: Recurrence, saved: tuple[Tensor, ...], grad_output
     for buffer, final in zip(grads, grad_final):
         buffer[steps].add_(final)
     kernel.prepare_backward(states)
-    per_step = tuple(zip(*(g.unbind(0) for g in grads)))
-    for t in range(steps - 1, -1, -1):
-        grad, out = per_step[t + 1], per_step[t]
-        if t >= padding.shortest:  # held state: the gradient passes straight through
-            for g, o in zip(grad, out):
-                o.addcmul_(g, drop[t])
-                g.mul_(keep[t])
-        kernel.backward_step(t, grad, out)
+    if not kernel.backward_loop(grads, padding):
+        per_step = tuple(zip(*(g.unbind(0) for g in grads)))
+        for t in range(steps - 1, -1, -1):
+            grad, out = per_step[t + 1], per_step[t]
+            if t >= padding.shortest:  # held state: the gradient passes straight through
+                for g, o in zip(grad, out):
+                    o.addcmul_(g, drop[t])
+                    g.mul_(keep[t])
+            kernel.backward_step(t, grad, out)
     d_projected, d_params = kernel.finish_backward(states, grads)  # (steps, B, G*H)
     d_state0 = tuple(g[0] for g in grads)
     projection = _projection_gradients(recurrence, saved[param_count:], d_projected, total)

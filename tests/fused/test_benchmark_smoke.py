@@ -35,8 +35,8 @@ def test_benchmark_runs_and_writes_its_json(tmp_path: Path, capsys) -> None:
     assert written["device"] == "cpu" and written["sizes"] == ["2-3-4-5"] and written["anchor"] == "torch.nn.LSTM"
     rows = {(r["label"], r["path"]) for r in written["results"]}
     assert rows == {("torch.nn.LSTM", "anchor"), ("torch.nn.GRU", "anchor"), ("gru_simple", "reference"),
-                    ("gru_simple", "fused"), ("lstm", "reference"), ("lstm", "fused"),
-                    ("lstm", "aten")}
+                    ("gru_simple", "fused-native"), ("gru_simple", "fused-aten"), ("lstm", "reference"),
+                    ("lstm", "fused-native"), ("lstm", "fused-aten"), ("lstm", "aten")}
     for row in written["results"]:
         assert {"size", "label", "cell", "options", "path", "median_ms", "min_ms", "ratio_to_lstm",
                 "repeats", "first_calls_ms"} <= row.keys()
@@ -47,19 +47,21 @@ def test_benchmark_runs_and_writes_its_json(tmp_path: Path, capsys) -> None:
     assert "| implementation" in table and "gru_simple" in table
 
 
-def test_on_cuda_the_fused_path_is_timed_with_both_step_kernels_with_and_without_graphs() -> None:
+def test_the_fused_path_is_timed_with_each_of_its_step_kernels() -> None:
     benchmark = load_benchmark()
-    variants = benchmark._fused_variants("fused", torch.device("cuda"), triton=True)
+    variants = benchmark._fused_variants("fused", torch.device("cuda"), "fused-triton")
     assert variants == [
         ("fused-triton", {"HARNESS_FUSED_TRITON": "auto", "HARNESS_CUDA_GRAPHS": "0"}),
         ("fused-triton-graphs", {"HARNESS_FUSED_TRITON": "auto", "HARNESS_CUDA_GRAPHS": "1"}),
         ("fused-aten", {"HARNESS_FUSED_TRITON": "0", "HARNESS_CUDA_GRAPHS": "0"}),
         ("fused-aten-graphs", {"HARNESS_FUSED_TRITON": "0", "HARNESS_CUDA_GRAPHS": "1"}),
     ]
-    assert [label for label, _ in benchmark._fused_variants("fused", torch.device("cuda"), triton=False)] == [
+    assert [label for label, _ in benchmark._fused_variants("fused", torch.device("cuda"), "fused")] == [
         "fused-aten", "fused-aten-graphs"]  # the vanilla cell: no Triton kernels
-    assert benchmark._fused_variants("fused", torch.device("cpu"), triton=False) == [("fused", {})]
-    assert benchmark._fused_variants("cudnn", torch.device("cuda"), triton=False) == [("cudnn", {})]
+    assert benchmark._fused_variants("fused", torch.device("cpu"), "fused-native") == [
+        ("fused-native", {"HARNESS_FUSED_NATIVE": "auto"}), ("fused-aten", {"HARNESS_FUSED_NATIVE": "0"})]
+    assert benchmark._fused_variants("fused", torch.device("cpu"), "fused") == [("fused", {})]  # vanilla
+    assert benchmark._fused_variants("cudnn", torch.device("cuda"), None) == [("cudnn", {})]
 
 
 def test_a_case_that_fails_is_reported_and_the_others_are_still_timed(capsys) -> None:

@@ -1,7 +1,11 @@
 """The fused path (harness.fused) computes the reference loop's function: outputs, final
 states and every gradient, for every built-in cell and option variant, uni- and
 bidirectional, multi-layer, padded, with given or learned initial states; plus path
-selection, the opt-in rules for subclasses and third-party cells, and CUDA when present."""
+selection, the opt-in rules for subclasses and third-party cells, and CUDA when present.
+
+Every test runs twice on the CPU: with the compiled step kernels (harness.fused.native_kernels,
+the default where they were built; ``HARNESS_FUSED_NATIVE=1`` makes a missing build an
+error here, not a skip) and with the ATen kernels (``HARNESS_FUSED_NATIVE=0``)."""
 
 from __future__ import annotations
 
@@ -18,6 +22,13 @@ from harness.stack import RecurrentStack
 from plugins.cells.gru_simple import SimpleGRUCell
 from recurrence_pairs import (CELL_CASES, LAYOUTS, TOLERANCE, assert_as_close_as_the_reference_in_float32, assert_same,
                               cell_class, forward_backward, make_pair, run_both)
+
+
+
+@pytest.fixture(autouse=True, params=["1", "0"], ids=["native-steps", "aten-steps"])
+def _cpu_step_kernels(request, monkeypatch) -> None:
+    monkeypatch.setenv("HARNESS_FUSED_NATIVE", request.param)
+
 
 # -- the same function --------------------------------------------------------------------------
 

@@ -85,6 +85,7 @@ def test_runs_record_that_the_fused_steps_ran_on_triton(name, options, monkeypat
     _, stack = make_pair(name, options, 4, 5, device=DEVICE)
     stack(torch.randn(2, 3, 4, device=DEVICE))
     monkeypatch.setenv("HARNESS_FUSED_TRITON", "0")
+    monkeypatch.setenv("HARNESS_FUSED_NATIVE", "0")  # the CPU would take the compiled steps (test_native.py)
     stack(torch.randn(2, 3, 4, device=DEVICE))
     assert stack.paths_used == ({"fused"} if name == "vanilla" else {"fused", "fused-triton"})
 
