@@ -208,12 +208,12 @@ static PyObject *py_set_gemm(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
-/* lstm_forward_loop(float64, gates, weight_t, a, c, tanh_c, peephole, keep, keep_stride,
- * shortest, steps, batch, hidden, mode) and lstm_backward_loop(float64, gates, weight, c,
- * tanh_c, d_a, d_c, d_pre, peephole, d_peephole, keep, keep_stride, shortest, steps, batch,
- * hidden, mode): pointers as in the step functions; keep 0 for no padding. */
+/* The whole loops: f(float64, *pointers, keep, keep_stride, shortest, steps, batch, hidden[,
+ * mode]), pointers as in the step functions (documented at each loop in _native_steps.h), keep
+ * the (B, T) bytes of padding.mask or 0 for none. Reads the arguments into values; -1 with an
+ * exception set when their number, a type or the sizes are wrong, or no gemm is set. */
 static int read_loop_arguments(const char *name, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t expected,
-                               long long *values) {
+                               Py_ssize_t extra, long long *values) {
     if (nargs != expected) {
         PyErr_Format(PyExc_TypeError, "%s takes %zd arguments, got %zd", name, expected, nargs);
         return -1;
@@ -222,7 +222,7 @@ static int read_loop_arguments(const char *name, PyObject *const *args, Py_ssize
         values[i] = PyLong_AsLongLong(args[i]);
         if (values[i] == -1 && PyErr_Occurred()) return -1;
     }
-    long long steps = values[nargs - 4], batch = values[nargs - 3], hidden = values[nargs - 2];
+    long long steps = values[nargs - extra - 3], batch = values[nargs - extra - 2], hidden = values[nargs - extra - 1];
     if (steps < 0 || batch < 0 || hidden <= 0 || 4 * hidden * (batch > 1 ? batch : 1) > INT32_MAX) {
         PyErr_Format(PyExc_ValueError, "%s: sizes out of range (steps %lld, batch %lld, hidden %lld)", name, steps,
                      batch, hidden);
@@ -235,37 +235,68 @@ static int read_loop_arguments(const char *name, PyObject *const *args, Py_ssize
     return 0;
 }
 
-static PyObject *py_lstm_forward_loop(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    long long v[14];
-    if (read_loop_arguments("lstm_forward_loop", args, nargs, 14, v) < 0) return NULL;
-    const uint8_t *keep = (const uint8_t *)(intptr_t)v[7];
-    Py_BEGIN_ALLOW_THREADS
-    if (v[0])
-        lstm_forward_loop_f64(dgemm, P(1, double), P(2, double), P(3, double), P(4, double), P(5, double),
-                              P(6, double), keep, v[8], v[9], v[10], v[11], v[12], v[13]);
-    else
-        lstm_forward_loop_f32(sgemm, P(1, float), P(2, float), P(3, float), P(4, float), P(5, float),
-                              P(6, float), keep, v[8], v[9], v[10], v[11], v[12], v[13]);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
-}
+#define KEEP(i) ((const uint8_t *)(intptr_t)v[i])
 
-static PyObject *py_lstm_backward_loop(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    long long v[17];
-    if (read_loop_arguments("lstm_backward_loop", args, nargs, 17, v) < 0) return NULL;
-    const uint8_t *keep = (const uint8_t *)(intptr_t)v[10];
-    Py_BEGIN_ALLOW_THREADS
-    if (v[0])
-        lstm_backward_loop_f64(dgemm, P(1, double), P(2, double), P(3, double), P(4, double), P(5, double),
-                               P(6, double), P(7, double), P(8, double), P(9, double), keep, v[11], v[12], v[13],
-                               v[14], v[15], v[16]);
-    else
-        lstm_backward_loop_f32(sgemm, P(1, float), P(2, float), P(3, float), P(4, float), P(5, float),
-                               P(6, float), P(7, float), P(8, float), P(9, float), keep, v[11], v[12], v[13],
-                               v[14], v[15], v[16]);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
-}
+/* One loop binding: NAME takes ARGUMENTS integers, the last EXTRA after hidden. */
+#define LOOP_BINDING(NAME, ARGUMENTS, EXTRA, CALL_F32, CALL_F64)                                          \
+    static PyObject *py_##NAME(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {                  \
+        long long v[ARGUMENTS];                                                                            \
+        if (read_loop_arguments(#NAME, args, nargs, ARGUMENTS, EXTRA, v) < 0) return NULL;                 \
+        Py_BEGIN_ALLOW_THREADS                                                                             \
+        if (v[0]) {                                                                                        \
+            CALL_F64;                                                                                      \
+        } else {                                                                                           \
+            CALL_F32;                                                                                      \
+        }                                                                                                  \
+        Py_END_ALLOW_THREADS                                                                               \
+        Py_RETURN_NONE;                                                                                    \
+    }
+
+#define LSTM_FORWARD_LOOP(T, S, G) \
+    lstm_forward_loop_##S(G, P(1, T), P(2, T), P(3, T), P(4, T), P(5, T), P(6, T), KEEP(7), v[8], v[9], v[10], \
+                          v[11], v[12], v[13])
+LOOP_BINDING(lstm_forward_loop, 14, 1, LSTM_FORWARD_LOOP(float, f32, sgemm), LSTM_FORWARD_LOOP(double, f64, dgemm))
+
+#define LSTM_BACKWARD_LOOP(T, S, G)                                                                                \
+    lstm_backward_loop_##S(G, P(1, T), P(2, T), P(3, T), P(4, T), P(5, T), P(6, T), P(7, T), P(8, T), P(9, T), \
+                           KEEP(10), v[11], v[12], v[13], v[14], v[15], v[16])
+LOOP_BINDING(lstm_backward_loop, 17, 1, LSTM_BACKWARD_LOOP(float, f32, sgemm),
+             LSTM_BACKWARD_LOOP(double, f64, dgemm))
+
+#define SIMPLE_GRU_FORWARD_LOOP(T, S, G) \
+    simple_gru_forward_loop_##S(G, P(1, T), P(2, T), P(3, T), KEEP(4), v[5], v[6], v[7], v[8], v[9])
+LOOP_BINDING(simple_gru_forward_loop, 10, 0, SIMPLE_GRU_FORWARD_LOOP(float, f32, sgemm),
+             SIMPLE_GRU_FORWARD_LOOP(double, f64, dgemm))
+
+#define SIMPLE_GRU_BACKWARD_LOOP(T, S, G)                                                                     \
+    simple_gru_backward_loop_##S(G, P(1, T), P(2, T), P(3, T), P(4, T), P(5, T), KEEP(6), v[7], v[8], v[9], \
+                                 v[10], v[11])
+LOOP_BINDING(simple_gru_backward_loop, 12, 0, SIMPLE_GRU_BACKWARD_LOOP(float, f32, sgemm),
+             SIMPLE_GRU_BACKWARD_LOOP(double, f64, dgemm))
+
+#define GRU_AFTER_FORWARD_LOOP(T, S, G)                                                                      \
+    gru_after_forward_loop_##S(G, P(1, T), P(2, T), P(3, T), P(4, T), P(5, T), KEEP(6), v[7], v[8], v[9], \
+                               v[10], v[11])
+LOOP_BINDING(gru_after_forward_loop, 12, 0, GRU_AFTER_FORWARD_LOOP(float, f32, sgemm),
+             GRU_AFTER_FORWARD_LOOP(double, f64, dgemm))
+
+#define GRU_AFTER_BACKWARD_LOOP(T, S, G)                                                                     \
+    gru_after_backward_loop_##S(G, P(1, T), P(2, T), P(3, T), P(4, T), P(5, T), P(6, T), P(7, T), KEEP(8), \
+                                v[9], v[10], v[11], v[12], v[13])
+LOOP_BINDING(gru_after_backward_loop, 14, 0, GRU_AFTER_BACKWARD_LOOP(float, f32, sgemm),
+             GRU_AFTER_BACKWARD_LOOP(double, f64, dgemm))
+
+#define GRU_BEFORE_FORWARD_LOOP(T, S, G)                                                                      \
+    gru_before_forward_loop_##S(G, P(1, T), P(2, T), P(3, T), P(4, T), P(5, T), KEEP(6), v[7], v[8], v[9], \
+                                v[10], v[11])
+LOOP_BINDING(gru_before_forward_loop, 12, 0, GRU_BEFORE_FORWARD_LOOP(float, f32, sgemm),
+             GRU_BEFORE_FORWARD_LOOP(double, f64, dgemm))
+
+#define GRU_BEFORE_BACKWARD_LOOP(T, S, G)                                                                     \
+    gru_before_backward_loop_##S(G, P(1, T), P(2, T), P(3, T), P(4, T), P(5, T), P(6, T), KEEP(7), v[8], v[9], \
+                                 v[10], v[11], v[12])
+LOOP_BINDING(gru_before_backward_loop, 13, 0, GRU_BEFORE_BACKWARD_LOOP(float, f32, sgemm),
+             GRU_BEFORE_BACKWARD_LOOP(double, f64, dgemm))
 
 /* exp_f32 over a float32 buffer, for the tests of its accuracy. */
 static PyObject *py_exp_f32(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -301,6 +332,17 @@ static PyMethodDef methods[] = {
                               "steps, batch, hidden, mode)"),
     METHOD(lstm_backward_loop, "(float64, gates, weight, c, tanh_c, d_a, d_c, d_pre, peephole, d_peephole, keep, "
                                "keep_stride, shortest, steps, batch, hidden, mode)"),
+    METHOD(simple_gru_forward_loop, "(float64, gates, weight_t, c, keep, keep_stride, shortest, steps, batch, hidden)"),
+    METHOD(simple_gru_backward_loop, "(float64, gates, weight, c, d_c, d_pre, keep, keep_stride, shortest, steps, "
+                                     "batch, hidden)"),
+    METHOD(gru_after_forward_loop, "(float64, gates, recurrent, weight_t, recurrent_bias, c, keep, keep_stride, "
+                                   "shortest, steps, batch, hidden)"),
+    METHOD(gru_after_backward_loop, "(float64, gates, recurrent, weight, c, d_c, d_pre, d_candidate, keep, "
+                                    "keep_stride, shortest, steps, batch, hidden)"),
+    METHOD(gru_before_forward_loop, "(float64, gates, reset_state, weight_ru_t, weight_cc_t, c, keep, keep_stride, "
+                                    "shortest, steps, batch, hidden)"),
+    METHOD(gru_before_backward_loop, "(float64, gates, weight, c, d_c, d_pre, d_reset_state, keep, keep_stride, "
+                                     "shortest, steps, batch, hidden)"),
     METHOD(exp_f32, "(source, destination, count): e^x of float32 elements, as the float32 steps compute it"),
     {NULL, NULL, 0, NULL},
 };

@@ -246,11 +246,18 @@ ATTRIBUTES static void FN(gru_before_backward_gates)(const T *RESTRICT gates, co
 
 /* ---- Whole loops: the recurrent product of each step (BLAS gemm) and its step function ---- */
 
-/* Row-major out (rows, columns) += left (rows, inner) right (inner, columns), all contiguous,
- * through the Fortran BLAS gemm (column-major: out^T += right^T left^T). */
-static void FN(add_product)(GEMM_T gemm, T *out, const T *left, const T *right, int rows, int inner, int columns) {
+/* Row-major out (rows, columns) += left (rows, inner) right (inner, columns), with the given
+ * row strides (leading dimensions), through the Fortran BLAS gemm (column-major: out^T +=
+ * right^T left^T). */
+static void FN(add_product_strided)(GEMM_T gemm, T *out, int out_stride, const T *left, int left_stride,
+                                    const T *right, int right_stride, int rows, int inner, int columns) {
     const T one = 1;
-    gemm("N", "N", &columns, &rows, &inner, &one, right, &columns, left, &inner, &one, out, &columns);
+    gemm("N", "N", &columns, &rows, &inner, &one, right, &right_stride, left, &left_stride, &one, out, &out_stride);
+}
+
+/* The same for contiguous matrices. */
+static void FN(add_product)(GEMM_T gemm, T *out, const T *left, const T *right, int rows, int inner, int columns) {
+    FN(add_product_strided)(gemm, out, columns, left, inner, right, columns, rows, inner, columns);
 }
 
 /* The states of sequences that have ended (keep[b * keep_stride + t] == 0) stay as they were. */
@@ -328,5 +335,102 @@ static void FN(lstm_backward_loop)(GEMM_T gemm, const T *gates, const T *weight,
         FN(add_product)(gemm, d_a + t * state, dp, weight, (int)batch, (int)width, (int)hidden);
         if (mode != PEEPHOLE_NONE)
             FN(add_peephole_gradient)(d_peephole, dp, c + t * state, c + (t + 1) * state, batch, hidden, mode);
+    }
+}
+
+/* The simplified GRU's loops: gates (steps, B, 2H) [c~ ; u] += c<t-1> W^T (weight_t (H, 2H)),
+ * then simple_gru_forward; backward: simple_gru_backward, then d c<t-1> += d pre W (W (2H, H)). */
+static void FN(simple_gru_forward_loop)(GEMM_T gemm, T *gates, const T *weight_t, T *c, const uint8_t *keep,
+                                        int64_t keep_stride, int64_t shortest, int64_t steps, int64_t batch,
+                                        int64_t hidden) {
+    const int64_t state = batch * hidden, width = 2 * hidden;
+    for (int64_t t = 0; t < steps; ++t) {
+        T *g = gates + t * batch * width;
+        FN(add_product)(gemm, g, c + t * state, weight_t, (int)batch, (int)hidden, (int)width);
+        FN(simple_gru_forward)(g, c + t * state, c + (t + 1) * state, batch, hidden);
+        if (keep != NULL && t >= shortest)
+            FN(hold_ended)(c + (t + 1) * state, c + t * state, keep, keep_stride, t, batch, hidden);
+    }
+}
+
+static void FN(simple_gru_backward_loop)(GEMM_T gemm, const T *gates, const T *weight, const T *c, T *d_c, T *d_pre,
+                                         const uint8_t *keep, int64_t keep_stride, int64_t shortest, int64_t steps,
+                                         int64_t batch, int64_t hidden) {
+    const int64_t state = batch * hidden, width = 2 * hidden;
+    for (int64_t t = steps - 1; t >= 0; --t) {
+        T *grad = d_c + (t + 1) * state, *dp = d_pre + t * batch * width;
+        if (keep != NULL && t >= shortest) FN(pass_ended)(grad, d_c + t * state, keep, keep_stride, t, batch, hidden);
+        FN(simple_gru_backward)(gates + t * batch * width, c + t * state, grad, d_c + t * state, dp, batch, hidden);
+        FN(add_product)(gemm, d_c + t * state, dp, weight, (int)batch, (int)width, (int)hidden);
+    }
+}
+
+/* The GRU's loops, reset after the product: recurrent (steps, B, 3H) = c<t-1> W^T + [0 ; 0 ;
+ * b_cc] (weight_t (H, 3H), recurrent_bias (3H)), then gru_after_forward on gates (steps, B, 3H);
+ * backward: gru_after_backward into d_pre and d_candidate (steps, B, H), then d c<t-1> += d pre W. */
+static void FN(gru_after_forward_loop)(GEMM_T gemm, T *gates, T *recurrent, const T *weight_t,
+                                       const T *recurrent_bias, T *c, const uint8_t *keep, int64_t keep_stride,
+                                       int64_t shortest, int64_t steps, int64_t batch, int64_t hidden) {
+    const int64_t state = batch * hidden, width = 3 * hidden;
+    for (int64_t t = 0; t < steps; ++t) {
+        T *r = recurrent + t * batch * width;
+        for (int64_t b = 0; b < batch; ++b) memcpy(r + b * width, recurrent_bias, width * sizeof(T));
+        FN(add_product)(gemm, r, c + t * state, weight_t, (int)batch, (int)hidden, (int)width);
+        FN(gru_after_forward)(gates + t * batch * width, r, c + t * state, c + (t + 1) * state, batch, hidden);
+        if (keep != NULL && t >= shortest)
+            FN(hold_ended)(c + (t + 1) * state, c + t * state, keep, keep_stride, t, batch, hidden);
+    }
+}
+
+static void FN(gru_after_backward_loop)(GEMM_T gemm, const T *gates, const T *recurrent, const T *weight, const T *c,
+                                        T *d_c, T *d_pre, T *d_candidate, const uint8_t *keep, int64_t keep_stride,
+                                        int64_t shortest, int64_t steps, int64_t batch, int64_t hidden) {
+    const int64_t state = batch * hidden, width = 3 * hidden;
+    for (int64_t t = steps - 1; t >= 0; --t) {
+        T *grad = d_c + (t + 1) * state, *dp = d_pre + t * batch * width;
+        if (keep != NULL && t >= shortest) FN(pass_ended)(grad, d_c + t * state, keep, keep_stride, t, batch, hidden);
+        FN(gru_after_backward)(gates + t * batch * width, recurrent + t * batch * width, c + t * state, grad,
+                               d_c + t * state, dp, d_candidate + t * state, batch, hidden);
+        FN(add_product)(gemm, d_c + t * state, dp, weight, (int)batch, (int)width, (int)hidden);
+    }
+}
+
+/* The GRU's loops, reset before the product: gates (steps, B, 3H) [r ; u ; c~]; per step the
+ * r, u rows += c<t-1> W_ru^T (weight_ru_t (H, 2H)), gru_before_gates (r c<t-1> into
+ * reset_state (steps, B, H)), the c~ rows += (r c<t-1>) W_cc^T (weight_cc_t (H, H)),
+ * gru_before_cell. Backward (weight (3H, H) = [W_ru ; W_cc]): gru_before_backward_cell,
+ * d (r c<t-1>) = d pre(c~) W_cc into d_reset_state (B, H), gru_before_backward_gates, then
+ * d c<t-1> += d pre(r, u) W_ru. */
+static void FN(gru_before_forward_loop)(GEMM_T gemm, T *gates, T *reset_state, const T *weight_ru_t,
+                                        const T *weight_cc_t, T *c, const uint8_t *keep, int64_t keep_stride,
+                                        int64_t shortest, int64_t steps, int64_t batch, int64_t hidden) {
+    const int64_t state = batch * hidden, width = 3 * hidden;
+    const int h = (int)hidden, w = (int)width, rows = (int)batch;
+    for (int64_t t = 0; t < steps; ++t) {
+        T *g = gates + t * batch * width, *rs = reset_state + t * state;
+        FN(add_product_strided)(gemm, g, w, c + t * state, h, weight_ru_t, 2 * h, rows, h, 2 * h);
+        FN(gru_before_gates)(g, c + t * state, rs, batch, hidden);
+        FN(add_product_strided)(gemm, g + 2 * hidden, w, rs, h, weight_cc_t, h, rows, h, h);
+        FN(gru_before_cell)(g, c + t * state, c + (t + 1) * state, batch, hidden);
+        if (keep != NULL && t >= shortest)
+            FN(hold_ended)(c + (t + 1) * state, c + t * state, keep, keep_stride, t, batch, hidden);
+    }
+}
+
+static void FN(gru_before_backward_loop)(GEMM_T gemm, const T *gates, const T *weight, const T *c, T *d_c, T *d_pre,
+                                         T *d_reset_state, const uint8_t *keep, int64_t keep_stride,
+                                         int64_t shortest, int64_t steps, int64_t batch, int64_t hidden) {
+    const int64_t state = batch * hidden, width = 3 * hidden;
+    const int h = (int)hidden, w = (int)width, rows = (int)batch;
+    const T *weight_cc = weight + 2 * hidden * hidden;
+    for (int64_t t = steps - 1; t >= 0; --t) {
+        const T *g = gates + t * batch * width;
+        T *grad = d_c + (t + 1) * state, *dp = d_pre + t * batch * width;
+        if (keep != NULL && t >= shortest) FN(pass_ended)(grad, d_c + t * state, keep, keep_stride, t, batch, hidden);
+        FN(gru_before_backward_cell)(g, c + t * state, grad, dp, batch, hidden);
+        memset(d_reset_state, 0, state * sizeof(T));
+        FN(add_product_strided)(gemm, d_reset_state, h, dp + 2 * hidden, w, weight_cc, h, rows, h, h);
+        FN(gru_before_backward_gates)(g, c + t * state, grad, d_reset_state, d_c + t * state, dp, batch, hidden);
+        FN(add_product_strided)(gemm, d_c + t * state, h, dp, w, weight, h, rows, 2 * h, h);
     }
 }

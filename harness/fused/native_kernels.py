@@ -58,31 +58,38 @@ class _NativeSteps(_OneCallSteps):
                       *constants.values())
 
 
-class _WholeLSTMLoops(_NativeSteps):
-    """The LSTMs' forward and backward loops as one C call each, where :func:`whole_loops`:
-    each step's recurrent product (torch's BLAS gemm, called from C) and step function,
-    with no Python between the steps."""
+class _WholeLoops(_NativeSteps):
+    """Forward and backward loops as one C call each, where :func:`whole_loops`: each step's
+    recurrent products (torch's BLAS gemm, called from C) and step functions, with no Python
+    between the steps, holding ended sequences' states as the generic loop does."""
 
     @property
     def stepwise(self) -> bool:
         return not whole_loops()
 
+    def _loop_sizes(self, padding: Padding) -> tuple[Tensor | None, int, int, int, int, int]:
+        """keep (held for the call), its address, its row stride, shortest, steps, batch, hidden."""
+        steps, batch, _ = self.gates.shape
+        keep, keep_stride = _keep(padding)
+        return keep, (_address(keep), keep_stride, padding.shortest, steps, batch, self.hidden_size)
+
+
+class _WholeLSTMLoops(_WholeLoops):
+    """The LSTMs' whole loops."""
+
     def forward_loop(self, states: State, padding: Padding) -> bool:
         if self.stepwise:
             return False
-        (a, c), (steps, batch, _) = states, self.gates.shape
-        keep, keep_stride = _keep(padding)
-        _native_steps.lstm_forward_loop(
-            self.float64, self.gates.data_ptr(), self.weight_t.data_ptr(), a.data_ptr(), c.data_ptr(),
-            self.tanh_c.data_ptr(), self.peephole.data_ptr(), _address(keep), keep_stride, padding.shortest, steps,
-            batch, self.hidden_size, self.peephole_mode)
+        (a, c), (keep, sizes) = states, self._loop_sizes(padding)
+        _native_steps.lstm_forward_loop(self.float64, self.gates.data_ptr(), self.weight_t.data_ptr(), a.data_ptr(),
+                                        c.data_ptr(), self.tanh_c.data_ptr(), self.peephole.data_ptr(), *sizes,
+                                        self.peephole_mode)
         return True
 
     def backward_loop(self, grads: State, padding: Padding) -> bool:
         if self.stepwise:
             return False
-        (d_a, d_c), (steps, batch, _) = grads, self.gates.shape
-        keep, keep_stride = _keep(padding)
+        (d_a, d_c), (keep, sizes) = grads, self._loop_sizes(padding)
         # With peepholes, the loop also sums their gradient (3, H) step by step, while the step's
         # data is in cache (see NativePeepholeLSTMKernel.finish_backward).
         peepholes = self.peephole_mode != _native_steps.PEEPHOLE_NONE
@@ -90,8 +97,7 @@ class _WholeLSTMLoops(_NativeSteps):
         _native_steps.lstm_backward_loop(
             self.float64, self.gates.data_ptr(), self.weight.data_ptr(), self.cell_states.data_ptr(),
             self.tanh_c.data_ptr(), d_a.data_ptr(), d_c.data_ptr(), self.d_pre.data_ptr(), self.peephole.data_ptr(),
-            _address(self.d_peephole), _address(keep), keep_stride, padding.shortest, steps, batch,
-            self.hidden_size, self.peephole_mode)
+            _address(self.d_peephole), *sizes, self.peephole_mode)
         return True
 
 
@@ -157,12 +163,60 @@ class NativePeepholeLSTMKernel(_WholeLSTMLoops, StepPeepholeLSTMKernel):
         return d_pre, (d_weight, self.d_peephole)
 
 
-class NativeSimpleGRUKernel(_NativeSteps, StepSimpleGRUKernel):
-    """:class:`SimpleGRUKernel` with one C call per step each way."""
+class NativeSimpleGRUKernel(_WholeLoops, StepSimpleGRUKernel):
+    """:class:`SimpleGRUKernel` with its loops in C (or one C call per step each way)."""
+
+    def forward_loop(self, states: State, padding: Padding) -> bool:
+        if self.stepwise:
+            return False
+        keep, sizes = self._loop_sizes(padding)
+        _native_steps.simple_gru_forward_loop(self.float64, self.gates.data_ptr(), self.weight_t.data_ptr(),
+                                              states[0].data_ptr(), *sizes)
+        return True
+
+    def backward_loop(self, grads: State, padding: Padding) -> bool:
+        if self.stepwise:
+            return False
+        keep, sizes = self._loop_sizes(padding)
+        weight = self.params[0].contiguous()  # (2H, H)
+        _native_steps.simple_gru_backward_loop(self.float64, self.gates.data_ptr(), weight.data_ptr(),
+                                               self.cell_states.data_ptr(), grads[0].data_ptr(),
+                                               self.d_pre.data_ptr(), *sizes)
+        return True
 
 
-class NativeGRUKernel(_NativeSteps, StepGRUKernel):
-    """:class:`GRUKernel` with C calls (two per step each way with reset before)."""
+class NativeGRUKernel(_WholeLoops, StepGRUKernel):
+    """:class:`GRUKernel` with its loops in C (or C calls per step each way, two with reset before)."""
+
+    def forward_loop(self, states: State, padding: Padding) -> bool:
+        if self.stepwise:
+            return False
+        keep, sizes = self._loop_sizes(padding)
+        if self.after:  # weight_t (H, 3H); recurrent (T, B, 3H)
+            _native_steps.gru_after_forward_loop(self.float64, self.gates.data_ptr(), self.recurrent.data_ptr(),
+                                                 self.weight_t.data_ptr(), self.recurrent_bias.data_ptr(),
+                                                 states[0].data_ptr(), *sizes)
+        else:  # weight_t (H, 2H) of the r, u rows; weight_candidate_t (H, H); reset_state (T, B, H)
+            _native_steps.gru_before_forward_loop(self.float64, self.gates.data_ptr(), self.reset_state.data_ptr(),
+                                                  self.weight_t.data_ptr(), self.weight_candidate_t.data_ptr(),
+                                                  states[0].data_ptr(), *sizes)
+        return True
+
+    def backward_loop(self, grads: State, padding: Padding) -> bool:
+        if self.stepwise:
+            return False
+        keep, sizes = self._loop_sizes(padding)
+        weight = self.params[0].contiguous()  # (3H, H)
+        if self.after:
+            _native_steps.gru_after_backward_loop(self.float64, self.gates.data_ptr(), self.recurrent.data_ptr(),
+                                                  weight.data_ptr(), self.cell_states.data_ptr(),
+                                                  grads[0].data_ptr(), self.d_pre.data_ptr(),
+                                                  self.d_candidate.data_ptr(), *sizes)
+        else:
+            _native_steps.gru_before_backward_loop(self.float64, self.gates.data_ptr(), weight.data_ptr(),
+                                                   self.cell_states.data_ptr(), grads[0].data_ptr(),
+                                                   self.d_pre.data_ptr(), self.d_reset_state.data_ptr(), *sizes)
+        return True
 
 
 #: The native variant of each built-in kernel (exact types: a subclass may compute something else).

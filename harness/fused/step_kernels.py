@@ -117,7 +117,8 @@ class StepSimpleGRUKernel(_OneCallSteps, SimpleGRUKernel):
     def begin(self, projected: Tensor, steps: int) -> None:
         self.weight_t = _transposed(self.params[0])
         self.gates = projected[:steps]  # (T, B, 2H) [c~ ; Γu]
-        self.gate_steps = self.gates.unbind(0)
+        if self.stepwise:
+            self.gate_steps = self.gates.unbind(0)
         self._setup_launch(projected[0, :, : self.hidden_size])
 
     def forward_step(self, t: int, prev: State, out: State) -> None:
@@ -138,7 +139,8 @@ class StepGRUKernel(_OneCallSteps, GRUKernel):
 
     def begin(self, projected: Tensor, steps: int) -> None:
         super().begin(projected, steps)  # the buffers and transposed weights of the ATen kernel
-        self.gate_steps = self.gates.unbind(0)
+        if self.stepwise:
+            self.gate_steps = self.gates.unbind(0)
         self._setup_launch(projected[0, :, : self.hidden_size])
 
     def forward_step(self, t: int, prev: State, out: State) -> None:

@@ -108,10 +108,7 @@ def test_a_third_party_subclass_of_a_built_in_kernel_keeps_its_own_steps() -> No
     assert kernel.for_device(torch.device("cpu")) is kernel
 
 
-LSTMS = [case for case in CELL_CASES if "lstm" in case.values[0]]
-
-
-def test_the_lstms_run_whole_loops_in_c_where_torchs_blas_is_found(monkeypatch) -> None:
+def test_whole_loops_run_in_c_where_torchs_blas_is_found(monkeypatch) -> None:
     from harness.fused import native_kernels
 
     if sys.platform == "linux":  # torch's Linux builds export sgemm_/dgemm_ from libtorch_cpu
@@ -119,7 +116,7 @@ def test_the_lstms_run_whole_loops_in_c_where_torchs_blas_is_found(monkeypatch) 
     monkeypatch.setenv("HARNESS_FUSED_NATIVE_LOOPS", "0")
     native_kernels.whole_loops.cache_clear()
     try:
-        assert not native_kernels.whole_loops() and kernel_on("lstm", {}).stepwise
+        assert not native_kernels.whole_loops() and all(kernel_on(*case.values).stepwise for case in GATED)
     finally:
         monkeypatch.undo()
         native_kernels.whole_loops.cache_clear()
@@ -127,9 +124,9 @@ def test_the_lstms_run_whole_loops_in_c_where_torchs_blas_is_found(monkeypatch) 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("layers, bidirectional, lengths, initial", LAYOUTS)
-@pytest.mark.parametrize("name, options", LSTMS)
-def test_the_lstms_step_by_step_where_no_blas_is_found(name, options, layers, bidirectional, lengths, initial, dtype,
-                                                       monkeypatch) -> None:
+@pytest.mark.parametrize("name, options", GATED)
+def test_step_by_step_where_no_blas_is_found(name, options, layers, bidirectional, lengths, initial, dtype,
+                                             monkeypatch) -> None:
     # test_fused.py checks the whole loops (the default here); this, the C steps called from Python
     from harness.fused import native_kernels
 
