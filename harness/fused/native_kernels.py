@@ -1,11 +1,16 @@
-"""The compiled-C backend of :mod:`harness.fused.step_kernels`: each step's element-wise work in one call.
+"""The compiled-C backend of :mod:`harness.fused.step_kernels`, and whole loops in C.
 
 On the CPU the ATen kernels of :mod:`harness.fused.kernels` spend most of a small step
-dispatching its 5-10 element-wise operations from Python. The variants here call one
-function of the extension module ``harness.fused._native_steps`` per step each way
-instead (two for ``gru`` with reset before): plain C loops over the step's B*H elements,
-compiled when the package is installed (``harness/fused/_native_steps.c``; no compile step
-at run time), vectorised by the compiler, single-threaded, with the GIL released.
+dispatching its 5-10 element-wise operations from Python. The variants here do a step's
+element-wise work in one function of the extension module ``harness.fused._native_steps``
+(two for ``gru`` with reset before): plain C loops over the step's B*H elements, compiled
+when the package is installed (``harness/fused/_native_steps.c``; no compile step at run
+time), vectorised by the compiler, single-threaded, with the GIL released.
+
+Where :func:`whole_loops` (torch's BLAS product found), each layer direction's forward
+and backward loops are one C call each, the recurrent products included
+(:meth:`FusedKernel.forward_loop`); otherwise the generic Python loop calls a product and
+a C step function per step.
 
 :meth:`FusedKernel.for_device` of the built-in kernels returns these on the CPU for
 float32 and float64 parameters where :func:`harness.fused.native_enabled`;
@@ -67,29 +72,44 @@ class _WholeLoops(_NativeSteps):
     def stepwise(self) -> bool:
         return not whole_loops()
 
-    def _loop_sizes(self, padding: Padding) -> tuple[Tensor | None, int, int, int, int, int]:
-        """keep (held for the call), its address, its row stride, shortest, steps, batch, hidden."""
-        steps, batch, _ = self.gates.shape
-        keep, keep_stride = _keep(padding)
-        return keep, (_address(keep), keep_stride, padding.shortest, steps, batch, self.hidden_size)
-
-
-class _WholeLSTMLoops(_WholeLoops):
-    """The LSTMs' whole loops."""
-
     def forward_loop(self, states: State, padding: Padding) -> bool:
         if self.stepwise:
             return False
-        (a, c), (keep, sizes) = states, self._loop_sizes(padding)
-        _native_steps.lstm_forward_loop(self.float64, self.gates.data_ptr(), self.weight_t.data_ptr(), a.data_ptr(),
-                                        c.data_ptr(), self.tanh_c.data_ptr(), self.peephole.data_ptr(), *sizes,
-                                        self.peephole_mode)
+        keep, keep_stride = _keep(padding)  # held until the C loop has returned
+        self._forward_loop(states, (_address(keep), keep_stride, padding.shortest, *self._sizes()))
         return True
 
     def backward_loop(self, grads: State, padding: Padding) -> bool:
         if self.stepwise:
             return False
-        (d_a, d_c), (keep, sizes) = grads, self._loop_sizes(padding)
+        keep, keep_stride = _keep(padding)
+        self._backward_loop(grads, (_address(keep), keep_stride, padding.shortest, *self._sizes()))
+        return True
+
+    def _sizes(self) -> tuple[int, int, int]:
+        steps, batch, _ = self.gates.shape
+        return steps, batch, self.hidden_size
+
+    def _forward_loop(self, states: State, sizes: tuple[int, ...]) -> None:
+        """Call the C forward loop; ``sizes``: its last arguments (keep, keep_stride, shortest, steps, batch, hidden)."""
+        raise NotImplementedError
+
+    def _backward_loop(self, grads: State, sizes: tuple[int, ...]) -> None:
+        """Call the C backward loop, as :meth:`_forward_loop`."""
+        raise NotImplementedError
+
+
+class _WholeLSTMLoops(_WholeLoops):
+    """The LSTMs' whole loops."""
+
+    def _forward_loop(self, states: State, sizes: tuple[int, ...]) -> None:
+        a, c = states
+        _native_steps.lstm_forward_loop(self.float64, self.gates.data_ptr(), self.weight_t.data_ptr(), a.data_ptr(),
+                                        c.data_ptr(), self.tanh_c.data_ptr(), self.peephole.data_ptr(), *sizes,
+                                        self.peephole_mode)
+
+    def _backward_loop(self, grads: State, sizes: tuple[int, ...]) -> None:
+        d_a, d_c = grads
         # With peepholes, the loop also sums their gradient (3, H) step by step, while the step's
         # data is in cache (see NativePeepholeLSTMKernel.finish_backward).
         peepholes = self.peephole_mode != _native_steps.PEEPHOLE_NONE
@@ -98,7 +118,6 @@ class _WholeLSTMLoops(_WholeLoops):
             self.float64, self.gates.data_ptr(), self.weight.data_ptr(), self.cell_states.data_ptr(),
             self.tanh_c.data_ptr(), d_a.data_ptr(), d_c.data_ptr(), self.d_pre.data_ptr(), self.peephole.data_ptr(),
             _address(self.d_peephole), *sizes, self.peephole_mode)
-        return True
 
 
 def _keep(padding: Padding) -> tuple[Tensor | None, int]:
@@ -166,32 +185,21 @@ class NativePeepholeLSTMKernel(_WholeLSTMLoops, StepPeepholeLSTMKernel):
 class NativeSimpleGRUKernel(_WholeLoops, StepSimpleGRUKernel):
     """:class:`SimpleGRUKernel` with its loops in C (or one C call per step each way)."""
 
-    def forward_loop(self, states: State, padding: Padding) -> bool:
-        if self.stepwise:
-            return False
-        keep, sizes = self._loop_sizes(padding)
+    def _forward_loop(self, states: State, sizes: tuple[int, ...]) -> None:
         _native_steps.simple_gru_forward_loop(self.float64, self.gates.data_ptr(), self.weight_t.data_ptr(),
                                               states[0].data_ptr(), *sizes)
-        return True
 
-    def backward_loop(self, grads: State, padding: Padding) -> bool:
-        if self.stepwise:
-            return False
-        keep, sizes = self._loop_sizes(padding)
+    def _backward_loop(self, grads: State, sizes: tuple[int, ...]) -> None:
         weight = self.params[0].contiguous()  # (2H, H)
         _native_steps.simple_gru_backward_loop(self.float64, self.gates.data_ptr(), weight.data_ptr(),
                                                self.cell_states.data_ptr(), grads[0].data_ptr(),
                                                self.d_pre.data_ptr(), *sizes)
-        return True
 
 
 class NativeGRUKernel(_WholeLoops, StepGRUKernel):
     """:class:`GRUKernel` with its loops in C (or C calls per step each way, two with reset before)."""
 
-    def forward_loop(self, states: State, padding: Padding) -> bool:
-        if self.stepwise:
-            return False
-        keep, sizes = self._loop_sizes(padding)
+    def _forward_loop(self, states: State, sizes: tuple[int, ...]) -> None:
         if self.after:  # weight_t (H, 3H); recurrent (T, B, 3H)
             _native_steps.gru_after_forward_loop(self.float64, self.gates.data_ptr(), self.recurrent.data_ptr(),
                                                  self.weight_t.data_ptr(), self.recurrent_bias.data_ptr(),
@@ -200,12 +208,8 @@ class NativeGRUKernel(_WholeLoops, StepGRUKernel):
             _native_steps.gru_before_forward_loop(self.float64, self.gates.data_ptr(), self.reset_state.data_ptr(),
                                                   self.weight_t.data_ptr(), self.weight_candidate_t.data_ptr(),
                                                   states[0].data_ptr(), *sizes)
-        return True
 
-    def backward_loop(self, grads: State, padding: Padding) -> bool:
-        if self.stepwise:
-            return False
-        keep, sizes = self._loop_sizes(padding)
+    def _backward_loop(self, grads: State, sizes: tuple[int, ...]) -> None:
         weight = self.params[0].contiguous()  # (3H, H)
         if self.after:
             _native_steps.gru_after_backward_loop(self.float64, self.gates.data_ptr(), self.recurrent.data_ptr(),
@@ -216,7 +220,6 @@ class NativeGRUKernel(_WholeLoops, StepGRUKernel):
             _native_steps.gru_before_backward_loop(self.float64, self.gates.data_ptr(), weight.data_ptr(),
                                                    self.cell_states.data_ptr(), grads[0].data_ptr(),
                                                    self.d_pre.data_ptr(), self.d_reset_state.data_ptr(), *sizes)
-        return True
 
 
 #: The native variant of each built-in kernel (exact types: a subclass may compute something else).
