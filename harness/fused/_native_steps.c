@@ -9,13 +9,15 @@
  *     (c~ = tanh(x) = 2 sigmoid(2x) - 1); their peepholes are (3, H) rows [p_u ; p_f ; p_o].
  *
  * On the CPU a step of the ATen kernels is 5-10 small operations, each dispatched from
- * Python; here it is one call. The recurrent matrix products stay with torch (addmm) in
- * harness/fused/native_kernels.py.
+ * Python; here it is one call. The whole loops at the end of _native_steps.h also run
+ * every step's recurrent products, through torch's own BLAS gemm (set_gemm); without
+ * them, harness/fused/native_kernels.py calls the products (addmm) and a step function
+ * per step.
  *
  * Python passes tensors as their data pointers (tensor.data_ptr()), then the element
- * count B*H and H. The caller guarantees the layouts above, the dtype (float32 unless
- * the first argument is true, then float64) and that nothing else writes the tensors
- * during the call; the GIL is released while a step computes.
+ * count B*H and H (the loops: their sizes, see each binding). The caller guarantees the
+ * layouts above, the dtype (float32 unless the first argument is true, then float64) and
+ * that nothing else writes the tensors during the call; the GIL is released meanwhile.
  *
  * float32 evaluates exp with its own polynomial (below) so that the compiler can
  * vectorise every loop without a vector math library or -ffast-math (setup.py passes

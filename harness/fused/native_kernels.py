@@ -137,7 +137,7 @@ def whole_loops() -> bool:
     """Whether the C loops can call torch's own BLAS product: found by name (``sgemm_``,
     ``dgemm_``, the Fortran interface ATen's CPU BLAS calls) in torch's CPU library, where
     torch's Linux builds export it, and checked once on a small product. Elsewhere (or
-    with ``HARNESS_FUSED_NATIVE_LOOPS=0``) the LSTMs call the C steps from the Python loop."""
+    with ``HARNESS_FUSED_NATIVE_LOOPS=0``) the generic Python loop calls the C steps."""
     if os.environ.get("HARNESS_FUSED_NATIVE_LOOPS", "1") == "0":
         return False
     try:
