@@ -6,7 +6,8 @@ is free. A training step of a word language model allocates and frees tens of Mi
 (B·T, V) logits, their gradient, the softmax layer's weight gradient), so every step can touch
 thousands of fresh pages, each a minor page fault the kernel has to zero: 7,000 to 10,000 per
 step of the PTB word-LM configuration (``benchmarks/word_lm_speed.py``) in a fresh process, and a
-handful with the settings below, which made that step about 20% faster. PyTorch's CUDA caching
+handful with the settings below, which made that step about 20% faster. How many depends on the
+run, because the threshold's adaptation follows the order of frees: some runs settle at none. PyTorch's CUDA caching
 allocator keeps GPU memory the same way.
 
 The process's resident size then stays near its peak instead of shrinking between steps.
