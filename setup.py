@@ -32,8 +32,9 @@ setup(
             SOURCES[:1],
             depends=SOURCES[1:],
             define_macros=[("SOURCE_HASH", f'"{source_hash()}"')],
-            # -fno-trapping-math lets the compiler vectorise the loops' float comparisons (no result changes)
-            extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-fno-trapping-math"],
+            # -fno-trapping-math lets the compiler vectorise the loops' float comparisons (no result
+            # changes); -g0 drops the debug info that Python's CFLAGS ask for (360 KB of the 570 KB)
+            extra_compile_args=[] if sys.platform == "win32" else ["-O3", "-fno-trapping-math", "-g0"],
             optional=True,
         )
     ]
