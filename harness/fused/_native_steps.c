@@ -120,6 +120,15 @@ static dgemm_t dgemm = NULL;
 
 /* ---- Python bindings: f(float64, *pointers, count, hidden[, mode]) ---- */
 
+/* The call's arguments as integers into values; -1 with an exception set where one is not an int. */
+static int read_integers(PyObject *const *args, Py_ssize_t nargs, long long *values) {
+    for (Py_ssize_t i = 0; i < nargs; ++i) {
+        values[i] = PyLong_AsLongLong(args[i]);
+        if (values[i] == -1 && PyErr_Occurred()) return -1;
+    }
+    return 0;
+}
+
 /* Reads the call's arguments (float64, POINTERS data pointers, count, hidden, EXTRA more)
  * into values; -1 with an exception set when their number, a type or the sizes are wrong. */
 static int read_arguments(const char *name, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t pointers,
@@ -130,10 +139,7 @@ static int read_arguments(const char *name, PyObject *const *args, Py_ssize_t na
                      name, expected, pointers, extra ? ", mode" : "", nargs);
         return -1;
     }
-    for (Py_ssize_t i = 0; i < nargs; ++i) {
-        values[i] = PyLong_AsLongLong(args[i]);
-        if (values[i] == -1 && PyErr_Occurred()) return -1;
-    }
+    if (read_integers(args, nargs, values) < 0) return -1;
     long long count = values[1 + pointers], hidden = values[2 + pointers];
     if (hidden <= 0 || count < 0 || count % hidden != 0) {
         PyErr_Format(PyExc_ValueError, "%s: count %lld is not a multiple of hidden %lld", name, count, hidden);
@@ -201,10 +207,7 @@ static PyObject *py_set_gemm(PyObject *self, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     long long v[2];
-    for (int i = 0; i < 2; ++i) {
-        v[i] = PyLong_AsLongLong(args[i]);
-        if (v[i] == -1 && PyErr_Occurred()) return NULL;
-    }
+    if (read_integers(args, nargs, v) < 0) return NULL;
     sgemm = (sgemm_t)(intptr_t)v[0];
     dgemm = (dgemm_t)(intptr_t)v[1];
     Py_RETURN_NONE;
@@ -220,10 +223,7 @@ static int read_loop_arguments(const char *name, PyObject *const *args, Py_ssize
         PyErr_Format(PyExc_TypeError, "%s takes %zd arguments, got %zd", name, expected, nargs);
         return -1;
     }
-    for (Py_ssize_t i = 0; i < nargs; ++i) {
-        values[i] = PyLong_AsLongLong(args[i]);
-        if (values[i] == -1 && PyErr_Occurred()) return -1;
-    }
+    if (read_integers(args, nargs, values) < 0) return -1;
     long long steps = values[nargs - extra - 3], batch = values[nargs - extra - 2], hidden = values[nargs - extra - 1];
     if (steps < 0 || batch < 0 || hidden <= 0 || 4 * hidden * (batch > 1 ? batch : 1) > INT32_MAX) {
         PyErr_Format(PyExc_ValueError, "%s: sizes out of range (steps %lld, batch %lld, hidden %lld)", name, steps,
@@ -307,10 +307,7 @@ static PyObject *py_exp_f32(PyObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     long long v[3];
-    for (int i = 0; i < 3; ++i) {
-        v[i] = PyLong_AsLongLong(args[i]);
-        if (v[i] == -1 && PyErr_Occurred()) return NULL;
-    }
+    if (read_integers(args, nargs, v) < 0) return NULL;
     const float *source = (const float *)(intptr_t)v[0];
     float *destination = (float *)(intptr_t)v[1];
     for (long long i = 0; i < v[2]; ++i) destination[i] = exp_f32(source[i]);
