@@ -61,14 +61,16 @@ GRID: dict[str, Any] = {
     "output_dir": "out",
     "reports_dir": "reports",
 }
-#: Longer runs (5 epochs of 8 batches) for the fault step, so a worker can be killed mid-run.
+#: Longer runs (60 epochs of 8 batches, about 2 s on an idle core; 5 epochs took 0.4 s, too
+#: short a window to land a signal in on a loaded machine) for the fault step, so a worker can
+#: be killed mid-run.
 FAULT_GRID: dict[str, Any] = {
     **GRID,
     "cells": ["vanilla"],
     "tasks": [{"name": "adding",
                "options": {"train_size": 128, "validation_size": 16, "test_size": 16, "length": 8}}],
     "seeds": list(range(6)),
-    "training": {"max_epochs": 5, "batch_size": 16, "cpu_threads": 1},
+    "training": {"max_epochs": 60, "batch_size": 16, "cpu_threads": 1},
 }
 CLAIM_RACE = Path(__file__).with_name("claim_race.py")
 
@@ -223,18 +225,33 @@ def fault_step(directory: Path, kit: Any, cluster: PostgresCluster) -> Step:
     with start_barrier(storage, 4):
         workers = [kit.start_harness(directory, "worker", "faults.yaml", "--storage", storage,
                                      "--lease-seconds", str(LEASE), label=f"worker{i}") for i in range(4)]
-    killed_at = []
-    for victim in workers[:2]:
-        victim.wait_for("epoch 1/")  # mid-run: its first run has 4 epochs to go
-        killed_at.append(time.time())
-        victim.signal(signal.SIGKILL)
-    workers[2].wait_for("epoch 1/")
-    workers[2].signal(signal.SIGTERM)
+    signalled_at = signal_each_mid_run(workers[:3], [signal.SIGKILL, signal.SIGKILL, signal.SIGTERM])
     survivor = workers[3].finish()
     # Reaped only now: until here the killed workers' pids existed, so only the lease freed their runs.
     results = [w.finish() for w in workers[:3]] + [survivor]
     return Step(results, ledger_rows(storage, "faults"), mlflow_runs(tracking, "faults"), directory,
-                {"killed_at": killed_at, "pids": [w.pid for w in workers]})
+                {"killed_at": signalled_at[:2], "pids": [w.pid for w in workers]})
+
+
+def signal_each_mid_run(victims: list[Any], signals: list[int], timeout: float = 300) -> list[float]:
+    """Send each victim its signal as soon as its own stderr shows epoch 1 (its first run has
+    59 epochs to go); return when each was signalled.
+
+    The victims are watched together, not one after another: on a loaded machine one can
+    finish its whole first run while the test still waits for another's first epoch.
+    """
+    signalled_at: list[float | None] = [None] * len(victims)
+    deadline = time.monotonic() + timeout
+    while None in signalled_at:
+        for index, victim in enumerate(victims):
+            if signalled_at[index] is None and "epoch 1/" in victim.stderr():
+                signalled_at[index] = time.time()
+                victim.signal(signals[index])
+            elif signalled_at[index] is None and victim.process.poll() is not None:
+                raise AssertionError(f"worker exited before its first epoch:\n{victim.finish().explain()}")
+        assert time.monotonic() < deadline, f"no 'epoch 1/' from every victim within {timeout}s"
+        time.sleep(0.02)
+    return [at for at in signalled_at if at is not None]
 
 
 @contextmanager
