@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from harness.data_cli import data as data_command
 from harness.errors import HarnessError
 from harness.plugins import ENV_STRICT, LoadedPlugins, load_plugins
 
@@ -457,6 +458,9 @@ def _parse_assignment(text: str) -> tuple[str, object]:
     if not sep or not key:
         raise click.BadParameter(f"{text!r} is not KEY=VALUE")
     return key.strip(), yaml.safe_load(value)
+
+
+cli.add_command(data_command)
 
 
 def main() -> None:

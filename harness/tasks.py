@@ -26,12 +26,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from harness.errors import HarnessError
 from harness.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    from harness.datasets import DataSet
 
 Family = Literal["tagging", "classification", "regression", "language_model", "seq2seq", "multilabel_sequence"]
 FAMILIES: tuple[str, ...] = ("tagging", "classification", "regression", "language_model", "seq2seq",
@@ -142,6 +145,9 @@ class Task:
     #: in the experiment file's ``tuning.search_space`` form without the ``task.`` prefix. Only
     #: options that are hyper-parameters belong here, never ones that change the test set.
     search_space: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: The files this task reads (:class:`harness.datasets.DataSet`): ``harness data list``
+    #: shows them, ``harness data fetch NAME`` downloads and checks them. Empty for generated data.
+    data_sets: ClassVar[tuple[DataSet, ...]] = ()
 
     def __init__(self, config: TaskConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()

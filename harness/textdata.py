@@ -3,8 +3,8 @@
 Every task that reads files uses these helpers, so all of them agree on:
 
 * where the data lives: the task option ``data_dir``, else the environment variable
-  ``HARNESS_DATA_DIR``; either names the folder that *contains* the data set's folder
-  (``ptb/``, ``conll2003/``, …), like ``../shared/data``;
+  ``HARNESS_DATA_DIR``, else the per-user folder ``harness data fetch`` fills; each names the
+  folder that *contains* the data set's folder (``ptb/``, ``conll2003/``, …);
 * what a bad file looks like: :class:`~harness.errors.BadInputError` naming the file and
   the line (invalid UTF-8 included), exit code 2;
 * caching: :class:`ProcessedCache` keys processed splits by the content hash of every
@@ -25,28 +25,27 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from harness.datasets import ENV_DATA_DIR, data_root
 from harness.errors import BadInputError, ConfigError
 
-ENV_DATA_DIR = "HARNESS_DATA_DIR"
 ENV_CACHE_DIR = "HARNESS_CACHE_DIR"
 
 
 def data_folder(task: str, data_dir: str | None, subfolder: str) -> Path:
-    """``<data_dir>/<subfolder>``, with ``data_dir`` from the option or ``$HARNESS_DATA_DIR``.
+    """``<data folder>/<subfolder>``: the task option ``data_dir``, else ``$HARNESS_DATA_DIR``, else the
+    per-user folder ``harness data fetch`` writes to (:func:`harness.datasets.data_root`).
 
-    Raises ConfigError (exit 2) saying which option or variable to set when neither is
-    given or the folder is missing.
+    Raises ConfigError (exit 2) saying how to fetch the data or which option to set when the
+    folder is missing.
     """
-    root = data_dir or os.environ.get(ENV_DATA_DIR)
-    if not root:
-        raise ConfigError(
-            f"{task}: no data folder: set the task option data_dir or the environment variable {ENV_DATA_DIR} "
-            f"to the folder that contains {subfolder}/"
-        )
-    folder = Path(root).expanduser() / subfolder
+    root = data_root(data_dir, option="task option data_dir")
+    folder = root.path / subfolder
     if not folder.is_dir():
-        source = "task option data_dir" if data_dir else f"${ENV_DATA_DIR}"
-        raise ConfigError(f"{task}: {folder} does not exist ({source} = {root!r} must contain {subfolder}/)")
+        raise ConfigError(
+            f"{task}: {folder} does not exist (data folder {str(root.path)!r} from {root.origin}); "
+            f"fetch the data with `harness data fetch NAME` (`harness data list` names them), or set the "
+            f"task option data_dir or ${ENV_DATA_DIR} to the folder that must contain {subfolder}/"
+        )
     return folder
 
 

@@ -16,6 +16,9 @@ import torch
 def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]
     if "HARNESS_CACHE_DIR" not in os.environ:
         os.environ["HARNESS_CACHE_DIR"] = tempfile.mkdtemp(prefix="harness-test-cache-")
+    # The default data folder (platformdirs honours XDG_DATA_HOME) is an empty one, never the
+    # user's fetched data sets: only $HARNESS_DATA_DIR or a task's data_dir gives a test real data.
+    os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="harness-test-data-home-")
     # Without a GPU, Triton kernels can run only in Triton's interpreter, which must be on
     # before anything imports triton. It changes nothing else: the harness runs them on the
     # CPU only when asked to (HARNESS_FUSED_TRITON=1, tests/fused/test_triton.py).

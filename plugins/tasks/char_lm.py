@@ -40,6 +40,7 @@ from harness.errors import ConfigError
 from harness.tasks import EmptySplitError, Example, Task, TaskConfig, TaskData
 from harness.textdata import ProcessedCache, data_folder, file_digest, load_hub_dataset, read_lines, require_file
 from harness.vocab import UNK, Vocabulary
+from plugins.tasks.data_sets import TINY_SHAKESPEARE
 
 SPLITS = ("train", "validation", "test")
 #: Bump when processing changes, so cached entries of the old processing are never served.
@@ -108,6 +109,7 @@ class CharLMTask(Task):
     """Predict the next character of a text read as one stream; sample text from it."""
 
     name = "char_lm"
+    data_sets = (TINY_SHAKESPEARE,)
     family = "language_model"
     Config = CharLMConfig
     primary_metric = "bits_per_character"

@@ -40,6 +40,7 @@ from harness.errors import BadInputError
 from harness.midi import KEYS, LOWEST_NOTE, write_midi
 from harness.tasks import Example, Task, TaskConfig, TaskData
 from harness.textdata import data_folder, require_file
+from plugins.tasks.data_sets import JSB_CHORALES, MUSEDATA, NOTTINGHAM, PIANO_MIDI
 
 SUBFOLDER = "polyphonic-music"
 HIGHEST_NOTE = LOWEST_NOTE + KEYS - 1  # 108, C8
@@ -127,6 +128,7 @@ class MusicTask(Task):
     """Model polyphonic piano rolls step by step; sample new pieces as MIDI."""
 
     name = "music"
+    data_sets = (JSB_CHORALES, NOTTINGHAM, MUSEDATA, PIANO_MIDI)
     family = "multilabel_sequence"
     Config = MusicConfig
     primary_metric = "nll"

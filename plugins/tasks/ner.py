@@ -46,6 +46,7 @@ from harness.errors import BadInputError, ConfigError
 from harness.tasks import EmptySplitError, Example, Task, TaskConfig, TaskData
 from harness.textdata import ProcessedCache, data_folder, load_hub_dataset, read_lines, require_file
 from harness.vocab import Vocabulary
+from plugins.tasks.data_sets import CONLL2003
 
 SPLITS = ("train", "validation", "test")
 DOCSTART = "-DOCSTART-"
@@ -249,6 +250,7 @@ class NerTask(Task):
     """Tag each word with its entity (IOB2 internally); entity-level F1 with seqeval strict."""
 
     name = "ner"
+    data_sets = (CONLL2003,)
     family = "tagging"
     Config = NerConfig
     primary_metric = "f1"

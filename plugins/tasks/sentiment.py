@@ -40,6 +40,7 @@ from harness.errors import BadInputError, ConfigError
 from harness.tasks import EmptySplitError, Example, Task, TaskConfig, TaskData
 from harness.textdata import ProcessedCache, data_folder, file_digest, load_hub_dataset, read_lines, require_file
 from harness.vocab import SPECIALS, Vocabulary
+from plugins.tasks.data_sets import SST2
 
 SPLITS = ("train", "validation", "test")
 #: Header names recognised as the label and the sentence column of a TSV file (case-insensitive).
@@ -202,6 +203,7 @@ class SentimentTask(Task):
     """Classify the polarity of a sentence after reading it whole (SST-2 by default)."""
 
     name = "sentiment"
+    data_sets = (SST2,)
     family = "classification"
     Config = SentimentConfig
     primary_metric = "accuracy"

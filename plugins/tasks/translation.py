@@ -46,6 +46,7 @@ from harness.errors import BadInputError, ConfigError
 from harness.tasks import Example, Task, TaskConfig, TaskData
 from harness.textdata import ProcessedCache, data_folder, load_hub_dataset, read_lines, require_file
 from harness.vocab import BOS, EOS, PAD, Vocabulary
+from plugins.tasks.data_sets import MULTI30K
 
 SPLITS = ("train", "validation", "test")
 Pair = tuple[str, str]
@@ -173,6 +174,7 @@ class TranslationTask(Task):
     """Translate sentences with an encoder-decoder; score with sacreBLEU."""
 
     name = "translation"
+    data_sets = (MULTI30K,)
     family = "seq2seq"
     Config = TranslationConfig
     primary_metric = "bleu"

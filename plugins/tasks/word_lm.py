@@ -42,6 +42,7 @@ from harness.errors import ConfigError
 from harness.tasks import EmptySplitError, Example, Task, TaskConfig, TaskData
 from harness.textdata import ProcessedCache, data_folder, file_digest, load_hub_dataset, read_lines, require_file
 from harness.vocab import EOS, UNK, Vocabulary
+from plugins.tasks.data_sets import PTB
 
 SPLITS = ("train", "validation", "test")
 #: The corpora's own spellings of the specials (PTB and WikiText write them in lower case).
@@ -116,6 +117,7 @@ class WordLMTask(Task):
     """Predict the next word of a corpus read as one stream; sample and score sentences."""
 
     name = "word_lm"
+    data_sets = (PTB,)
     family = "language_model"
     Config = WordLMConfig
     primary_metric = "perplexity"

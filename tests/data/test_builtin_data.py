@@ -1,0 +1,62 @@
+"""The built-in data sets' declared sizes and sha256 match the real files the project is tested on.
+
+Reads ``$HARNESS_DATA_DIR`` (e.g. ``../shared/data``). A set that is absent is skipped with a
+one-line reason, unless ``HARNESS_REQUIRE_DATA=1`` or ``CI`` is set: then it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness_processes import harness_command, harness_env
+from plugins.tasks.data_sets import BUILTIN_DATA_SETS, MUSEDATA, piano_roll_json
+
+REQUIRED = os.environ.get("HARNESS_REQUIRE_DATA") == "1" or bool(os.environ.get("CI"))
+
+
+def present_root(folder: str, name: str) -> Path:
+    """``$HARNESS_DATA_DIR`` when it holds ``folder/``; otherwise skip (or fail when data is required)."""
+    configured = os.environ.get("HARNESS_DATA_DIR")
+    reason = (f"{name}: HARNESS_DATA_DIR is not set" if not configured else
+              f"{name}: {configured}/{folder}/ is absent") + f"; get it with `harness data fetch {name}`"
+    if configured and (Path(configured) / folder).is_dir():
+        return Path(configured)
+    if REQUIRED:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def verify_output() -> str:
+    """``harness data verify`` (one process) over every built-in set present in $HARNESS_DATA_DIR."""
+    configured = os.environ.get("HARNESS_DATA_DIR")
+    names = [d.name for d in BUILTIN_DATA_SETS if configured and (Path(configured) / d.folder).is_dir()]
+    if not names:
+        return ""
+    env = {**harness_env(), "HARNESS_DATA_DIR": str(configured)}
+    result = subprocess.run([*harness_command(), "data", "verify", *names], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("data_set", BUILTIN_DATA_SETS, ids=lambda d: d.name)
+def test_harness_data_verify_passes_on_the_real_files(data_set, verify_output: str) -> None:
+    present_root(data_set.folder, data_set.name)
+    for file in data_set.files:
+        assert f"  ok      {data_set.folder}/{file.path}\n" in verify_output
+    assert f"{data_set.name}: verified" in verify_output
+
+
+def test_the_matlab_piano_roll_converts_to_the_tested_json_byte_for_byte() -> None:
+    root = present_root("polyphonic-music", "musedata")
+    mat = root / "polyphonic-music" / "mat" / "MuseData.mat"
+    if not mat.is_file():
+        pytest.skip(f"musedata: {mat} is absent (only the JSON is needed by the task)")
+    converted = piano_roll_json(mat.read_bytes())
+    assert converted == (root / "polyphonic-music" / "MuseData.json").read_bytes()
+    assert len(converted) == MUSEDATA.files[0].size
