@@ -137,11 +137,15 @@ def verify_data_sets(ctx: click.Context, names: tuple[str, ...], data_dir: str |
         return
     failures = [problem for item in chosen for problem in verify_one(root, item.data_set)]
     if failures:
-        raise HarnessError(f"{len(failures)} file(s) failed verification under {root.path}: {'; '.join(failures)}")
+        raise HarnessError(f"verification failed under {root.path}: {'; '.join(failures)}")
 
 
 def verify_one(root: DataRoot, data_set: DataSet) -> list[str]:
     """Check one set's files, printing a line per file; the problems, each naming its file."""
+    if presence(root, data_set) == "missing":
+        click.echo(f"{data_set.name}: not present")
+        return [f"{data_set.name} is not present in {root.path / data_set.folder} "
+                f"(run `harness data fetch {data_set.name}`)"]
     problems = []
     for file in data_set.files:
         state = file_state(root.path, data_set, file)

@@ -71,8 +71,9 @@ def download(url: str, target: Path, *, progress: bool | None = None) -> Path:
     except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
         kept = part.stat().st_size if part.exists() else 0
         reason = getattr(error, "reason", None) or error
-        raise FetchError(f"{url}: download failed ({type(error).__name__}: {reason}); {kept:,} bytes kept in "
-                         f"{part}, run the same command again to resume") from None
+        resume = (f"{kept:,} bytes kept in {part}; run the same command again to resume" if kept
+                  else "run the same command again when the network is back")
+        raise FetchError(f"{url}: download failed ({type(error).__name__}: {reason}); {resume}") from None
     os.replace(part, target)
     return target
 
@@ -165,12 +166,11 @@ def fetch(data_set: DataSet, root: Path, *, mirror: str | None = None, force: bo
         return [root / data_set.folder / f.path for f in data_set.files]
     downloads_dir = root / DOWNLOADS / data_set.name
     downloads_dir.mkdir(parents=True, exist_ok=True)
-    downloads: dict[str, Path] = {}
-    for file in data_set.files:
-        if file.url not in downloads:
-            url = source_url(data_set, file, mirror)
-            echo(f"{data_set.name}: downloading {url}")
-            downloads[file.url] = download(url, downloads_dir / file.download_name, progress=progress)
+    try:
+        downloads = download_all(data_set, downloads_dir, mirror=mirror, progress=progress, echo=echo)
+    except BaseException:
+        _tidy(root, downloads_dir)  # keep partial downloads for the next run, drop empty leftovers
+        raise
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{data_set.name}-", dir=root))
     try:
         stage(data_set, downloads, staging)
@@ -185,9 +185,33 @@ def fetch(data_set: DataSet, root: Path, *, mirror: str | None = None, force: bo
     return installed
 
 
+def download_all(data_set: DataSet, downloads_dir: Path, *, mirror: str | None, progress: bool | None,
+                 echo: Echo) -> dict[str, Path]:
+    """Download each of the set's URLs once: ``{canonical URL: downloaded file}``."""
+    downloads: dict[str, Path] = {}
+    for file in data_set.files:
+        if file.url not in downloads:
+            url = source_url(data_set, file, mirror)
+            echo(f"{data_set.name}: downloading {url}")
+            try:
+                downloads[file.url] = download(url, downloads_dir / file.download_name, progress=progress)
+            except FetchError as error:
+                hint = " (a mirror serves <mirror>/<data set>/<file name>)" if mirror and "HTTP 404" in str(error) else ""
+                raise FetchError(f"{data_set.name}: {error}{hint}") from None
+    return downloads
+
+
+def _tidy(root: Path, downloads_dir: Path) -> None:
+    for part in downloads_dir.glob("*.part"):
+        if part.stat().st_size == 0:
+            part.unlink()
+    for folder in (downloads_dir, root / DOWNLOADS):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
 def _remove_downloads(root: Path, downloads_dir: Path) -> None:
     shutil.rmtree(downloads_dir, ignore_errors=True)
-    try:
-        (root / DOWNLOADS).rmdir()  # only when no other data set's download is waiting to be resumed
-    except OSError:
-        pass
+    _tidy(root, downloads_dir)  # .downloads/ goes too unless another set's download waits there

@@ -212,6 +212,7 @@ def test_fetch_unpacks_every_format_checks_and_verify_passes(harness, corpus, se
     (root / "toy-corpus" / "more" / "valid.txt").write_bytes(b"edited\n")
     broken = harness("data", "verify", "--data-dir", str(root))
     assert broken.exit_code == 1 and "toy-corpus/more/valid.txt does not have sha256" in broken.output
+    assert "verification failed under" in broken.output
 
 
 def test_a_corrupted_archive_leaves_nothing_behind_and_names_the_file(harness, tmp_path) -> None:
