@@ -123,7 +123,7 @@ def unpack(download_path: Path, file: DataFile) -> bytes:
         raise FetchError(f"{file.url}: the archive has no member {file.member!r} (for {file.path})") from None
     except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, EOFError, OSError) as error:
         raise FetchError(f"{file.url}: cannot unpack it as {kind} ({type(error).__name__}: {error}) "
-                         f"for {file.path}") from None
+                         f"for {file.path}; nothing was installed") from None
     return file.transform(raw) if file.transform is not None else raw
 
 

@@ -144,13 +144,14 @@ def corpus(server: Server) -> dict[str, dict[str, bytes]]:
         "/canonical/bundle.zip": zipped({"inner/z.txt": nested}),
         "/canonical/corrupt.tar.gz": tar_gz({"c/train.txt": train[:-5] + b"oops\n"}),
         "/canonical/big.txt": text("big", 20000),
+        "/canonical/cut.txt.gz": gzip.compress(text("cut", 500), mtime=0)[:-200],
     })
     for path in ("toy.tar.gz", "test.txt", "extra.txt.gz", "bundle.zip"):
         server.files[f"/mirror/toy-corpus/{path}"] = server.files[f"/canonical/{path}"]
     server.drop_once.add("/canonical/big.txt")
     return {"toy-corpus": {"train.txt": train, "more/valid.txt": valid, "test.txt": test, "extra.txt": extra,
                            "nested/z.txt": nested},
-            "toy-corrupt": {"train.txt": train}, "toy-drop": {"big.txt": server.files["/canonical/big.txt"]}}
+            "toy-corrupt": {"train.txt": train}, "toy-cut": {"cut.txt": text("cut", 500)}, "toy-drop": {"big.txt": server.files["/canonical/big.txt"]}}
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +166,7 @@ def site(server: Server, corpus: dict[str, dict[str, bytes]], tmp_path_factory: 
                        entry("nested/z.txt", good["nested/z.txt"], "/canonical/bundle.zip", "inner/z.txt")],
         "toy-corrupt": [entry("train.txt", corpus["toy-corrupt"]["train.txt"], "/canonical/corrupt.tar.gz",
                               "c/train.txt")],
+        "toy-cut": [entry("cut.txt", corpus["toy-cut"]["cut.txt"], "/canonical/cut.txt.gz")],
         "toy-drop": [entry("big.txt", corpus["toy-drop"]["big.txt"], "/canonical/big.txt")],
     }
     root = tmp_path_factory.mktemp("toy_plugin")
@@ -220,6 +222,14 @@ def test_a_corrupted_archive_leaves_nothing_behind_and_names_the_file(harness, t
     result = harness("data", "fetch", "toy-corrupt", "--data-dir", str(root))
     assert result.exit_code == 1
     assert "toy-corrupt: train.txt (from http://127.0.0.1" in result.output and "Nothing was installed" in result.output
+    assert leftovers(root) == []
+
+
+def test_an_archive_that_cannot_be_unpacked_leaves_nothing_behind_and_names_the_file(harness, tmp_path) -> None:
+    root = tmp_path / "data"
+    result = harness("data", "fetch", "toy-cut", "--data-dir", str(root))
+    assert result.exit_code == 1
+    assert "/canonical/cut.txt.gz: cannot unpack it as gz" in result.output and "for cut.txt" in result.output
     assert leftovers(root) == []
 
 
