@@ -118,6 +118,7 @@ class DataSet:
                 "urls": self.urls(),
                 "files": [{"path": f.path, "size": f.size, "sha256": f.sha256, "url": f.url,
                            **({"member": f.member} if f.member else {}),
+                           **({"transform": f.transform.__name__} if f.transform else {}),
                            **({"read_when": f.read_when} if f.read_when else {})} for f in self.files]}
 
 
