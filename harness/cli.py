@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from harness.errors import HarnessError
+from harness.plugin_cli import register_plugin_commands
 from harness.plugins import ENV_STRICT, LoadedPlugins, load_plugins
 
 
@@ -24,7 +25,7 @@ class HarnessGroup(click.Group):
             sys.exit(error.exit_code)
 
 
-@click.group(cls=HarnessGroup)
+@click.group(cls=HarnessGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--strict-plugins",
     is_flag=True,
@@ -457,6 +458,9 @@ def _parse_assignment(text: str) -> tuple[str, object]:
     if not sep or not key:
         raise click.BadParameter(f"{text!r} is not KEY=VALUE")
     return key.strip(), yaml.safe_load(value)
+
+
+register_plugin_commands(cli, loaded_plugins)  # harness cells / harness tasks [show NAME]
 
 
 def main() -> None:
