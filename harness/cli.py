@@ -468,7 +468,7 @@ def conformance(ctx: click.Context, cells: tuple[str, ...], options: tuple[str, 
     Prints one line per test and a summary to stdout; writes no files. Exit code 0 when the
     cells pass, 1 when a test fails, 2 for an unknown cell or option.
     """
-    from harness.conformance import run_conformance
+    from harness.conformance_runner import run_conformance
 
     loaded = loaded_plugins(ctx)
     for name in cells:
