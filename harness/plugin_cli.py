@@ -67,12 +67,13 @@ def _registry(kind: str, loaded: LoadedPlugins) -> Any:
 def _summary(kind: str, name: str, loaded: LoadedPlugins) -> dict[str, Any]:
     item = _registry(kind, loaded).get(name)
     plugin = loaded.plugin_of_cell(name) if kind == "cell" else loaded.plugin_of_task(name)
+    source = "built-in" if plugin.builtin else f"{plugin.distribution or plugin.module} {plugin.version or ''}"
     row: dict[str, Any] = {
         "name": name,
         "plugin": plugin.name,
         "distribution": plugin.distribution,
         "version": plugin.version,
-        "source": "built-in" if plugin.builtin else f"{plugin.distribution or plugin.module} {plugin.version or ''}".strip(),
+        "source": source.strip(),
         "description": _description(kind, item),
     }
     if kind == "task":
@@ -134,7 +135,8 @@ def _format_details(kind: str, details: dict[str, Any]) -> list[str]:
         lines.append(f"  state: {', '.join(details['state_names'])}; gates: {details['gate_count']}")
         if details["weights"]:
             lines.append(f"  weights: {details['weights']}")
-    lines.append(f"  options ({kind}s[...].options in an experiment file):" if details["options"] else "  options: none")
+    heading = f"  options ({kind}s[...].options in an experiment file):"
+    lines.append(heading if details["options"] else "  options: none")
     for option in details["options"]:
         default = "(required)" if option["required"] else json.dumps(option["default"], default=str)
         allowed = f"; allowed: {option['allowed']}" if option["allowed"] else ""

@@ -33,7 +33,8 @@ from harness.limits import MAX_BIAS
 class PeepholeLSTMConfig(CellConfig):
     variant: Literal["notes", "gers"] = Field("notes", description=(
         "Which cell value the output gate peeps at: c<t-1> (the notes) or c<t> (Gers/Graves)."))
-    forget_bias: float = Field(1.0, ge=-MAX_BIAS, le=MAX_BIAS, description="Initial b_f; see the lstm cell for why 1.0.")
+    forget_bias: float = Field(1.0, ge=-MAX_BIAS, le=MAX_BIAS, description=(
+        "Initial b_f; see the lstm cell for why 1.0."))
 
 
 class PeepholeLSTMCell(RecurrentCell):

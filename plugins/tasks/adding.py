@@ -33,12 +33,14 @@ _SPLIT_STREAMS = {"train": 0, "validation": 1, "test": 2}
 
 
 class AddingConfig(TaskConfig):
-    data_seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the generator: the same config always gives identical splits.")
+    data_seed: int = Field(0, ge=0, le=MAX_SEED, description=(
+        "Seed of the generator: the same config always gives identical splits."))
     length: int = Field(50, ge=2, le=MAX_SEQUENCE_LENGTH, description=(
         "Steps per sequence (T); 50 already defeats a plain tanh RNN without care."))
     train_size: int = Field(3000, ge=1, le=MAX_SPLIT_SIZE, description=(
         "Training sequences; a few thousand keeps a 2-core CPU quickstart quick."))
-    validation_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description="Validation sequences (model selection / early stopping).")
+    validation_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Validation sequences (model selection / early stopping)."))
     test_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description=(
         "Test sequences; 500 estimates MSE near the 1/6 baseline to about ±0.01."))
 

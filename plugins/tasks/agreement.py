@@ -80,11 +80,14 @@ def _word_list() -> list[str]:
 
 
 class AgreementConfig(TaskConfig):
-    data_seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the generator: the same config always gives identical splits.")
+    data_seed: int = Field(0, ge=0, le=MAX_SEED, description=(
+        "Seed of the generator: the same config always gives identical splits."))
     train_size: int = Field(3000, ge=1, le=MAX_SPLIT_SIZE, description=(
         "Training sentences; a few thousand keeps a 2-core CPU quickstart quick."))
-    validation_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description="Validation sentences (model selection / early stopping).")
-    test_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description="Test sentences; about 50 per default distance bucket.")
+    validation_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Validation sentences (model selection / early stopping)."))
+    test_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Test sentences; about 50 per default distance bucket."))
     min_distance: int = Field(1, ge=1, le=MAX_SEQUENCE_LENGTH, description=(
         "Shortest subject–verb gap (tokens strictly between subject and verb)."))
     max_distance: int = Field(40, ge=1, le=MAX_SEQUENCE_LENGTH, description=(
@@ -97,7 +100,8 @@ class AgreementConfig(TaskConfig):
         "Width of the distance buckets reported per group (\"01-05\", \"06-10\", ...)."))
     noun_spacing: int = Field(8, ge=1, le=MAX_SEQUENCE_LENGTH, description=(
         "About one clause noun per this many clause tokens (longer gaps carry more nouns)."))
-    max_nouns: int = Field(6, ge=0, le=MAX_SEQUENCE_LENGTH, description="Most nouns in one clause, attractors and same-number nouns together.")
+    max_nouns: int = Field(6, ge=0, le=MAX_SEQUENCE_LENGTH, description=(
+        "Most nouns in one clause, attractors and same-number nouns together."))
     min_attractors: int = Field(1, ge=0, le=MAX_SEQUENCE_LENGTH, description=(
         "Fewest attractors (other-number nouns) in every clause that has room for them."))
     balance_nouns: bool = Field(True, description=(

@@ -42,15 +42,18 @@ SYMBOLS: tuple[str, ...] = tuple(str(i) for i in range(1, 9))
 
 
 class CopyConfig(TaskConfig):
-    data_seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the generator: the same config always gives identical splits.")
+    data_seed: int = Field(0, ge=0, le=MAX_SEED, description=(
+        "Seed of the generator: the same config always gives identical splits."))
     delay: int = Field(20, ge=1, le=MAX_SEQUENCE_LENGTH, description=(
         "T, the blank steps between the last symbol and the delimiter plus one; 20 suits a CPU quickstart."))
     copy_length: int = Field(10, ge=1, le=MAX_SEQUENCE_LENGTH, description=(
         "Symbols to remember (10 in Arjovsky et al.); the sequence length is delay + 2 * copy_length."))
     train_size: int = Field(3000, ge=1, le=MAX_SPLIT_SIZE, description=(
         "Training sequences; a few thousand keeps a 2-core CPU quickstart quick."))
-    validation_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description="Validation sequences (model selection / early stopping).")
-    test_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description="Test sequences.")
+    validation_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Validation sequences (model selection / early stopping)."))
+    test_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Test sequences: per-step cross-entropy and recall accuracy."))
 
     @model_validator(mode="after")
     def _fits_in_memory(self) -> CopyConfig:

@@ -65,7 +65,8 @@ class NerConfig(TaskConfig):
     test_file: str = Field("eng.testb", description="The test split's file inside subfolder.")
     token_column: int = Field(0, ge=-MAX_COLUMN, le=MAX_COLUMN, description=(
         "Columns counted from 0; negative counts from the end (-1: the last column, CoNLL's NE tag)."))
-    tag_column: int = Field(-1, ge=-MAX_COLUMN, le=MAX_COLUMN, description="The column of the NE tag, counted like token_column.")
+    tag_column: int = Field(-1, ge=-MAX_COLUMN, le=MAX_COLUMN, description=(
+        "The column of the NE tag, counted like token_column."))
     scheme: Literal["auto", "IOB1", "IOB2", "IOBES"] = Field("auto", description=(
         "The files' tag scheme; auto detects it (see the module doc). Always converted to IOB2."))
     vocab_size: int | None = Field(20000, ge=1, le=MAX_VOCAB_SIZE, description=(

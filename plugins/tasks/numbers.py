@@ -79,14 +79,17 @@ def number_to_digits(n: int) -> list[str]:
 
 
 class NumbersConfig(TaskConfig):
-    data_seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the generator: the same config always gives identical splits.")
+    data_seed: int = Field(0, ge=0, le=MAX_SEED, description=(
+        "Seed of the generator: the same config always gives identical splits."))
     min_number: int = Field(0, ge=0, le=MAX_NUMBER, description="Smallest number drawn.")
     max_number: int = Field(9999, ge=0, le=MAX_NUMBER, description=(
         "Largest number drawn; 9999 gives 1–4 source digits and 1–6 target words."))
     train_size: int = Field(3000, ge=1, le=MAX_SPLIT_SIZE, description=(
         "Training pairs; about a third of 0..9999, so most numbers stay unseen."))
-    validation_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description="Validation pairs (model selection / early stopping).")
-    test_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description="Test pairs, all numbers absent from train and validation.")
+    validation_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Validation pairs (model selection / early stopping)."))
+    test_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Test pairs, all numbers absent from train and validation."))
 
     @model_validator(mode="after")
     def _check_range(self) -> NumbersConfig:

@@ -89,10 +89,12 @@ class TranslationConfig(TaskConfig):
         "Vocabulary: training tokens seen at least min_freq times, the max_vocab_size (K) most frequent."))
     max_vocab_size: int | None = Field(None, ge=1, le=MAX_VOCAB_SIZE, description=(
         "K: keep at most this many tokens per side (the most frequent); null: every token seen min_freq times."))
-    beam_size: int = Field(1, ge=1, le=MAX_BEAM_SIZE, description="Decoding of validation and test outputs: 1 greedy, K > 1 beam search.")
+    beam_size: int = Field(1, ge=1, le=MAX_BEAM_SIZE, description=(
+        "Decoding of validation and test outputs: 1 greedy, K > 1 beam search."))
     length_penalty: float = Field(0.0, ge=0, le=10, description=(
         "α of the length normalisation log P / Ty^α when ranking beam hypotheses (0: off)."))
-    max_decode_length: int = Field(50, ge=1, le=MAX_SEQUENCE_LENGTH, description="Most tokens generated per sentence, <EOS> included.")
+    max_decode_length: int = Field(50, ge=1, le=MAX_SEQUENCE_LENGTH, description=(
+        "Most tokens generated per sentence, <EOS> included."))
 
     @model_validator(mode="after")
     def _one_source(self) -> TranslationConfig:
