@@ -465,8 +465,9 @@ def _write_report(loaded, tracker, storage_url=None):  # type: ignore[no-untyped
 def conformance(ctx: click.Context, cells: tuple[str, ...], options: tuple[str, ...]) -> None:
     """Run the cell contract tests (the ones the built-ins pass) on CELLS.
 
-    Prints one line per test and a summary to stdout; writes no files. Exit code 0 when the
-    cells pass, 1 when a test fails, 2 for an unknown cell or option.
+    Prints one line per test and a summary to stdout; writes no files. Runs under pytest when
+    it is installed, else directly (same checks). Exit code 0 when the cells pass, 1 when a
+    test fails (options the cell rejects included), 2 for an unknown cell.
     """
     from harness.conformance_runner import run_conformance
 

@@ -24,19 +24,14 @@ def register_plugin_commands(cli: click.Group, plugins: Callable[[click.Context]
 
 
 def _kind_group(kind: str, plugins: Callable[[click.Context], LoadedPlugins]) -> click.Group:
+    """``harness cells`` or ``harness tasks``: the listing, with ``show NAME`` below it."""
+
     @click.group(name=f"{kind}s", invoke_without_command=True)
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
     @click.pass_context
     def group(ctx: click.Context, as_json: bool) -> None:
-        if ctx.invoked_subcommand is not None:
-            return
-        rows = [_summary(kind, name, plugins(ctx)) for name in sorted(_registry(kind, plugins(ctx)).names())]
-        if as_json:
-            click.echo(json.dumps(rows, indent=2))
-            return
-        for row in rows:
-            extra = f"  [{row['family']}; {row['primary_metric']}]" if kind == "task" else ""
-            click.echo(f"{row['name']:<16} {row['source']:<28} {row['description']}{extra}")
+        if ctx.invoked_subcommand is None:
+            _print_listing(kind, plugins(ctx), as_json)
 
     group.help = (f"List the installed {kind}s: name, the plugin (built-in or its distribution) and what it is. "
                   f"Prints to stdout; writes no files. `harness {kind}s show NAME` prints every option.")
@@ -46,18 +41,23 @@ def _kind_group(kind: str, plugins: Callable[[click.Context], LoadedPlugins]) ->
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
     @click.pass_context
     def show(ctx: click.Context, name: str, as_json: bool) -> None:
-        loaded = plugins(ctx)
-        details = _details(kind, name, loaded)
-        if as_json:
-            click.echo(json.dumps(details, indent=2, default=str))
-            return
-        for line in _format_details(kind, details):
-            click.echo(line)
+        details = _details(kind, name, plugins(ctx))
+        click.echo(json.dumps(details, indent=2, default=str) if as_json else "\n".join(_format_details(kind, details)))
 
     show.help = (f"Print every option of {kind} NAME: type, default, allowed values and description"
                  + (", the data sets it reads and its primary metric" if kind == "task" else "")
                  + ". Prints to stdout; writes no files.")
     return group
+
+
+def _print_listing(kind: str, loaded: LoadedPlugins, as_json: bool) -> None:
+    rows = [_summary(kind, name, loaded) for name in sorted(_registry(kind, loaded).names())]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        extra = f"  [{row['family']}; {row['primary_metric']}]" if kind == "task" else ""
+        click.echo(f"{row['name']:<16} {row['source']:<28} {row['description']}{extra}")
 
 
 def _registry(kind: str, loaded: LoadedPlugins) -> Any:
