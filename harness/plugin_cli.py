@@ -92,6 +92,8 @@ def _description(kind: str, item: type) -> str:
 
 
 def _details(kind: str, name: str, loaded: LoadedPlugins) -> dict[str, Any]:
+    if name not in _registry(kind, loaded) and name.lower() in _registry(kind, loaded):
+        name = name.lower()  # `harness tasks show NER`: names are lowercase
     item = _registry(kind, loaded).get(name)  # an unknown name: exit 2 listing the installed ones
     details = _summary(kind, name, loaded)
     details["options"] = [option.as_dict() for option in describe_options(item.Config)]

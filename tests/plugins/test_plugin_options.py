@@ -130,7 +130,7 @@ def test_harness_tasks_lists_and_shows_every_option() -> None:
     assert rows["ner"]["source"] == "built-in" and rows["ner"]["primary_metric"] == "f1"
     assert rows["ner"]["description"].startswith("Tag each word with its entity")
 
-    shown = runner.invoke(cli, ["tasks", "show", "ner"])
+    shown = runner.invoke(cli, ["tasks", "show", "NER"])  # as the issue typed it
     assert shown.exit_code == 0, shown.output
     text = shown.output
     assert "  primary metric: f1 (higher is better)" in text
