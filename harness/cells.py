@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
@@ -33,8 +33,8 @@ class CellConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: a<0> (and c<0>): the notes' zeros, or a learned vector shared by all sequences.
-    initial_state: Literal["zeros", "learned"] = "zeros"
+    initial_state: Literal["zeros", "learned"] = Field("zeros", description=(
+        "a<0> (and c<0>): the notes' zeros, or a learned vector shared by all sequences."))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import click
 
 from harness.data_cli import data as data_command
 from harness.errors import HarnessError
+from harness.plugin_cli import register_plugin_commands
 from harness.plugins import ENV_STRICT, LoadedPlugins, load_plugins
 
 
@@ -25,7 +26,7 @@ class HarnessGroup(click.Group):
             sys.exit(error.exit_code)
 
 
-@click.group(cls=HarnessGroup)
+@click.group(cls=HarnessGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--strict-plugins",
     is_flag=True,
@@ -66,7 +67,10 @@ def loaded_plugins(ctx: click.Context) -> LoadedPlugins:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def plugins(ctx: click.Context, as_json: bool) -> None:
-    """List every plugin, what it registered, and broken plugins with their error."""
+    """List every plugin, what it registered, and broken plugins with their error.
+
+    Prints to stdout; writes no files. `harness cells` and `harness tasks` describe what they registered.
+    """
     loaded = loaded_plugins(ctx)
     if as_json:
         click.echo(json.dumps([p.as_dict() for p in loaded.plugins], indent=2))
@@ -125,6 +129,10 @@ def run(ctx: click.Context, experiment_file: Path, overrides: tuple[str, ...], q
     `harness worker` processes (any machine) take runs too, and this command waits until
     every run has finished or failed before writing the report. Exit code 0 when every
     run finished, 1 when any failed, 2 for bad input, 130/143 when interrupted.
+
+    Outputs: the run ledger, the MLflow store (mlflow.db) and each run's artifacts (model.pt,
+    network.json, config.json) under the file's output_dir (default runs/<name>/); the report
+    (results.csv, report.md, index.html, plots/) under <reports_dir>/<name>/ (default reports/<name>/).
     """
     from harness.config import load_experiment
     from harness.storage import experiment_storage
@@ -174,6 +182,9 @@ def tune(ctx: click.Context, experiment_file: Path, overrides: tuple[str, ...], 
     (a trial cut short by a signal or a dead worker runs again). Exit code 0 when every study
     has a completed trial and every re-training run finished, 1 otherwise, 2 for bad input,
     130/143 when interrupted.
+
+    Outputs: as for `harness run` (runs/<name>/ and reports/<name>/ by default), plus the Optuna
+    studies in the ledger's storage; the report gains each study's trials and importances.
     """
     from harness.config import load_experiment
 
@@ -230,6 +241,9 @@ def worker(ctx: click.Context, experiment_file: Path, storage_url: str | None, g
     (--lease-seconds); SIGTERM/Ctrl-C end its run KILLED and release it.
     `harness run` or `harness report` writes the report. Exit code 0, 1 when a run of the
     grid failed, 2 for bad input, 130/143 when interrupted.
+
+    Outputs: each run's MLflow record and artifacts under the file's output_dir (default
+    runs/<name>/) or its tracking_uri; run states in the --storage ledger. No report.
     """
     from harness.config import load_experiment
     from harness.storage import experiment_storage
@@ -252,6 +266,9 @@ def report(experiment_file: Path, overrides: tuple[str, ...], storage_url: str |
 
     With --storage (or a `storage` in the file), also print how many runs of the ledger
     are in each state.
+
+    Outputs: results.csv, report.md, index.html and plots/ under <reports_dir>/<name>/
+    (default reports/<name>/), overwriting the previous report; reads runs/<name>/mlflow.db.
     """
     from harness.config import load_experiment
     from harness.errors import BadInputError
@@ -296,6 +313,8 @@ def sample(ctx: click.Context, run_reference: str, count: int | None, length: in
     """Print samples from a trained language model, or write music samples as MIDI + PNG.
 
     RUN is the run's artifact folder (the `path` column of results.csv) or its MLflow run id.
+    Outputs: text samples go to stdout; music goes to --output (default ./sample.mid) with a
+    piano-roll PNG beside it.
     """
     from harness.checkpoints import load_trained_run, run_directory
     from harness.generate import sample_language_model, sample_music
@@ -332,6 +351,7 @@ def score(ctx: click.Context, run_reference: str, sentences: tuple[str, ...], pe
     after the model's start context (<BOS> for sentence models, <EOS> for word streams, a newline
     for character streams), with the end of the sentence (<EOS>) included when the model has one.
     Printed in nats and as log10; words outside the vocabulary are scored as <UNK> and flagged.
+    Prints to stdout; writes no files.
     """
     from harness.checkpoints import load_trained_run, run_directory
     from harness.generate import score_language_model
@@ -364,6 +384,7 @@ def evaluate(ctx: click.Context, run_reference: str, split: str, overrides: tupl
     RUN is the run's artifact folder (the `path` column of results.csv) or its MLflow run id.
     The task is loaded again with the run's recorded options (plus --set); if its rebuilt
     vocabularies differ from the saved ones the command refuses (exit 2) and shows both hashes.
+    Prints to stdout (--json for JSON); writes no files.
     """
     from harness.checkpoints import run_directory
     from harness.evaluation import evaluate_run, format_evaluation
@@ -393,6 +414,7 @@ def translate(ctx: click.Context, run_reference: str, sentences: tuple[str, ...]
     """Translate SENTENCES (or one per line of stdin) with a trained seq2seq run; prints one line each.
 
     RUN is the run's artifact folder (the `path` column of results.csv) or its MLflow run id.
+    Translations go to stdout, notes about unknown words to stderr; writes no files.
     """
     from harness.checkpoints import load_trained_run, run_directory
     from harness.decoding import translate as translate_sentences
@@ -442,8 +464,13 @@ def _write_report(loaded, tracker, storage_url=None):  # type: ignore[no-untyped
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A cell option, e.g. reset=after.")
 @click.pass_context
 def conformance(ctx: click.Context, cells: tuple[str, ...], options: tuple[str, ...]) -> None:
-    """Run the cell contract tests (the ones the built-ins pass) on CELLS."""
-    from harness.conformance import run_conformance
+    """Run the cell contract tests (the ones the built-ins pass) on CELLS.
+
+    Prints one line per test and a summary to stdout; writes no files. Runs under pytest when
+    it is installed, else directly (same checks). Exit code 0 when the cells pass, 1 when a
+    test fails (options the cell rejects included), 2 for an unknown cell.
+    """
+    from harness.conformance_runner import run_conformance
 
     loaded = loaded_plugins(ctx)
     for name in cells:
@@ -461,6 +488,7 @@ def _parse_assignment(text: str) -> tuple[str, object]:
 
 
 cli.add_command(data_command)
+register_plugin_commands(cli, loaded_plugins)  # harness cells / harness tasks [show NAME]
 
 
 def main() -> None:

@@ -444,7 +444,9 @@ def format_key_path(path: Sequence[Any]) -> str:
     return text or "(top level)"
 
 
-def _describe_validation(error: ValidationError, loaded: LoadedExperiment, prefix: tuple[Any, ...] = ()) -> str:
+def _describe_validation(error: ValidationError, loaded: LoadedExperiment, prefix: tuple[Any, ...] = (),
+                         options: type[BaseModel] | None = None) -> str:
+    """One line per problem; with ``options`` (a plugin's Config), a value out of range also gets the range."""
     messages = []
     for problem in error.errors():
         location = prefix + tuple(p for p in problem["loc"] if p not in ("function-after", "function-before"))
@@ -457,8 +459,17 @@ def _describe_validation(error: ValidationError, loaded: LoadedExperiment, prefi
                 message += f"; valid keys here: {', '.join(known)}"
         elif "input" in problem and problem["type"] not in ("missing",):
             message += f" (got {problem['input']!r})"
+            message += _allowed(options, problem["loc"])
         messages.append(f"{loaded.where(*location)}{message}")
     return "\n".join(messages)
+
+
+def _allowed(options: type[BaseModel] | None, location: tuple[Any, ...]) -> str:
+    from harness.plugin_options import allowed_values
+
+    field = options.model_fields.get(location[0]) if options is not None and location else None
+    allowed = allowed_values(field) if field is not None else ""
+    return f"; allowed: {allowed}" if allowed else ""
 
 
 def _known_keys(loaded: LoadedExperiment, parent: tuple[Any, ...]) -> list[str]:
@@ -563,9 +574,10 @@ def _resolve_choice(loaded: LoadedExperiment, registry: Any, section: str, index
         config = plugin_class.Config(**choice.options)
     except ValidationError as error:
         plugin = registry.entry(choice.name).plugin
-        message = _describe_validation(error, loaded, (section, index, "options"))
+        message = _describe_validation(error, loaded, (section, index, "options"), plugin_class.Config)
         known = ", ".join(plugin_class.Config.model_fields) or "(none)"
-        raise ConfigError(f"{message}\n  ({choice.name} is from plugin {plugin!r}; its options: {known})") from None
+        raise ConfigError(f"{message} ({choice.name} is from plugin {plugin!r}; its options: {known}; "
+                          f"see `harness {section} show {choice.name}`)") from None
     return ResolvedChoice(choice, plugin_class, config)
 
 

@@ -29,12 +29,14 @@ class ConfigError(BadInputError):
 class UnknownNameError(BadInputError):
     """A cell or task name that no loaded plugin registered."""
 
-    def __init__(self, kind: str, name: str, known: Iterable[str], where: str = "") -> None:
+    def __init__(self, kind: str, name: str, known: Iterable[str], where: str = "", broken: str = "") -> None:
         known = sorted(known)
         self.kind, self.name, self.known = kind, name, known
         message = f"{where}unknown {kind} {name!r}."
+        if broken:  # installed, but its plugin failed to load: say why instead of guessing a spelling
+            message += f" {broken}."
         close = difflib.get_close_matches(name, known, n=1)
-        if close:
+        if close and not broken:
             message += f" Did you mean {close[0]!r}?"
         message += f" Installed {kind}s: {', '.join(known) if known else '(none)'}."
         super().__init__(message)

@@ -31,7 +31,9 @@ def register_cells(register: CellRegister) -> None:
 
     Called once per plugin, right after the plugin is loaded and before any
     command runs. The host calls each plugin's implementation separately, so one
-    plugin that raises here is reported as broken and the others still load.
+    plugin that raises here is reported as broken and the others still load. A
+    broken plugin keeps nothing: whatever it registered before the error (cells
+    and tasks) is withdrawn, so none of it can run.
 
     Args:
         register: call ``register(CellClass)`` once per cell. ``CellClass`` must

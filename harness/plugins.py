@@ -184,6 +184,7 @@ def _add_plugin(loaded: LoadedPlugins, info: PluginInfo, load: Callable[[], obje
         if isinstance(error, KeyboardInterrupt):
             raise
         info.errors.append(f'Error importing plugin "{info.name}": {_describe(error)}')
+        _withdraw(loaded, info)
         return
     if loaded.manager.is_registered(plugin):
         # pluggy raises a bare ValueError here, which would abort every later plugin.
@@ -199,14 +200,27 @@ def _add_plugin(loaded: LoadedPlugins, info: PluginInfo, load: Callable[[], obje
         if loaded.manager.is_registered(plugin):
             loaded.manager.unregister(plugin)
         info.errors.append(f'Invalid plugin "{info.name}": {error}{_hook_hint(plugin)}')
+        _withdraw(loaded, info)
         return
     info.hooks = sorted(
         caller.name for caller in loaded.manager.get_hookcallers(plugin) or () if caller.name
     )
     _call_contribution_hook(loaded, info, plugin, "register_cells", CellRegister(loaded.cells, info.name))
     _call_contribution_hook(loaded, info, plugin, "register_tasks", TaskRegister(loaded.tasks, info.name))
+    if info.errors:  # all or nothing: a broken plugin's cells and tasks must not train
+        loaded.manager.unregister(plugin)
+        _withdraw(loaded, info)
+        return
     info.cells = loaded.cells.by_plugin(info.name)
     info.tasks = loaded.tasks.by_plugin(info.name)
+
+
+def _withdraw(loaded: LoadedPlugins, info: PluginInfo) -> None:
+    """Take back whatever a broken plugin registered, and remember why for 'unknown cell' messages."""
+    first_line = info.errors[0].splitlines()[0] if info.errors else "it failed to load"
+    reason = f"plugin {info.name!r} is installed but broken ({first_line}); see `harness plugins`"
+    loaded.cells.withdraw(info.name, reason)
+    loaded.tasks.withdraw(info.name, reason)
 
 
 def _call_contribution_hook(
@@ -248,8 +262,11 @@ def _env_flag(name: str) -> bool:
 
 
 def _describe(error: BaseException) -> str:
-    frame = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
-    where = f" ({frame[0].filename}:{frame[0].lineno})" if frame else ""
+    """``Type: message (file:line)``, the line being in the plugin's code, never importlib's."""
+    if isinstance(error, SyntaxError) and error.filename:  # the traceback ends inside importlib
+        return f"{type(error).__name__}: {error.msg} ({error.filename}:{error.lineno})"
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith("<frozen ")]
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     return f"{type(error).__name__}: {error}{where}"
 
 

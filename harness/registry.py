@@ -29,6 +29,8 @@ class Registry(Generic[T]):
         self.kind = kind
         self.base = base
         self._entries: dict[str, Entry[T]] = {}
+        #: Names a broken plugin would have supplied (its items, and its own name) → why it is broken.
+        self._unavailable: dict[str, str] = {}
 
     def add(self, item: T, *, plugin: str) -> None:
         """Record ``item`` (a class with a ``name``) as supplied by ``plugin``."""
@@ -56,11 +58,21 @@ class Registry(Generic[T]):
         try:
             return self._entries[name].item
         except KeyError:
-            raise UnknownNameError(self.kind, name, self._entries, where) from None
+            raise UnknownNameError(self.kind, name, self._entries, where, self._unavailable.get(name, "")) from None
 
     def entry(self, name: str) -> Entry[T]:
         self.get(name)
         return self._entries[name]
+
+    def withdraw(self, plugin: str, reason: str) -> list[str]:
+        """Drop every entry of a broken ``plugin``; asking for one later says why it is missing."""
+        names = self.by_plugin(plugin)
+        for name in names:
+            del self._entries[name]
+        for name in (*names, plugin):
+            if name not in self._entries:
+                self._unavailable.setdefault(name, reason)
+        return names
 
     def names(self) -> list[str]:
         return list(self._entries)

@@ -24,13 +24,14 @@ A third-party task picks a family and implements :meth:`Task.load`; it never tou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from harness.errors import HarnessError
+from harness.errors import BadInputError, HarnessError
 from harness.vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -45,6 +46,10 @@ class EmptySplitError(HarnessError):
     """A data split has no examples; training on it would report a meaningless metric."""
 
     exit_code = 2
+
+
+class TaskOptionError(BadInputError):
+    """A task's :meth:`Task.load` refused its options or data by raising ``ValueError``; exit code 2."""
 
 
 class TaskConfig(BaseModel):
@@ -149,6 +154,11 @@ class Task:
     #: shows them, ``harness data fetch NAME`` downloads and checks them. Empty for generated data.
     data_sets: ClassVar[tuple[DataSet, ...]] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "load" in cls.__dict__:
+            cls.load = _value_errors_as_bad_input(cls.__dict__["load"])  # type: ignore[method-assign]
+
     def __init__(self, config: TaskConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
         #: How the metrics were computed, in words a reader needs to compare numbers (the tag
@@ -166,7 +176,12 @@ class Task:
         return " ".join(tokens)
 
     def load(self) -> TaskData:
-        """Build or read the splits. Called once per run, before training."""
+        """Build or read the splits. Called once per run, before training.
+
+        Raise ``ValueError`` (or :class:`harness.errors.BadInputError`) when an option or the
+        data is wrong: the harness reports it in one line naming the task, with exit code 2,
+        instead of a traceback. Any other exception is treated as a bug in the task.
+        """
         raise NotImplementedError
 
     def evaluate(self, predictions: Sequence[Any], examples: Sequence[Example]) -> dict[str, float]:
@@ -185,3 +200,20 @@ class Task:
     def evaluate_samples(self, samples: Sequence[list[str]]) -> dict[str, float]:
         """Metrics of sequences sampled from a trained language model (tokens, no <EOS>)."""
         return {}
+
+
+def _value_errors_as_bad_input(load: Callable[[Task], TaskData]) -> Callable[[Task], TaskData]:
+    """Wrap a subclass's ``load`` so a ValueError reaches the user as one line, not a traceback."""
+    if getattr(load, "_reports_value_errors", False):
+        return load
+
+    @functools.wraps(load)
+    def checked_load(self: Task) -> TaskData:
+        try:
+            return load(self)
+        except ValueError as error:
+            detail = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+            raise TaskOptionError(f"task {self.name!r}: {detail}") from error
+
+    checked_load._reports_value_errors = True  # type: ignore[attr-defined]
+    return checked_load

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from harness import hookimpl
@@ -28,8 +29,8 @@ from harness.fused.kernels import GRUKernel
 
 
 class GRUConfig(CellConfig):
-    #: Where Γr applies: before the candidate's recurrent product (the notes) or after it (cuDNN).
-    reset: Literal["before", "after"] = "before"
+    reset: Literal["before", "after"] = Field("before", description=(
+        "Where Γr applies: before the candidate's recurrent product (the notes) or after it (cuDNN)."))
 
 
 class GRUCell(RecurrentCell):

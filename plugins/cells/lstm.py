@@ -13,19 +13,21 @@ This is exactly ``torch.nn.LSTM`` (gate order i, f, g, o = u, f, c~, o, second b
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from harness import hookimpl
 from harness.cells import CellConfig, RecurrentCell, State, TorchEquivalent
 from harness.fused.kernels import LSTMKernel
+from harness.limits import MAX_BIAS
 
 
 class LSTMConfig(CellConfig):
-    #: Initial b_f. 1.0 (the default) starts Γf near σ(1) ≈ 0.73, so the cell remembers
-    #: from the first step and gradients flow through c<t> early in training (Gers et al.
-    #: 2000; Jozefowicz et al. 2015 found it closes most of the LSTM/GRU gap). 0.0 is
-    #: torch.nn.LSTM's initialisation.
-    forget_bias: float = 1.0
+    forget_bias: float = Field(1.0, ge=-MAX_BIAS, le=MAX_BIAS, description=(
+        "Initial b_f. 1.0 (the default) starts Γf near σ(1) ≈ 0.73, so the cell remembers "
+        "from the first step and gradients flow through c<t> early in training (Gers et al. "
+        "2000; Jozefowicz et al. 2015 found it closes most of the LSTM/GRU gap). 0.0 is "
+        "torch.nn.LSTM's initialisation."))
 
 
 class LSTMCell(RecurrentCell):

@@ -21,18 +21,20 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from harness import hookimpl
 from harness.cells import CellConfig, RecurrentCell, State
 from harness.fused.kernels import PeepholeLSTMKernel
+from harness.limits import MAX_BIAS
 
 
 class PeepholeLSTMConfig(CellConfig):
-    #: Which cell value the output gate peeps at: c<t-1> (the notes) or c<t> (Gers/Graves).
-    variant: Literal["notes", "gers"] = "notes"
-    #: Initial b_f; see the lstm cell for why 1.0.
-    forget_bias: float = 1.0
+    variant: Literal["notes", "gers"] = Field("notes", description=(
+        "Which cell value the output gate peeps at: c<t-1> (the notes) or c<t> (Gers/Graves)."))
+    forget_bias: float = Field(1.0, ge=-MAX_BIAS, le=MAX_BIAS, description=(
+        "Initial b_f; see the lstm cell for why 1.0."))
 
 
 class PeepholeLSTMCell(RecurrentCell):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from harness import hookimpl
@@ -19,8 +20,8 @@ from harness.fused.kernels import VanillaKernel
 
 
 class VanillaConfig(CellConfig):
-    #: The notes' g: tanh is the common choice; ReLU is the alternative they name.
-    activation: Literal["tanh", "relu"] = "tanh"
+    activation: Literal["tanh", "relu"] = Field("tanh", description=(
+        "The notes' g: tanh is the common choice; ReLU is the alternative they name."))
 
 
 class VanillaCell(RecurrentCell):

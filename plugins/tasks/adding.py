@@ -21,9 +21,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from harness import hookimpl
+from harness.limits import MAX_SEED, MAX_SEQUENCE_LENGTH, MAX_SPLIT_SIZE, check_generated_steps
 from harness.tasks import Example, Task, TaskConfig, TaskData
 
 #: MSE of the constant predictor 1.0: Var(U1 + U2) for independent U ~ U[0, 1].
@@ -32,16 +33,21 @@ _SPLIT_STREAMS = {"train": 0, "validation": 1, "test": 2}
 
 
 class AddingConfig(TaskConfig):
-    #: Seed of the generator: the same config always gives identical splits.
-    data_seed: int = Field(0, ge=0)
-    #: Steps per sequence (T); 50 already defeats a plain tanh RNN without care.
-    length: int = Field(50, ge=2)
-    #: Training sequences; a few thousand keeps a 2-core CPU quickstart quick.
-    train_size: int = Field(3000, ge=1)
-    #: Validation sequences (model selection / early stopping).
-    validation_size: int = Field(500, ge=1)
-    #: Test sequences; 500 estimates MSE near the 1/6 baseline to about ±0.01.
-    test_size: int = Field(500, ge=1)
+    data_seed: int = Field(0, ge=0, le=MAX_SEED, description=(
+        "Seed of the generator: the same config always gives identical splits."))
+    length: int = Field(50, ge=2, le=MAX_SEQUENCE_LENGTH, description=(
+        "Steps per sequence (T); 50 already defeats a plain tanh RNN without care."))
+    train_size: int = Field(3000, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Training sequences; a few thousand keeps a 2-core CPU quickstart quick."))
+    validation_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Validation sequences (model selection / early stopping)."))
+    test_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Test sequences; 500 estimates MSE near the 1/6 baseline to about ±0.01."))
+
+    @model_validator(mode="after")
+    def _fits_in_memory(self) -> AddingConfig:
+        check_generated_steps(self.train_size + self.validation_size + self.test_size, self.length)
+        return self
 
 
 def generate(seed: int, split: str, size: int, length: int) -> tuple[np.ndarray, np.ndarray]:

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pydantic import Field, model_validator
 
 from harness import hookimpl
+from harness.limits import MAX_SEED, MAX_SEQUENCE_LENGTH, MAX_SPLIT_SIZE, check_generated_steps
 from harness.tasks import Example, Task, TaskConfig, TaskData
 from harness.vocab import Vocabulary
 
@@ -79,32 +80,32 @@ def _word_list() -> list[str]:
 
 
 class AgreementConfig(TaskConfig):
-    #: Seed of the generator: the same config always gives identical splits.
-    data_seed: int = Field(0, ge=0)
-    #: Training sentences; a few thousand keeps a 2-core CPU quickstart quick.
-    train_size: int = Field(3000, ge=1)
-    #: Validation sentences (model selection / early stopping).
-    validation_size: int = Field(500, ge=1)
-    #: Test sentences; about 50 per default distance bucket.
-    test_size: int = Field(500, ge=1)
-    #: Shortest subject–verb gap (tokens strictly between subject and verb).
-    min_distance: int = Field(1, ge=1)
-    #: Longest gap of train/validation (and test unless overridden); 40 shows a basic RNN fading.
-    max_distance: int = Field(40, ge=1)
-    #: Shortest test gap, for extrapolation probes; None uses ``min_distance``.
-    test_min_distance: int | None = Field(None, ge=1)
-    #: Longest test gap, e.g. 80 to test beyond the training range; None uses ``max_distance``.
-    test_max_distance: int | None = Field(None, ge=1)
-    #: Width of the distance buckets reported per group ("01-05", "06-10", ...).
-    bucket_width: int = Field(5, ge=1)
-    #: About one clause noun per this many clause tokens (longer gaps carry more nouns).
-    noun_spacing: int = Field(8, ge=1)
-    #: Most nouns in one clause, attractors and same-number nouns together.
-    max_nouns: int = Field(6, ge=0)
-    #: Fewest attractors (other-number nouns) in every clause that has room for them.
-    min_attractors: int = Field(1, ge=0)
-    #: True: clause noun numbers independent of the label (no shortcut); False: all nouns attract.
-    balance_nouns: bool = True
+    data_seed: int = Field(0, ge=0, le=MAX_SEED, description=(
+        "Seed of the generator: the same config always gives identical splits."))
+    train_size: int = Field(3000, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Training sentences; a few thousand keeps a 2-core CPU quickstart quick."))
+    validation_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Validation sentences (model selection / early stopping)."))
+    test_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Test sentences; about 50 per default distance bucket."))
+    min_distance: int = Field(1, ge=1, le=MAX_SEQUENCE_LENGTH, description=(
+        "Shortest subject–verb gap (tokens strictly between subject and verb)."))
+    max_distance: int = Field(40, ge=1, le=MAX_SEQUENCE_LENGTH, description=(
+        "Longest gap of train/validation (and test unless overridden); 40 shows a basic RNN fading."))
+    test_min_distance: int | None = Field(None, ge=1, le=MAX_SEQUENCE_LENGTH, description=(
+        "Shortest test gap, for extrapolation probes; None uses ``min_distance``."))
+    test_max_distance: int | None = Field(None, ge=1, le=MAX_SEQUENCE_LENGTH, description=(
+        "Longest test gap, e.g. 80 to test beyond the training range; None uses ``max_distance``."))
+    bucket_width: int = Field(5, ge=1, le=MAX_SEQUENCE_LENGTH, description=(
+        "Width of the distance buckets reported per group (\"01-05\", \"06-10\", ...)."))
+    noun_spacing: int = Field(8, ge=1, le=MAX_SEQUENCE_LENGTH, description=(
+        "About one clause noun per this many clause tokens (longer gaps carry more nouns)."))
+    max_nouns: int = Field(6, ge=0, le=MAX_SEQUENCE_LENGTH, description=(
+        "Most nouns in one clause, attractors and same-number nouns together."))
+    min_attractors: int = Field(1, ge=0, le=MAX_SEQUENCE_LENGTH, description=(
+        "Fewest attractors (other-number nouns) in every clause that has room for them."))
+    balance_nouns: bool = Field(True, description=(
+        "True: clause noun numbers independent of the label (no shortcut); False: all nouns attract."))
 
     @model_validator(mode="after")
     def _check_ranges(self) -> AgreementConfig:
@@ -113,6 +114,7 @@ class AgreementConfig(TaskConfig):
         lo, hi = self.test_range
         if hi < lo:
             raise ValueError(f"the test distance range {lo}..{hi} is empty; check test_min/max_distance")
+        check_generated_steps(self.train_size + self.validation_size + self.test_size, max(hi, self.max_distance) + 2)
         return self
 
     @property

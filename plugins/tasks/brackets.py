@@ -35,6 +35,7 @@ from pydantic import Field, model_validator
 
 from harness import hookimpl
 from harness.errors import ConfigError
+from harness.limits import MAX_SEED, MAX_SEQUENCE_LENGTH, MAX_SPLIT_SIZE, check_generated_steps
 from harness.tasks import Example, Task, TaskConfig, TaskData
 from harness.vocab import Vocabulary
 
@@ -45,27 +46,27 @@ CHARACTERS: tuple[str, ...] = ("(", ")", "[", "]")
 
 
 class BracketsConfig(TaskConfig):
-    #: Seed of the generator: the same config always gives identical splits.
-    data_seed: int = Field(0, ge=0)
-    #: Shortest string in characters (rounded up to even); 2 is a single pair.
-    min_length: int = Field(2, ge=2)
-    #: Longest string in characters (odd values round down); 20 keeps sequences CPU-short.
-    max_length: int = Field(20, ge=2)
-    #: Deepest nesting allowed: how much stack the model must keep.
-    max_depth: int = Field(5, ge=1)
-    #: Chance of opening when both opening and closing are allowed; higher nests deeper.
-    open_probability: float = Field(0.5, gt=0.0, lt=1.0)
-    #: Training strings; a few thousand keeps a 2-core CPU quickstart quick.
-    train_size: int = Field(2000, ge=1)
-    #: Validation strings (model selection / early stopping).
-    validation_size: int = Field(500, ge=1)
-    #: Test strings (perplexity).
-    test_size: int = Field(500, ge=1)
+    data_seed: int = Field(0, ge=0, le=MAX_SEED, description=(
+        "Seed of the generator: the same config always gives identical splits."))
+    min_length: int = Field(2, ge=2, le=MAX_SEQUENCE_LENGTH, description=(
+        "Shortest string in characters (rounded up to even); 2 is a single pair."))
+    max_length: int = Field(20, ge=2, le=MAX_SEQUENCE_LENGTH, description=(
+        "Longest string in characters (odd values round down); 20 keeps sequences CPU-short."))
+    max_depth: int = Field(5, ge=1, le=MAX_SEQUENCE_LENGTH, description=(
+        "Deepest nesting allowed: how much stack the model must keep."))
+    open_probability: float = Field(0.5, gt=0.0, lt=1.0, description=(
+        "Chance of opening when both opening and closing are allowed; higher nests deeper."))
+    train_size: int = Field(2000, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Training strings; a few thousand keeps a 2-core CPU quickstart quick."))
+    validation_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Validation strings (model selection / early stopping)."))
+    test_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description="Test strings (perplexity).")
 
     @model_validator(mode="after")
     def _check_lengths(self) -> BracketsConfig:
         if self.even_lengths == []:
             raise ValueError(f"no even length lies in min_length..max_length = {self.min_length}..{self.max_length}")
+        check_generated_steps(self.train_size + self.validation_size + self.test_size, self.max_length)
         return self
 
     @property

@@ -37,6 +37,7 @@ from pydantic import Field, model_validator
 
 from harness import hookimpl
 from harness.errors import ConfigError
+from harness.limits import MAX_SLICE
 from harness.tasks import EmptySplitError, Example, Task, TaskConfig, TaskData
 from harness.textdata import ProcessedCache, data_folder, file_digest, load_hub_dataset, read_lines, require_file
 from harness.vocab import UNK, Vocabulary
@@ -48,23 +49,23 @@ PROCESSING_VERSION = 1
 
 
 class CharLMConfig(TaskConfig):
-    #: Folder that contains ``subfolder``; null: the environment variable HARNESS_DATA_DIR.
-    data_dir: str | None = None
-    subfolder: str = "tinyshakespeare"
-    file: str = "input.txt"
-    #: Leading share of the characters for training (char-rnn: 0.95).
-    train_fraction: float = Field(0.9, gt=0, lt=1)
-    #: The next share for validation (char-rnn: 0.05); the rest is the test split, or, when
-    #: nothing is left, the test split is the validation split (see the module doc).
-    validation_fraction: float = Field(0.05, gt=0, lt=1)
-    #: Use only the first M characters of the text (a CI slice), before splitting; null: all.
-    max_chars: int | None = Field(None, ge=1)
-    #: A Hugging Face dataset id (or a local dataset folder) to read instead of the file.
-    hub_dataset: str | None = None
-    hub_config: str | None = None
-    #: Pin a hub revision; only pinned (or local) hub data is cached by this task.
-    hub_revision: str | None = None
-    text_column: str = "text"
+    data_dir: str | None = Field(None, description=(
+        "Folder that contains ``subfolder``; null: the environment variable HARNESS_DATA_DIR."))
+    subfolder: str = Field("tinyshakespeare", description="The data set's folder inside data_dir.")
+    file: str = Field("input.txt", description="The text file inside subfolder; the whole text is one stream.")
+    train_fraction: float = Field(0.9, gt=0, lt=1, description=(
+        "Leading share of the characters for training (char-rnn: 0.95)."))
+    validation_fraction: float = Field(0.05, gt=0, lt=1, description=(
+        "The next share for validation (char-rnn: 0.05); the rest is the test split, or, when "
+        "nothing is left, the test split is the validation split (see the module doc)."))
+    max_chars: int | None = Field(None, ge=1, le=MAX_SLICE, description=(
+        "Use only the first M characters of the text (a CI slice), before splitting; null: all."))
+    hub_dataset: str | None = Field(None, description=(
+        "A Hugging Face dataset id (or a local dataset folder) to read instead of the file."))
+    hub_config: str | None = Field(None, description="The hub dataset's configuration name, if it has several.")
+    hub_revision: str | None = Field(None, description=(
+        "Pin a hub revision; only pinned (or local) hub data is cached by this task."))
+    text_column: str = Field("text", description="The hub column that holds the text.")
 
     @model_validator(mode="after")
     def _fractions_fit(self) -> CharLMConfig:

@@ -30,9 +30,10 @@ import math
 import random
 from collections.abc import Sequence
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from harness import hookimpl
+from harness.limits import MAX_SEED, MAX_SEQUENCE_LENGTH, MAX_SPLIT_SIZE, check_generated_steps
 from harness.tasks import Example, Task, TaskConfig, TaskData
 from harness.vocab import Vocabulary
 
@@ -41,18 +42,24 @@ SYMBOLS: tuple[str, ...] = tuple(str(i) for i in range(1, 9))
 
 
 class CopyConfig(TaskConfig):
-    #: Seed of the generator: the same config always gives identical splits.
-    data_seed: int = Field(0, ge=0)
-    #: T, the blank steps between the last symbol and the delimiter plus one; 20 suits a CPU quickstart.
-    delay: int = Field(20, ge=1)
-    #: Symbols to remember (10 in Arjovsky et al.); the sequence length is delay + 2 * copy_length.
-    copy_length: int = Field(10, ge=1)
-    #: Training sequences; a few thousand keeps a 2-core CPU quickstart quick.
-    train_size: int = Field(3000, ge=1)
-    #: Validation sequences (model selection / early stopping).
-    validation_size: int = Field(500, ge=1)
-    #: Test sequences.
-    test_size: int = Field(500, ge=1)
+    data_seed: int = Field(0, ge=0, le=MAX_SEED, description=(
+        "Seed of the generator: the same config always gives identical splits."))
+    delay: int = Field(20, ge=1, le=MAX_SEQUENCE_LENGTH, description=(
+        "T, the blank steps between the last symbol and the delimiter plus one; 20 suits a CPU quickstart."))
+    copy_length: int = Field(10, ge=1, le=MAX_SEQUENCE_LENGTH, description=(
+        "Symbols to remember (10 in Arjovsky et al.); the sequence length is delay + 2 * copy_length."))
+    train_size: int = Field(3000, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Training sequences; a few thousand keeps a 2-core CPU quickstart quick."))
+    validation_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Validation sequences (model selection / early stopping)."))
+    test_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Test sequences: per-step cross-entropy and recall accuracy."))
+
+    @model_validator(mode="after")
+    def _fits_in_memory(self) -> CopyConfig:
+        check_generated_steps(self.train_size + self.validation_size + self.test_size,
+                              self.delay + 2 * self.copy_length)
+        return self
 
 
 def baseline_cross_entropy(delay: int, copy_length: int = 10) -> float:

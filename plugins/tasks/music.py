@@ -37,6 +37,7 @@ from pydantic import Field
 
 from harness import hookimpl
 from harness.errors import BadInputError
+from harness.limits import MAX_SLICE
 from harness.midi import KEYS, LOWEST_NOTE, write_midi
 from harness.tasks import Example, Task, TaskConfig, TaskData
 from harness.textdata import data_folder, require_file
@@ -59,14 +60,14 @@ Piece = tuple[tuple[int, ...], ...]  # time steps of key indices 0..87
 
 
 class MusicConfig(TaskConfig):
-    #: Which of the four data sets.
-    dataset: Literal["jsb_chorales", "nottingham", "musedata", "piano_midi"] = "jsb_chorales"
-    #: Folder that contains ``polyphonic-music/``; null: the environment variable HARNESS_DATA_DIR.
-    data_dir: str | None = None
-    #: Keep only the first N pieces of each split (a quick slice); null: all.
-    max_sequences: int | None = Field(None, ge=1)
-    #: Truncate every piece to its first M time steps; null: whole pieces.
-    max_steps: int | None = Field(None, ge=1)
+    dataset: Literal["jsb_chorales", "nottingham", "musedata", "piano_midi"] = Field("jsb_chorales", description=(
+        "Which of the four data sets."))
+    data_dir: str | None = Field(None, description=(
+        "Folder that contains ``polyphonic-music/``; null: the environment variable HARNESS_DATA_DIR."))
+    max_sequences: int | None = Field(None, ge=1, le=MAX_SLICE, description=(
+        "Keep only the first N pieces of each split (a quick slice); null: all."))
+    max_steps: int | None = Field(None, ge=1, le=MAX_SLICE, description=(
+        "Truncate every piece to its first M time steps; null: whole pieces."))
 
 
 def data_file(config: MusicConfig) -> Path:

@@ -43,6 +43,7 @@ from seqeval.scheme import IOB2
 
 from harness import hookimpl
 from harness.errors import BadInputError, ConfigError
+from harness.limits import MAX_COLUMN, MAX_SLICE, MAX_VOCAB_SIZE
 from harness.tasks import EmptySplitError, Example, Task, TaskConfig, TaskData
 from harness.textdata import ProcessedCache, data_folder, load_hub_dataset, read_lines, require_file
 from harness.vocab import Vocabulary
@@ -56,34 +57,36 @@ _TAG = re.compile(r"^(?:O|[BIES]-\S+)$")
 
 
 class NerConfig(TaskConfig):
-    #: Folder that contains ``subfolder``; null: the environment variable HARNESS_DATA_DIR.
-    data_dir: str | None = None
-    subfolder: str = "conll2003"
-    train_file: str = "eng.train"
-    #: CoNLL-2003's development set (testa) is the validation split; testb is the test set.
-    validation_file: str = "eng.testa"
-    test_file: str = "eng.testb"
-    #: Columns counted from 0; negative counts from the end (-1: the last column, CoNLL's NE tag).
-    token_column: int = 0
-    tag_column: int = -1
-    #: The files' tag scheme; auto detects it (see the module doc). Always converted to IOB2.
-    scheme: Literal["auto", "IOB1", "IOB2", "IOBES"] = "auto"
-    #: K: the K most frequent training words get their own embedding, the rest map to <UNK>
-    #: (null: all). 20000 of CoNLL-2003's 23,623 training types leaves the rarest as <UNK>
-    #: during training, so <UNK> is learned rather than left at its random start.
-    vocab_size: int | None = Field(20000, ge=1)
-    #: Word normalisation before the vocabulary (and for user text); both off is Ma & Hovy's
-    #: "no preprocessing", digits_to_zero is Lample et al.'s.
-    lowercase: bool = False
-    digits_to_zero: bool = False
-    #: Keep only the first N sentences of each split (a quick slice, e.g. for CI); null: all.
-    max_sentences: int | None = Field(None, ge=1)
-    #: A Hugging Face dataset (hub id or local folder) instead of the files, e.g. eriktks/conll2003.
-    hub_dataset: str | None = None
-    hub_config: str | None = None
-    hub_revision: str | None = None
-    hub_token_column: str = "tokens"
-    hub_tag_column: str = "ner_tags"
+    data_dir: str | None = Field(None, description=(
+        "Folder that contains ``subfolder``; null: the environment variable HARNESS_DATA_DIR."))
+    subfolder: str = Field("conll2003", description="The data set's folder inside data_dir.")
+    train_file: str = Field("eng.train", description="The training split's file inside subfolder (CoNLL columns).")
+    validation_file: str = Field("eng.testa", description=(
+        "CoNLL-2003's development set (testa) is the validation split; testb is the test set."))
+    test_file: str = Field("eng.testb", description="The test split's file inside subfolder.")
+    token_column: int = Field(0, ge=-MAX_COLUMN, le=MAX_COLUMN, description=(
+        "Columns counted from 0; negative counts from the end (-1: the last column, CoNLL's NE tag)."))
+    tag_column: int = Field(-1, ge=-MAX_COLUMN, le=MAX_COLUMN, description=(
+        "The column of the NE tag, counted like token_column."))
+    scheme: Literal["auto", "IOB1", "IOB2", "IOBES"] = Field("auto", description=(
+        "The files' tag scheme; auto detects it (see the module doc). Always converted to IOB2."))
+    vocab_size: int | None = Field(20000, ge=1, le=MAX_VOCAB_SIZE, description=(
+        "K: the K most frequent training words get their own embedding, the rest map to <UNK> "
+        "(null: all). 20000 of CoNLL-2003's 23,623 training types leaves the rarest as <UNK> "
+        "during training, so <UNK> is learned rather than left at its random start."))
+    lowercase: bool = Field(False, description=(
+        "Word normalisation before the vocabulary (and for user text); both off is Ma & Hovy's "
+        "\"no preprocessing\", digits_to_zero is Lample et al.'s."))
+    digits_to_zero: bool = Field(False, description="Replace every digit by 0 before the vocabulary (Lample et al.).")
+    max_sentences: int | None = Field(None, ge=1, le=MAX_SLICE, description=(
+        "Keep only the first N sentences of each split (a quick slice, e.g. for CI); null: all."))
+    hub_dataset: str | None = Field(None, description=(
+        "A Hugging Face dataset (hub id or local folder) instead of the files, e.g. eriktks/conll2003."))
+    hub_config: str | None = Field(None, description="The hub dataset's configuration name, if it has several.")
+    hub_revision: str | None = Field(None, description=(
+        "Pin a hub revision; only pinned (or local) hub data is cached by this task."))
+    hub_token_column: str = Field("tokens", description="The hub column that holds each sentence's tokens.")
+    hub_tag_column: str = Field("ner_tags", description="The hub column that holds each sentence's tags.")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pydantic import Field, model_validator
 
 from harness import hookimpl
+from harness.limits import MAX_SEED, MAX_SPLIT_SIZE
 from harness.tasks import Example, Task, TaskConfig, TaskData
 from harness.vocab import Vocabulary
 
@@ -78,18 +79,17 @@ def number_to_digits(n: int) -> list[str]:
 
 
 class NumbersConfig(TaskConfig):
-    #: Seed of the generator: the same config always gives identical splits.
-    data_seed: int = Field(0, ge=0)
-    #: Smallest number drawn.
-    min_number: int = Field(0, ge=0, le=MAX_NUMBER)
-    #: Largest number drawn; 9999 gives 1–4 source digits and 1–6 target words.
-    max_number: int = Field(9999, ge=0, le=MAX_NUMBER)
-    #: Training pairs; about a third of 0..9999, so most numbers stay unseen.
-    train_size: int = Field(3000, ge=1)
-    #: Validation pairs (model selection / early stopping).
-    validation_size: int = Field(500, ge=1)
-    #: Test pairs, all numbers absent from train and validation.
-    test_size: int = Field(500, ge=1)
+    data_seed: int = Field(0, ge=0, le=MAX_SEED, description=(
+        "Seed of the generator: the same config always gives identical splits."))
+    min_number: int = Field(0, ge=0, le=MAX_NUMBER, description="Smallest number drawn.")
+    max_number: int = Field(9999, ge=0, le=MAX_NUMBER, description=(
+        "Largest number drawn; 9999 gives 1–4 source digits and 1–6 target words."))
+    train_size: int = Field(3000, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Training pairs; about a third of 0..9999, so most numbers stay unseen."))
+    validation_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Validation pairs (model selection / early stopping)."))
+    test_size: int = Field(500, ge=1, le=MAX_SPLIT_SIZE, description=(
+        "Test pairs, all numbers absent from train and validation."))
 
     @model_validator(mode="after")
     def _check_range(self) -> NumbersConfig:

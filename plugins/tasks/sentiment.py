@@ -37,6 +37,7 @@ from pydantic import Field, model_validator
 
 from harness import hookimpl
 from harness.errors import BadInputError, ConfigError
+from harness.limits import MAX_CLASSES, MAX_SLICE, MAX_VOCAB_SIZE
 from harness.tasks import EmptySplitError, Example, Task, TaskConfig, TaskData
 from harness.textdata import ProcessedCache, data_folder, file_digest, load_hub_dataset, read_lines, require_file
 from harness.vocab import SPECIALS, Vocabulary
@@ -53,36 +54,35 @@ Labelled = tuple[list[str], int]  # (tokens, class id)
 
 
 class SentimentConfig(TaskConfig):
-    #: Folder that contains ``subfolder``; null: the environment variable HARNESS_DATA_DIR.
-    data_dir: str | None = None
-    #: The data set's folder inside data_dir.
-    subfolder: str = "sst2"
-    #: One file per split, relative to the data set's folder.
-    train_file: str = "stsa.binary.train"
-    validation_file: str = "stsa.binary.dev"
-    test_file: str = "stsa.binary.test"
-    #: auto: tsv for a .tsv file or a tab-separated first line naming a label or sentence column,
-    #: else label_sentence.
-    format: Literal["auto", "label_sentence", "tsv"] = "auto"
-    #: Also train on the labelled phrases (most published SST results do); recorded in the run's notes.
-    include_phrases: bool = False
-    phrases_file: str = "phrases/train.tsv"
-    #: Labels are 0 .. num_classes-1 (2 for SST-2, 5 for the fine-grained SST-1).
-    num_classes: int = Field(2, ge=2)
-    #: Lower-case every token (SST is already lower-case).
-    lowercase: bool = False
-    #: The notes' K: the most frequent training tokens kept; above SST-2's 14,828 training types
-    #: by default, so every training word has its own id. null: every training token.
-    vocab_size: int | None = Field(20000, ge=1)
-    #: Keep only the first N examples of each file (a CI slice); null: all.
-    max_examples: int | None = Field(None, ge=1)
-    #: A Hugging Face dataset id (or a local dataset folder) to read instead of the files.
-    hub_dataset: str | None = None
-    hub_config: str | None = None
-    #: Pin a hub revision; only pinned (or local) hub data is cached by this task.
-    hub_revision: str | None = None
-    label_column: str = "label"
-    text_column: str = "sentence"
+    data_dir: str | None = Field(None, description=(
+        "Folder that contains ``subfolder``; null: the environment variable HARNESS_DATA_DIR."))
+    subfolder: str = Field("sst2", description="The data set's folder inside data_dir.")
+    train_file: str = Field("stsa.binary.train", description=(
+        "The training split's file, relative to the data set's folder."))
+    validation_file: str = Field("stsa.binary.dev", description="The validation split's file.")
+    test_file: str = Field("stsa.binary.test", description="The test split's file.")
+    format: Literal["auto", "label_sentence", "tsv"] = Field("auto", description=(
+        "auto: tsv for a .tsv file or a tab-separated first line naming a label or sentence column, "
+        "else label_sentence."))
+    include_phrases: bool = Field(False, description=(
+        "Also train on the labelled phrases (most published SST results do); recorded in the run's notes."))
+    phrases_file: str = Field("phrases/train.tsv", description=(
+        "The labelled phrases (TSV) read with include_phrases, relative to the data set's folder."))
+    num_classes: int = Field(2, ge=2, le=MAX_CLASSES, description=(
+        "Labels are 0 .. num_classes-1 (2 for SST-2, 5 for the fine-grained SST-1)."))
+    lowercase: bool = Field(False, description="Lower-case every token (SST is already lower-case).")
+    vocab_size: int | None = Field(20000, ge=1, le=MAX_VOCAB_SIZE, description=(
+        "The notes' K: the most frequent training tokens kept; above SST-2's 14,828 training types "
+        "by default, so every training word has its own id. null: every training token."))
+    max_examples: int | None = Field(None, ge=1, le=MAX_SLICE, description=(
+        "Keep only the first N examples of each file (a CI slice); null: all."))
+    hub_dataset: str | None = Field(None, description=(
+        "A Hugging Face dataset id (or a local dataset folder) to read instead of the files."))
+    hub_config: str | None = Field(None, description="The hub dataset's configuration name, if it has several.")
+    hub_revision: str | None = Field(None, description=(
+        "Pin a hub revision; only pinned (or local) hub data is cached by this task."))
+    label_column: str = Field("label", description="The hub (or TSV header) column that holds the label.")
+    text_column: str = Field("sentence", description="The hub (or TSV header) column that holds the sentence.")
 
     @model_validator(mode="after")
     def _phrases_need_files(self) -> SentimentConfig:

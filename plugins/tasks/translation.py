@@ -43,6 +43,7 @@ from pydantic import Field, model_validator
 from harness import hookimpl
 from harness.decoding import DecodingSettings
 from harness.errors import BadInputError, ConfigError
+from harness.limits import MAX_BEAM_SIZE, MAX_SEED, MAX_SEQUENCE_LENGTH, MAX_SLICE, MAX_VOCAB_SIZE
 from harness.tasks import Example, Task, TaskConfig, TaskData
 from harness.textdata import ProcessedCache, data_folder, load_hub_dataset, read_lines, require_file
 from harness.vocab import BOS, EOS, PAD, Vocabulary
@@ -53,43 +54,48 @@ Pair = tuple[str, str]
 
 
 class TranslationConfig(TaskConfig):
-    #: Language codes: the file suffixes (train.de), the hub columns, and the Moses rules used.
-    source_lang: str = Field("de", pattern=r"^[A-Za-z][A-Za-z_-]*$")
-    target_lang: str = Field("en", pattern=r"^[A-Za-z][A-Za-z_-]*$")
-    #: Folder that contains ``subfolder``; null: the environment variable HARNESS_DATA_DIR.
-    data_dir: str | None = None
-    subfolder: str = "multi30k"
-    #: Stems of the line-aligned files per split (Multi30k's names); null validation/test
-    #: stems: those splits are drawn from the training pairs.
-    train_stem: str = "train"
-    validation_stem: str | None = "val"
-    test_stem: str | None = "test2016"
-    #: One TSV file of pairs (relative to the data folder, or absolute), split by split_seed.
-    pairs_file: str | None = None
-    #: One TSV file per split: {train: …, validation: …, test: …}.
-    pairs_files: dict[Literal["train", "validation", "test"], str] | None = None
-    #: A Hugging Face dataset id or local dataset folder, instead of files.
-    hub_dataset: str | None = None
-    hub_config: str | None = None
-    hub_revision: str | None = None
-    #: Shares of the pairs that go to validation and test when splits are drawn, and the seed.
-    validation_fraction: float = Field(0.1, gt=0, lt=1)
-    test_fraction: float = Field(0.1, gt=0, lt=1)
-    split_seed: int = Field(0, ge=0)
-    #: Keep the first N pairs of each split (a quick slice, e.g. for CI); null: all.
-    max_pairs: int | None = Field(None, ge=1)
-    lowercase: bool = True
-    #: Moses punctuation normalisation (quotes, dashes, spaces) before tokenizing.
-    normalize_punctuation: bool = True
-    #: Vocabulary: training tokens seen at least min_freq times, the max_vocab_size (K) most frequent.
-    min_freq: int = Field(2, ge=1)
-    max_vocab_size: int | None = Field(None, ge=1)
-    #: Decoding of validation and test outputs: 1 greedy, K > 1 beam search.
-    beam_size: int = Field(1, ge=1)
-    #: α of the length normalisation log P / Ty^α when ranking beam hypotheses (0: off).
-    length_penalty: float = Field(0.0, ge=0)
-    #: Most tokens generated per sentence, <EOS> included.
-    max_decode_length: int = Field(50, ge=1)
+    source_lang: str = Field("de", pattern=r"^[A-Za-z][A-Za-z_-]*$", description=(
+        "Source language code: the file suffix (train.de), the hub column, and the Moses rules used."))
+    target_lang: str = Field("en", pattern=r"^[A-Za-z][A-Za-z_-]*$", description=(
+        "Target language code, used like source_lang."))
+    data_dir: str | None = Field(None, description=(
+        "Folder that contains ``subfolder``; null: the environment variable HARNESS_DATA_DIR."))
+    subfolder: str = Field("multi30k", description="The data set's folder inside data_dir.")
+    train_stem: str = Field("train", description=(
+        "Stem of the line-aligned training files (train.de, train.en: Multi30k's names)."))
+    validation_stem: str | None = Field("val", description=(
+        "Stem of the validation files; null: validation pairs are drawn from the training pairs."))
+    test_stem: str | None = Field("test2016", description=(
+        "Stem of the test files; null: test pairs are drawn from the training pairs."))
+    pairs_file: str | None = Field(None, description=(
+        "One TSV file of pairs (relative to the data folder, or absolute), split by split_seed."))
+    pairs_files: dict[Literal["train", "validation", "test"], str] | None = Field(None, description=(
+        "One TSV file per split: {train: …, validation: …, test: …}."))
+    hub_dataset: str | None = Field(None, description=(
+        "A Hugging Face dataset id or local dataset folder, instead of files."))
+    hub_config: str | None = Field(None, description="The hub dataset's configuration name, if it has several.")
+    hub_revision: str | None = Field(None, description=(
+        "Pin a hub revision; only pinned (or local) hub data is cached by this task."))
+    validation_fraction: float = Field(0.1, gt=0, lt=1, description=(
+        "Share of the pairs that goes to validation when splits are drawn."))
+    test_fraction: float = Field(0.1, gt=0, lt=1, description=(
+        "Share of the pairs that goes to test when splits are drawn."))
+    split_seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the draw of validation and test pairs.")
+    max_pairs: int | None = Field(None, ge=1, le=MAX_SLICE, description=(
+        "Keep the first N pairs of each split (a quick slice, e.g. for CI); null: all."))
+    lowercase: bool = Field(True, description="Lower-case both sides before tokenizing.")
+    normalize_punctuation: bool = Field(True, description=(
+        "Moses punctuation normalisation (quotes, dashes, spaces) before tokenizing."))
+    min_freq: int = Field(2, ge=1, le=MAX_SLICE, description=(
+        "Vocabulary: training tokens seen at least min_freq times, the max_vocab_size (K) most frequent."))
+    max_vocab_size: int | None = Field(None, ge=1, le=MAX_VOCAB_SIZE, description=(
+        "K: keep at most this many tokens per side (the most frequent); null: every token seen min_freq times."))
+    beam_size: int = Field(1, ge=1, le=MAX_BEAM_SIZE, description=(
+        "Decoding of validation and test outputs: 1 greedy, K > 1 beam search."))
+    length_penalty: float = Field(0.0, ge=0, le=10, description=(
+        "α of the length normalisation log P / Ty^α when ranking beam hypotheses (0: off)."))
+    max_decode_length: int = Field(50, ge=1, le=MAX_SEQUENCE_LENGTH, description=(
+        "Most tokens generated per sentence, <EOS> included."))
 
     @model_validator(mode="after")
     def _one_source(self) -> TranslationConfig:

@@ -39,6 +39,7 @@ from pydantic import Field
 
 from harness import hookimpl
 from harness.errors import ConfigError
+from harness.limits import MAX_SLICE, MAX_VOCAB_SIZE
 from harness.tasks import EmptySplitError, Example, Task, TaskConfig, TaskData
 from harness.textdata import ProcessedCache, data_folder, file_digest, load_hub_dataset, read_lines, require_file
 from harness.vocab import EOS, UNK, Vocabulary
@@ -54,24 +55,23 @@ PROCESSING_VERSION = 1
 
 
 class WordLMConfig(TaskConfig):
-    #: ptb: <name>.{train,valid,test}.txt; wikitext: wiki.{train,valid,test}.tokens.
-    layout: Literal["ptb", "wikitext"] = "ptb"
-    #: Folder that contains ``subfolder``; null: the environment variable HARNESS_DATA_DIR.
-    data_dir: str | None = None
-    #: The corpus folder inside data_dir; null: ``ptb`` or ``wikitext-2`` by layout.
-    subfolder: str | None = None
-    #: The notes' K: the most frequent training words kept, the rest become <UNK>; null: all
-    #: (PTB is already cut to 10k).
-    vocab_size: int | None = Field(None, ge=1)
-    #: Keep only the first N lines of each split (a CI slice); null: all.
-    max_lines: int | None = Field(None, ge=1)
-    #: A Hugging Face dataset id (or a local dataset folder) to read instead of the files.
-    hub_dataset: str | None = None
-    hub_config: str | None = None
-    #: Pin a hub revision; only pinned (or local) hub data is cached by this task.
-    hub_revision: str | None = None
-    #: The hub column that holds one line of text per row.
-    text_column: str = "text"
+    layout: Literal["ptb", "wikitext"] = Field("ptb", description=(
+        "ptb: <name>.{train,valid,test}.txt; wikitext: wiki.{train,valid,test}.tokens."))
+    data_dir: str | None = Field(None, description=(
+        "Folder that contains ``subfolder``; null: the environment variable HARNESS_DATA_DIR."))
+    subfolder: str | None = Field(None, description=(
+        "The corpus folder inside data_dir; null: ``ptb`` or ``wikitext-2`` by layout."))
+    vocab_size: int | None = Field(None, ge=1, le=MAX_VOCAB_SIZE, description=(
+        "The notes' K: the most frequent training words kept, the rest become <UNK>; null: all "
+        "(PTB is already cut to 10k)."))
+    max_lines: int | None = Field(None, ge=1, le=MAX_SLICE, description=(
+        "Keep only the first N lines of each split (a CI slice); null: all."))
+    hub_dataset: str | None = Field(None, description=(
+        "A Hugging Face dataset id (or a local dataset folder) to read instead of the files."))
+    hub_config: str | None = Field(None, description="The hub dataset's configuration name, if it has several.")
+    hub_revision: str | None = Field(None, description=(
+        "Pin a hub revision; only pinned (or local) hub data is cached by this task."))
+    text_column: str = Field("text", description="The hub column that holds one line of text per row.")
 
 
 def line_tokens(line: str) -> list[str]:

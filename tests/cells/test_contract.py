@@ -210,3 +210,16 @@ def test_run_conformance_fails_on_options_the_cell_rejects() -> None:
 def test_run_conformance_needs_a_cell() -> None:
     with pytest.raises(ValueError, match="at least one cell"):
         run_conformance([], {})
+
+
+def test_the_contract_runs_without_pytest_with_the_same_checks(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.conformance_runner import run_conformance as run_directly
+
+    assert run_directly(["vanilla"], {"activation": "relu"}, use_pytest=False) == 0
+    report = capsys.readouterr().out
+    assert "::test_padding_invariance[vanilla-activation=relu-bi] PASSED" in report
+    assert report.strip().splitlines()[-1].startswith("======== 17 passed in ")  # as many as under pytest
+    assert run_directly(["gru"], {"reset": "sideways"}, use_pytest=False) == 1  # options the cell rejects
+    failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 17 and all("reset" in line or "ValidationError" in line for line in failed)
+

@@ -229,8 +229,10 @@ def test_duplicate_cell_names_both_plugins_and_the_builtin_keeps_it() -> None:
         "Rename one of them, or leave one plugin out with HARNESS_PLUGINS."
     ]
     assert loaded.cells.get("lstm") is LSTMCell and loaded.plugin_of_cell("lstm").name == "lstm"
-    # One refused entry does not hide the plugin's other entries (the plugin is still reported broken).
-    assert third.cells == ["mini_rnn"] and loaded.plugin_of_cell("mini_rnn").broken
+    # A broken plugin keeps none of its entries: its accepted cell must not train either.
+    assert third.cells == [] and "mini_rnn" not in loaded.cells
+    with pytest.raises(UnknownNameError, match="plugin 'third' is installed but broken"):
+        loaded.cells.get("mini_rnn")
 
 
 def test_registry_add_raises_duplicate_name_error_naming_both_plugins() -> None:

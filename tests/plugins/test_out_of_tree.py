@@ -38,6 +38,26 @@ def test_the_cell_under_test_is_the_installed_one():
 '''
 
 
+#: Runs the harness CLI in a Python where ``import pytest`` fails, as after a plain ``pip install rnn-harness``.
+WITHOUT_PYTEST = """\
+import sys
+
+
+class NoPytest:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pytest" or name.startswith(("pytest.", "_pytest")):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NoPytest())
+from harness.cli import main
+
+sys.argv = ["harness", *sys.argv[1:]]
+main()
+"""
+
+
 @pytest.fixture(scope="module")
 def out_of_tree(tmp_path_factory: pytest.TempPathFactory, plugin_kit: types.SimpleNamespace) -> types.SimpleNamespace:
     """A clean site directory with only the two out-of-tree cells installed."""
@@ -58,6 +78,10 @@ def runs(out_of_tree: types.SimpleNamespace, plugin_kit: types.SimpleNamespace) 
         "plugins": plugin_kit.start_harness(site, "plugins", "--json", cwd=workdir),
         "conformance-mgu": plugin_kit.start_harness(site, "conformance", "mgu", cwd=workdir),
         "conformance-liar": plugin_kit.start_harness(site, "conformance", "liar_rnn", cwd=workdir),
+        "no-pytest-mgu": plugin_kit.start([sys.executable, "-c", WITHOUT_PYTEST, "conformance", "mgu"],
+                                          plugin_kit.subprocess_env(site), workdir),
+        "no-pytest-liar": plugin_kit.start([sys.executable, "-c", WITHOUT_PYTEST, "conformance", "liar_rnn"],
+                                           plugin_kit.subprocess_env(site), workdir),
         # The third party's own test suite, run from its package directory.
         "package-tests": plugin_kit.start(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_mgu_contract.py"],
@@ -126,3 +150,23 @@ def test_a_cell_whose_param_count_lies_fails_conformance(runs: dict[str, Any]) -
     failed = [line for line in run.stdout.splitlines() if line.startswith("FAILED ")]
     assert len(failed) == 1 and "::test_param_count" in failed[0] and "[liar_rnn]" in failed[0], run.explain()
     assert " 1 failed, " in run.summary()  # everything else about the cell is fine
+
+
+def test_harness_conformance_needs_no_pytest(runs: dict[str, Any]) -> None:
+    run = runs["no-pytest-mgu"]
+    assert run.returncode == 0, run.explain()
+    assert run.stdout.startswith("pytest is not installed: running the contract's checks directly")
+    assert 'pip install "rnn-harness[conformance]"' in run.stdout.splitlines()[0]
+    summary = run.summary()
+    assert " passed" in summary and "failed" not in summary, run.explain()
+    assert int(summary.split(" passed")[0].split()[-1]) >= 15  # the whole contract ran
+    assert "::test_gradcheck[mgu-bi] PASSED" in run.stdout
+
+
+def test_without_pytest_a_lying_cell_still_fails_exactly_its_promise(runs: dict[str, Any]) -> None:
+    run = runs["no-pytest-liar"]
+    assert run.returncode == 1, run.explain()
+    failed = [line for line in run.stdout.splitlines() if line.startswith("FAILED ")]
+    assert len(failed) == 1 and "::test_param_count" in failed[0] and "[liar_rnn]" in failed[0], run.explain()
+    assert " 1 failed, " in run.summary()
+
