@@ -76,6 +76,8 @@ class RunCheckpoints:
     say: Callable[[str], None] = print
     run_id: str | None = None  # the MLflow run of this attempt, recorded in each checkpoint
     resumed: Resumable | None = None  # set by :meth:`select`
+    #: Called once training resumes from a checkpoint (the runner tags its MLflow run).
+    on_resume: Callable[[Resumable], None] | None = None
 
     def newest_first(self) -> list[Path]:
         found = [p for p in self.folder.glob(f"{PREFIX}*{SUFFIX}") if p.stem[len(PREFIX):].isdigit()]
@@ -217,6 +219,8 @@ def resume_checkpoint_path(checkpoints: RunCheckpoints | None, callback: ResumeS
     callback.resumed = found
     where = "mid-epoch" if found.mid_epoch else "end-of-epoch"
     checkpoints.say(f"    resumed from epoch {found.epochs_done} checkpoint ({where}, {found.path.name})")
+    if checkpoints.on_resume is not None:
+        checkpoints.on_resume(found)
     return found.path
 
 
@@ -252,11 +256,13 @@ def with_checkpoints(checkpoints: RunCheckpoints | None, callbacks: list[pl.Call
 
 
 def run_checkpoints(output_dir: Path, key: str, run_id: str, data: Any, *, every_minutes: float | None,
-                    fresh: bool, say: Callable[[str], None]) -> RunCheckpoints:
+                    fresh: bool, say: Callable[[str], None],
+                    on_resume: Callable[[Resumable], None] | None = None) -> RunCheckpoints:
     """The checkpoints of run ``key``; ``fresh`` (``--no-resume``) deletes the ones left by earlier attempts."""
     hashes = {name: vocab.hash for name in ("input_vocab", "output_vocab")
               if (vocab := getattr(data, name, None)) is not None}
-    checkpoints = RunCheckpoints(output_dir / "checkpoints" / key, every_minutes, hashes, say, run_id)
+    checkpoints = RunCheckpoints(output_dir / "checkpoints" / key, every_minutes, hashes, say, run_id,
+                                 on_resume=on_resume)
     if fresh:
         checkpoints.discard()
     return checkpoints

@@ -342,18 +342,19 @@ class Runner:
 
         checkpoints = None if experiment.training.devices > 1 else run_checkpoints(
             self.output_dir, spec.key, run_id, data, every_minutes=experiment.checkpoint_minutes,
-            fresh=not self.resume, say=self._say)
+            fresh=not self.resume, say=self._say, on_resume=lambda resumed: self._record_resume(run_id, resumed))
         result = train_run(net, task, data, experiment.training, seed=spec.seed, device=experiment.device,
                            hyperparameters=spec.config, on_epoch=on_epoch, verbose=self.verbose,
                            checkpoints=checkpoints)
-        if checkpoints is not None and checkpoints.resumed is not None:
-            with self._interrupts.critical():
-                record_resume(self.tracker, run_id, checkpoints.resumed)
         with self._interrupts.critical():
             digest = save_network(self.tracker, run_id, net, plan, data)
             self.tracker.set_tags(run_id, {"model_sha256": digest,
                                            **{f"note.{key}": value for key, value in task.notes.items()}})
         return result
+
+    def _record_resume(self, run_id: str, resumed: Any) -> None:
+        with self._interrupts.critical():
+            record_resume(self.tracker, run_id, resumed)
 
     def _load_task(self, choice: ResolvedChoice) -> tuple[Task, TaskData]:
         cache_key = content_hash({"name": choice.name, "options": choice.options()})

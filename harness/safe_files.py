@@ -78,7 +78,8 @@ def load_weights_only(path: Path) -> Any:
 
 def _refusal(path: Path, error: Exception) -> str:
     """The safe loader's refusal in one line, naming the code the file would have run."""
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    # torch words it "Unsupported global: GLOBAL posix.system" or "unsupported GLOBAL posix.system whose …".
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))
     if found:
         return f"refusing to load {path}: it contains code ({found.group(1)}); it was not unpickled"
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
