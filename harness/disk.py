@@ -8,6 +8,7 @@ A run whose checkpoint, model, artifact, MLflow or ledger write fails ends FAILE
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +30,15 @@ class InsufficientSpaceError(OSError):
     """The output folder has less free space than the run will write."""
 
 
-def write_failure_reason(error: BaseException) -> str | None:
-    """``disk_full: …`` or ``write_error: …`` when ``error`` (or what caused it) is a failed write; else None."""
+#: Space kept free in the output folder, released when the disk fills so that the failed run can still
+#: be closed in MLflow and the ledger (SQLite needs room to record FAILED).
+RESERVE_FILE, RESERVE_BYTES = ".space-reserve", 2 * 2**20
+
+
+def write_failure_reason(error: BaseException, folder: Path | None = None) -> str | None:
+    """``disk_full: …`` or ``io_error: …`` when ``error`` (or what caused it) is a failed write; else None.
+
+    ``folder``: named when the error itself names no file (SQLite's "database or disk is full")."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
@@ -38,18 +46,39 @@ def write_failure_reason(error: BaseException) -> str | None:
         text = str(current)
         if (isinstance(current, OSError) and current.errno in _FULL_ERRNOS) or any(
                 m in text.lower() for m in _FULL_MESSAGES):
-            return f"disk_full: {_describe(current)}"
+            return f"disk_full: {_describe(current, folder)}"
         if isinstance(current, OSError) and current.errno is not None:
-            return f"write_error: {_describe(current)}"
+            return f"io_error: {_describe(current, folder)}"
         current = current.__cause__ or current.__context__
     return None
 
 
-def _describe(error: BaseException) -> str:
+def _describe(error: BaseException, folder: Path | None) -> str:
     if isinstance(error, OSError) and error.filename:
         return f"{error.filename}: {error.strerror or error}"
     first = str(error).strip().splitlines()
-    return first[0][:300] if first else type(error).__name__
+    text = first[0][:300] if first else type(error).__name__
+    return f"{folder}: {text}" if folder is not None else text
+
+
+def reserve_space(folder: Path) -> None:
+    """Set :data:`RESERVE_BYTES` aside in ``folder`` (best effort: skipped when there is no room)."""
+    path = folder / RESERVE_FILE
+    if path.exists():
+        return
+    try:
+        with path.open("wb") as handle:
+            os.posix_fallocate(handle.fileno(), 0, RESERVE_BYTES)
+    except OSError:
+        path.unlink(missing_ok=True)
+
+
+def release_reserve(folder: Path) -> None:
+    """Give the reserved space back, for the bookkeeping of a run that failed on a full disk."""
+    try:
+        (folder / RESERVE_FILE).unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def estimated_run_bytes(net: nn.Module) -> int:

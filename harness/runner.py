@@ -10,6 +10,7 @@ left, then waits for the runs other workers hold, taking over those whose worker
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import torch
 
 import harness
 from harness.checkpoints import save_network
-from harness.disk import best_effort, check_free_space, write_failure_reason
+from harness.disk import best_effort, check_free_space, release_reserve, reserve_space, write_failure_reason
 from harness.config import LoadedExperiment, ResolvedChoice, content_hash, resolve
 from harness.errors import BadInputError, ConfigError
 from harness.families import NonFiniteLossError
@@ -161,11 +162,15 @@ class Runner:
         for choice in {spec.task.label: spec.task for spec in self.specs}.values():
             self._load_task(choice)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        reserve_space(self.output_dir)
         self.ledger = open_ledger(self.storage)
         # A tracking server keeps artifacts itself, where every machine reaches them; a local
         # folder would be the folder of whichever machine happened to create the experiment.
         server = self.tracking_uri.startswith(("http://", "https://"))
         self.tracker = Tracker(self.tracking_uri, self.loaded.name, None if server else self.output_dir / "artifacts")
+        # MLflow's SQL store logs each failed write with a traceback; the error also reaches the run,
+        # which reports it in one line (disk_full: …).
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         self.ledger.plan(self.loaded.name, [
             {"key": s.key, "cell": s.cell.label, "task": s.task.label, "seed": s.seed, "spec": s.config}
             for s in self.specs
@@ -218,7 +223,7 @@ class Runner:
             except RunInterrupted:
                 pass  # arrived between runs, when no run was claimed: nothing to close
             except Exception as error:  # noqa: BLE001 - only a failed write (the ledger's) is expected here
-                summary.stopped = write_failure_reason(error)
+                summary.stopped = write_failure_reason(error, self.output_dir)
                 if summary.stopped is None:
                     raise
         if summary.stopped:
@@ -292,7 +297,7 @@ class Runner:
 
     def _fail(self, spec: RunSpec, run_id: str | None, error: Exception) -> str:
         """A run that raised ends FAILED with its reason; a full disk also stops the grid."""
-        reason = write_failure_reason(error)
+        reason = write_failure_reason(error, self.output_dir)
         if reason is None:
             reason = f"error: {type(error).__name__}: {error}"
             if run_id is not None:
@@ -300,6 +305,7 @@ class Runner:
                             "save error.txt", self._say)
         elif reason.startswith("disk_full"):
             self._disk_full = reason
+            release_reserve(self.output_dir)  # room to record FAILED in MLflow and the ledger
         return self._end(spec, run_id, FAILED, reason)
 
     def _record_success(self, spec: RunSpec, run_id: str, result: Any) -> str:
@@ -412,7 +418,11 @@ class Runner:
 
         def beat() -> None:
             while not stop.wait(self.lease_seconds / HEARTBEATS_PER_LEASE):
-                if not self.ledger.heartbeat(key, self.worker, self.lease_seconds):
+                try:
+                    held = self.ledger.heartbeat(key, self.worker, self.lease_seconds)
+                except Exception:  # noqa: BLE001 - e.g. a full disk: the run itself will fail on it
+                    continue
+                if not held:
                     self._lease_lost = True
                     return
 
