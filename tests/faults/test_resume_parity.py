@@ -97,3 +97,44 @@ def test_a_corrupt_last_checkpoint_falls_back_to_the_one_before(tmp_path: Path) 
     for path in checkpoints.newest_first():  # every one damaged: a fresh start, said so
         path.write_bytes(b"\x00" * 10)
     assert RunCheckpoints(tmp_path / "ck", say=messages.append).select() is None
+
+
+def test_a_checkpoint_of_other_vocabularies_is_never_resumed(tmp_path: Path) -> None:
+    data = _data()
+    messages: list[str] = []
+    with pytest.raises(RuntimeError):
+        _train(data, RunCheckpoints(tmp_path / "ck", say=messages.append, vocab_hashes={"input_vocab": "aaa"}),
+               crash_at=2)
+    other = RunCheckpoints(tmp_path / "ck", say=messages.append, vocab_hashes={"input_vocab": "bbb"})
+    assert other.select() is None
+    assert any("vocabularies {'input_vocab': 'aaa'} differ from the data's {'input_vocab': 'bbb'}" in m
+               for m in messages), messages
+
+
+class _CrashMidEpoch(pl.Callback):
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any,
+                             batch_index: int) -> None:
+        if trainer.current_epoch == 3 and batch_index == 2:
+            raise RuntimeError("simulated crash")
+
+
+def test_a_timed_checkpoint_inside_an_epoch_resumes_there_and_says_it_is_approximate(tmp_path: Path) -> None:
+    data = _data()
+    messages: list[str] = []
+    crashing = RunCheckpoints(tmp_path / "ck", every_minutes=1e-9, say=messages.append)  # after every batch
+    with pytest.raises(RuntimeError):
+        train_run_with(data, crashing, _CrashMidEpoch())
+    result, _ = _train(data, RunCheckpoints(tmp_path / "ck", say=messages.append))
+    resumed = [m for m in messages if "resumed from" in m]
+    assert resumed and "resumed from epoch 3 checkpoint (mid-epoch" in resumed[0], messages
+    assert len(result.history) == 6 and result.epochs == 6
+
+
+def train_run_with(data: TaskData, checkpoints: RunCheckpoints, crash: pl.Callback) -> Any:
+    pl.seed_everything(0, verbose=False)
+    stack = build_stack(load_plugins().cells.get("gru"), None, 8, 8, 1, False, 0.3)
+    net = ClassifierNet(Encoder(stack, vocab_size=len(data.input_vocab), embedding_size=8), 2, 0.3)
+    settings = TrainingSettings(learning_rate=0.02, batch_size=8, max_epochs=6, cpu_threads=1, lr_schedule="step",
+                                lr_step_epochs=2, early_stopping=EarlyStopping(patience=4))
+    return train_run(net, _ParityTask(), data, settings, seed=0, device="cpu", hyperparameters={}, verbose=False,
+                     extra_callbacks=[crash], checkpoints=checkpoints)
