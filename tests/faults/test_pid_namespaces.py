@@ -27,7 +27,7 @@ GRID: dict[str, Any] = {
                                            "delay": 6, "copy_length": 4}}],
     "seeds": [0],
     "model": {"hidden_size": 8, "embedding_size": 4},
-    "training": {"max_epochs": 12, "batch_size": 16},
+    "training": {"max_epochs": 60, "batch_size": 16},
     "device": "cpu",
     "output_dir": "out",
     "reports_dir": "reports",
@@ -40,11 +40,14 @@ from pathlib import Path
 from harness.identity import worker_id
 from harness.journal_ledger import JournalLedger
 ledger = JournalLedger(Path(sys.argv[1]))
+held = [r.status for r in ledger.rows(sys.argv[2])]
 reclaimed = []
 for _ in range(5):
     reclaimed += [row.key for row in ledger.reconcile(sys.argv[2])]
     time.sleep(0.2)
-print(json.dumps({"reclaimed": reclaimed, "me": worker_id(), "rows": [r.owner for r in ledger.rows(sys.argv[2])]}))
+rows = ledger.rows(sys.argv[2])
+print(json.dumps({"held": held, "reclaimed": reclaimed, "me": worker_id(), "rows": [r.owner for r in rows],
+                  "after": [r.status for r in rows]}))
 """
 
 
@@ -75,14 +78,15 @@ def test_a_worker_in_another_pid_namespace_never_reclaims_a_live_run(tmp_path: P
     journal = tmp_path / "ledger.journal"
     harness = " ".join(shlex.quote(part) for part in harness_command())
     trainer = _namespaced(f"{harness} run {NAME}.yaml --storage journal://{journal}", tmp_path, "trainer", 1)
-    _wait_for(tmp_path / "trainer.err", "epoch 1/12", trainer)  # it holds seed 0 and trains
+    _wait_for(tmp_path / "trainer.err", "epoch 1/60", trainer)  # it holds seed 0 and trains
     python = shlex.quote(str(Path(harness_command()[0]).parent / "python"))
     if not Path(python).exists():
         python = shlex.quote(sys.executable)
     reconciler = _namespaced(f"{python} -c {shlex.quote(RECONCILE)} {journal} {NAME}", tmp_path, "reconciler", 6)
     assert reconciler.wait(120) == 0, (tmp_path / "reconciler.err").read_text()
     seen = json.loads((tmp_path / "reconciler.out").read_text())
-    assert trainer.poll() is None, "the run must still be training while the other namespace reconciles"
+    # The run was held (RUNNING) before and after the other namespace reconciled it five times.
+    assert seen["held"] == ["RUNNING"] and seen["after"] == ["RUNNING"], seen
     assert trainer.wait(300) == 0, (tmp_path / "trainer.err").read_text()
 
     assert seen["reclaimed"] == [], seen
