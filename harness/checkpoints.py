@@ -22,6 +22,7 @@ from torch import nn
 
 from harness.config import ModelSettings
 from harness.errors import BadInputError
+from harness.safe_files import check_sidecar, load_weights_only
 from harness.tasks import Task, TaskData
 from harness.training import NetworkPlan, build_network
 from harness.vocab import Vocabulary
@@ -85,23 +86,37 @@ def load_trained_run(folder: Path, plugins: Any) -> TrainedRun:
     missing = [name for name in required if not (folder / name).exists()]
     if missing:
         raise BadInputError(f"{folder}: not a finished run's artifact folder (missing {', '.join(missing)})")
-    config = json.loads((folder / "config.json").read_text())
-    network = json.loads((folder / NETWORK_FILE).read_text())
-    expected = (folder / f"{MODEL_FILE}.sha256").read_text().strip()
-    actual = _sha256(folder / MODEL_FILE)
-    if actual != expected:
-        raise BadInputError(f"{folder / MODEL_FILE}: sha256 {actual} does not match the recorded {expected}")
+    config = _read_json(folder / "config.json")
+    network = _read_json(folder / NETWORK_FILE)
+    check_sidecar(folder / MODEL_FILE)
+    weights = load_weights_only(folder / MODEL_FILE)  # before building anything: a refused file runs nothing
     cell_class = plugins.cells.get(config["cell"]["name"])
     task_class = plugins.tasks.get(config["task"]["name"])
     task = task_class(task_class.Config(**config["task"]["options"]))
     data = TaskData([], [], [], input_vocab=_vocab(folder, "input_vocab"), input_size=network["input_size"],
                     output_vocab=_vocab(folder, "output_vocab"))
-    plan = NetworkPlan(network["hidden_size"], network["stack_input_size"], network["stack_param_count"])
-    model = ModelSettings(**config["model"])
-    net = build_network(cell_class, cell_class.Config(**config["cell"]["options"]), task, data, model, plan)
-    net.load_state_dict(torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True))
+    try:
+        plan = NetworkPlan(int(network["hidden_size"]), int(network["stack_input_size"]),
+                           int(network["stack_param_count"]))
+        model = ModelSettings(**config["model"])
+        net = build_network(cell_class, cell_class.Config(**config["cell"]["options"]), task, data, model, plan)
+        net.load_state_dict(weights)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BadInputError(f"{folder / NETWORK_FILE}: does not match the weights in {MODEL_FILE} "
+                            f"({type(error).__name__}: {first[:300]})") from None
     net.eval()
     return TrainedRun(config, task, data, net)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BadInputError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise BadInputError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
 
 
 def _vocab(folder: Path, name: str) -> Vocabulary | None:

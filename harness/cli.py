@@ -120,9 +120,11 @@ def lease_option(command):  # type: ignore[no-untyped-def]
 @click.option("--no-wait", is_flag=True,
               help="Do not wait for runs that other workers hold; report what has finished so far.")
 @lease_option
+@click.option("--no-resume", is_flag=True,
+              help="Start interrupted runs afresh instead of from their last checkpoint (deletes it).")
 @click.pass_context
 def run(ctx: click.Context, experiment_file: Path, overrides: tuple[str, ...], quiet: bool,
-        storage_url: str | None, no_wait: bool, lease_seconds: float) -> None:
+        storage_url: str | None, no_wait: bool, lease_seconds: float, no_resume: bool) -> None:
     """Train every cell × task × seed of EXPERIMENT_FILE, then write its report.
 
     Finished runs are skipped; interrupted or failed ones run again. With shared storage,
@@ -143,7 +145,8 @@ def run(ctx: click.Context, experiment_file: Path, overrides: tuple[str, ...], q
 
     plugins = loaded_plugins(ctx)
     specs = expand_grid(loaded, plugins)
-    runner = Runner(loaded, plugins, specs, verbose=not quiet, storage=storage, lease_seconds=lease_seconds)
+    runner = Runner(loaded, plugins, specs, verbose=not quiet, storage=storage, lease_seconds=lease_seconds,
+                    resume=not no_resume)
     started = time.perf_counter()
     try:
         runner.open()

@@ -13,13 +13,23 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError,
                       field_validator, model_serializer, model_validator)
 
 from harness.errors import ConfigError, UnknownNameError
+
+# Documented maxima of the schema's numbers (docs/reliability.md): far above any sensible run, low
+# enough that a typo (1e29 epochs, a 1e12-wide embedding) is refused before anything is created.
+#: Seeds are 32-bit unsigned: NumPy's and Python's generators take them, torch's would take more.
+SEED_LIMIT = 2**32
+MAX_EPOCHS = 100_000
+MAX_WIDTH = 65_536  # hidden and embedding sizes
+MAX_PARAMETERS = 10**10
+MAX_BATCH = 2**20
+MAX_STEPS = 1_000_000  # bptt window
 
 
 class _Strict(BaseModel):
@@ -63,12 +73,12 @@ class PluginChoice(_Strict):
 
 class ModelSettings(_Strict):
     #: Token embedding width (token inputs only).
-    embedding_size: int = Field(32, gt=0)
+    embedding_size: int = Field(32, gt=0, le=MAX_WIDTH)
     #: Width of each recurrent layer; leave unset when ``parameter_budget`` is given.
-    hidden_size: int | None = Field(None, gt=0)
+    hidden_size: int | None = Field(None, gt=0, le=MAX_WIDTH)
     #: Match cells by size: each cell gets the hidden size whose recurrent stack has the
     #: parameter count closest to this (Chung et al. 2014 and Greff et al. 2017 compare so).
-    parameter_budget: int | None = Field(None, gt=0)
+    parameter_budget: int | None = Field(None, gt=0, le=MAX_PARAMETERS)
     #: Stacked recurrent layers (the notes' deep RNN).
     num_layers: int = Field(1, ge=1, le=8)
     bidirectional: bool = False
@@ -82,7 +92,7 @@ class ModelSettings(_Strict):
     #: (Zaremba et al. 2014 use 0.1) or ``normal`` N(0, init_scale²) (Cho et al. 2014 use 0.01).
     #: ``uniform`` and ``normal`` overwrite biases too, forget-gate bias included.
     initialization: Literal["default", "uniform", "normal"] = "default"
-    init_scale: float = Field(0.1, gt=0)
+    init_scale: float = Field(0.1, gt=0, le=100)
     #: Many-to-one tasks (classification, regression): the feature vector the output layer reads.
     #: ``last``: the notes' state after the last real token (bidirectional: the forward state there
     #: and the backward state after the first token); ``mean``/``max``: pooled over every real step
@@ -112,7 +122,7 @@ class EarlyStopping(_Strict):
     weights of the best validation epoch (reported as ``test_best_epoch``)."""
 
     #: Epochs without a validation-loss improvement before stopping.
-    patience: int = Field(3, ge=1)
+    patience: int = Field(3, ge=1, le=MAX_EPOCHS)
     min_delta: float = Field(0.0, ge=0.0)
 
 
@@ -122,25 +132,25 @@ class TrainingSettings(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     #: constant, cosine (to zero over max_epochs) or step (× lr_gamma every lr_step_epochs).
     lr_schedule: Literal["constant", "cosine", "step"] = "constant"
-    lr_step_epochs: int = Field(1, ge=1)
+    lr_step_epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
     lr_gamma: float = Field(0.5, gt=0, le=1)
     #: step schedule: epochs trained at the initial rate before the first decay, then one decay every
     #: lr_step_epochs (Zaremba et al. 2014: 4, i.e. "halved every epoch after epoch 4"); null: lr_step_epochs.
-    lr_decay_start_epoch: int | None = Field(None, ge=0)
-    batch_size: int = Field(32, ge=1)
+    lr_decay_start_epoch: int | None = Field(None, ge=0, le=MAX_EPOCHS)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     #: Validation and test batch size (null: batch_size). For stream language models it is the
     #: number of columns the split is cut into: 1 scores every token after the first.
-    eval_batch_size: int | None = Field(None, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1, le=MAX_BATCH)
     #: Stream language models (truncated BPTT): steps per window; the state is carried across
     #: windows. Sentence-level tasks ignore it.
-    bptt_steps: int = Field(35, ge=1)
-    max_epochs: int = Field(5, ge=1)
+    bptt_steps: int = Field(35, ge=1, le=MAX_STEPS)
+    max_epochs: int = Field(5, ge=1, le=MAX_EPOCHS)
     #: Rescale the gradient when its global norm exceeds this (the notes' clipping); null: off.
     gradient_clip_norm: float | None = Field(1.0, gt=0)
     early_stopping: EarlyStopping | None = None
     #: CPU threads for torch (null: torch's default). Small recurrent models step through
     #: many tiny kernels, where one thread avoids OpenMP hand-off costs on a busy machine.
-    cpu_threads: int | None = Field(None, ge=1)
+    cpu_threads: int | None = Field(None, ge=1, le=4096)
     #: Standard deviation of Gaussian noise added to every parameter for each training step's
     #: forward and backward pass; the update is applied to the clean weights (Graves 2011;
     #: Chung et al. 2014 use 0.075). 0: off.
@@ -148,7 +158,7 @@ class TrainingSettings(_Strict):
     #: Devices (GPUs, or CPU processes without one) that train one run data-parallel with
     #: Lightning's DDP (harness.distributed). Each takes an equal share of every batch, so
     #: batch_size (and eval_batch_size) must be divisible by it; 1: one process.
-    devices: int = Field(1, ge=1)
+    devices: int = Field(1, ge=1, le=1024)
 
     _omit_when_default = frozenset({"weight_noise", "lr_decay_start_epoch", "eval_batch_size", "bptt_steps",
                                     "devices"})
@@ -234,9 +244,9 @@ class SamplerSettings(_Strict):
     #: tpe (Optuna's default, Bergstra et al. 2011) or random (Greff et al. 2017's random search).
     name: Literal["tpe", "random"] = "tpe"
     #: The same seed for every study: with one worker, a study is reproducible; null: unseeded.
-    seed: int | None = 0
+    seed: int | None = Field(0, ge=0, lt=SEED_LIMIT)
     #: tpe only: random trials before the model takes over (Optuna's default is 10).
-    startup_trials: int = Field(10, ge=1)
+    startup_trials: int = Field(10, ge=1, le=MAX_EPOCHS)
 
     @model_validator(mode="before")
     @classmethod
@@ -257,13 +267,13 @@ class PrunerSettings(_Strict):
     #: trials at that epoch); successive_halving (asynchronous successive halving, Li et al. 2020).
     name: Literal["none", "median", "successive_halving"] = "median"
     #: median: no trial is pruned until this many trials have completed (Optuna's default is 5).
-    startup_trials: int = Field(5, ge=0)
+    startup_trials: int = Field(5, ge=0, le=MAX_EPOCHS)
     #: median: epochs every trial trains before it can be pruned.
-    warmup_epochs: int = Field(0, ge=0)
+    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
     #: successive_halving: epochs every trial trains before the first rung (Optuna's min_resource).
-    min_epochs: int = Field(1, ge=1)
+    min_epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
     #: successive_halving: 1/reduction_factor of the trials are promoted at each rung.
-    reduction_factor: int = Field(3, ge=2)
+    reduction_factor: int = Field(3, ge=2, le=1000)
 
     _OPTIONS: ClassVar[dict[str, frozenset[str]]] = {
         "none": frozenset(), "median": frozenset({"startup_trials", "warmup_epochs"}),
@@ -293,7 +303,7 @@ class TuningSettings(_Strict):
     """
 
     #: Trials per study, counted to a fixed total: a resumed search runs only what is missing.
-    trials: int = Field(ge=1)
+    trials: int = Field(ge=1, le=MAX_EPOCHS)
     #: Validation metric to optimise (without ``val_``); default: each task's primary metric.
     metric: str | None = None
     #: Needed only when ``metric`` is neither the task's primary metric nor ``loss``.
@@ -308,7 +318,7 @@ class TuningSettings(_Strict):
     plugin_search_space: bool = True
     #: Times a trial whose worker died (kill -9, a lost machine) is run again with the same values;
     #: after that its failure spends its slot. A trial ended by SIGINT/SIGTERM is always run again.
-    max_retries: int = Field(3, ge=0)
+    max_retries: int = Field(3, ge=0, le=100)
 
 
 class Experiment(_Strict):
@@ -318,7 +328,8 @@ class Experiment(_Strict):
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     cells: list[PluginChoice] = Field(min_length=1)
     tasks: list[PluginChoice] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1)
+    #: Each seed in [0, 2**32).
+    seeds: list[Annotated[int, Field(ge=0, lt=SEED_LIMIT)]] = Field(min_length=1, max_length=10_000)
     model: ModelSettings = Field(default_factory=ModelSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     #: auto uses a GPU when one is present.
@@ -337,6 +348,8 @@ class Experiment(_Strict):
     reference: Reference | None = None
     #: The hyper-parameter search of ``harness tune`` (``harness run`` ignores it).
     tuning: TuningSettings | None = None
+    #: Also checkpoint every this many minutes inside an epoch (every epoch end always writes one).
+    checkpoint_minutes: float | None = Field(None, gt=0, le=10080)
 
     @field_validator("storage")
     @classmethod
@@ -412,7 +425,9 @@ def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> LoadedEx
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such experiment file") from None
-    except (OSError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError as error:
+        raise ConfigError(_where_not_utf8(path, error)) from None
+    except OSError as error:
         raise ConfigError(f"{path}: cannot read the experiment file: {error}") from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -435,6 +450,15 @@ def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> LoadedEx
         loaded = LoadedExperiment(Experiment.model_construct(), path, lines, tuple(overrides))
         raise ConfigError(_describe_validation(error, loaded)) from None
     return LoadedExperiment(experiment, path, lines, tuple(overrides))
+
+
+def _where_not_utf8(path: Path, error: UnicodeDecodeError) -> str:
+    """``file:line:column`` of the first byte that is not UTF-8 (columns count bytes from 1)."""
+    data = error.object
+    line = data.count(b"\n", 0, error.start) + 1
+    column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+    return (f"{path}:{line}:{column}: not UTF-8 (byte 0x{data[error.start]:02x}); "
+            "save the experiment file as UTF-8")
 
 
 def format_key_path(path: Sequence[Any]) -> str:

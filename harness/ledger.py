@@ -16,16 +16,14 @@ claimable again.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
-import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from harness.identity import dead_local_owner, worker_id  # noqa: F401 - re-exported
 from harness.storage import StorageChoice, initialization_lock
 
 PENDING, RUNNING, DONE, FAILED, KILLED = "PENDING", "RUNNING", "DONE", "FAILED", "KILLED"
@@ -79,9 +77,6 @@ class LedgerRow:
     owner: str | None
 
 
-def worker_id() -> str:
-    """host:pid:random, unique per process start."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class RunLedger(Protocol):
@@ -285,20 +280,6 @@ def _insert_or_ignore(dialect: str) -> Any:
     if dialect in ("mysql", "mariadb"):
         return sa.insert(runs_table).prefix_with("IGNORE")
     return sa.insert(runs_table)
-
-
-def dead_local_owner(owner: str | None) -> bool:
-    host, _, rest = (owner or "").partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def ledger_row(mapping: Any) -> LedgerRow:

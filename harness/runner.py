@@ -10,6 +10,7 @@ left, then waits for the runs other workers hold, taking over those whose worker
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import torch
 
 import harness
 from harness.checkpoints import save_network
+from harness.disk import best_effort, check_free_space, release_reserve, reserve_space, write_failure_reason
 from harness.config import LoadedExperiment, ResolvedChoice, content_hash, resolve
 from harness.errors import BadInputError, ConfigError
 from harness.families import NonFiniteLossError
@@ -31,6 +33,7 @@ from harness.interrupts import Interrupts, RunInterrupted
 from harness.ledger import (CLAIMABLE, CLAIMABLE_BY_WORKERS, DEFAULT_LEASE_SECONDS, DONE, FAILED, KILLED, RUNNING,
                             LedgerRow, open_ledger, worker_id)
 from harness.plugins import LoadedPlugins
+from harness.resume import discard_checkpoints, record_resume, run_checkpoints
 from harness.storage import StorageChoice, default_storage, tracking_uri_for
 from harness.tasks import Task, TaskData
 from harness.tracking import Tracker, flatten
@@ -69,6 +72,8 @@ class GridSummary:
     failed: int = 0  # by this process
     skipped: int = 0  # already finished when this process started
     interrupted_by: int | None = None
+    #: Why the grid stopped early (a full disk fails every next run too), or None.
+    stopped: str | None = None
     #: Status → count over the whole grid at the end (all workers).
     grid: dict[str, int] | None = None
 
@@ -76,7 +81,7 @@ class GridSummary:
     def exit_code(self) -> int:
         if self.interrupted_by is not None:
             return 128 + self.interrupted_by
-        return 1 if self.failed or (self.grid or {}).get(FAILED) else 0
+        return 1 if self.failed or self.stopped or (self.grid or {}).get(FAILED) else 0
 
     def describe_grid(self) -> str:
         """``14 DONE, 2 FAILED`` over the whole grid (every worker's runs)."""
@@ -132,7 +137,7 @@ class Runner:
 
     def __init__(self, loaded: LoadedExperiment, plugins: LoadedPlugins, specs: list[RunSpec],
                  *, verbose: bool = True, storage: StorageChoice | None = None, label: str = "",
-                 lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS, resume: bool = True) -> None:
         """Validate everything the run needs (storage, tracking URI); no side effects yet."""
         self.loaded, self.plugins, self.specs, self.verbose = loaded, plugins, specs, verbose
         self.label = label  # prefixes this worker's messages when several share a terminal
@@ -141,11 +146,13 @@ class Runner:
         self.tracking_uri = tracking_uri_for(loaded.experiment.tracking_uri, self.output_dir, self.storage,
                                              loaded.where("tracking_uri"))
         self.lease_seconds = lease_seconds
+        self.resume = resume  # False (--no-resume): runs ignore and delete their checkpoints
         self.worker = worker_id()
         self._task_data: dict[str, tuple[Task, TaskData]] = {}
         self._interrupts = Interrupts()
         self._lease_lost = False
         self._last_wait_message = ""
+        self._disk_full: str | None = None  # the reason of a run that failed on a full disk
 
     # Side effects begin here: folders, ledger, MLflow. -------------------
 
@@ -155,11 +162,15 @@ class Runner:
         for choice in {spec.task.label: spec.task for spec in self.specs}.values():
             self._load_task(choice)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        reserve_space(self.output_dir)
         self.ledger = open_ledger(self.storage)
         # A tracking server keeps artifacts itself, where every machine reaches them; a local
         # folder would be the folder of whichever machine happened to create the experiment.
         server = self.tracking_uri.startswith(("http://", "https://"))
         self.tracker = Tracker(self.tracking_uri, self.loaded.name, None if server else self.output_dir / "artifacts")
+        # MLflow's SQL store logs each failed write with a traceback; the error also reaches the run,
+        # which reports it in one line (disk_full: …).
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         self.ledger.plan(self.loaded.name, [
             {"key": s.key, "cell": s.cell.label, "task": s.task.label, "seed": s.seed, "spec": s.config}
             for s in self.specs
@@ -206,8 +217,18 @@ class Runner:
                         summary.finished += 1
                     elif status == FAILED:
                         summary.failed += 1
+                    if self._disk_full:
+                        summary.stopped = self._disk_full
+                        break
             except RunInterrupted:
                 pass  # arrived between runs, when no run was claimed: nothing to close
+            except Exception as error:  # noqa: BLE001 - only a failed write (the ledger's) is expected here
+                summary.stopped = write_failure_reason(error, self.output_dir)
+                if summary.stopped is None:
+                    raise
+        if summary.stopped:
+            self._say(f"stopping the grid: {summary.stopped} (the next run would fail the same way); "
+                      "free space and run the command again to finish the missing runs")
         if self._interrupts.pending is not None:
             summary.interrupted_by = self._interrupts.pending.signal_number
         summary.grid = {}
@@ -266,11 +287,28 @@ class Runner:
         except BadInputError as error:
             return self._end(spec, run_id, FAILED, f"bad_input: {error}")
         except Exception as error:  # noqa: BLE001 - one broken run must not stop the grid
-            if run_id is not None:
-                self.tracker.log_text(run_id, traceback.format_exc(), "error.txt")
-            return self._end(spec, run_id, FAILED, f"error: {type(error).__name__}: {error}")
+            return self._fail(spec, run_id, error)
         finally:
             stop_heartbeat()
+        try:
+            return self._record_success(spec, run_id, result)
+        except Exception as error:  # noqa: BLE001 - e.g. MLflow's store on a full disk
+            return self._fail(spec, run_id, error)
+
+    def _fail(self, spec: RunSpec, run_id: str | None, error: Exception) -> str:
+        """A run that raised ends FAILED with its reason; a full disk also stops the grid."""
+        reason = write_failure_reason(error, self.output_dir)
+        if reason is None:
+            reason = f"error: {type(error).__name__}: {error}"
+            if run_id is not None:
+                best_effort(lambda: self.tracker.log_text(run_id, traceback.format_exc(), "error.txt"),
+                            "save error.txt", self._say)
+        elif reason.startswith("disk_full"):
+            self._disk_full = reason
+            release_reserve(self.output_dir)  # room to record FAILED in MLflow and the ledger
+        return self._end(spec, run_id, FAILED, reason)
+
+    def _record_success(self, spec: RunSpec, run_id: str, result: Any) -> str:
         with self._interrupts.critical():
             metrics = {**result.test_metrics, "wall_time_s": result.wall_time_s,
                        "train_tokens_per_s": result.train_tokens_per_s, "peak_memory_mb": result.peak_memory_mb,
@@ -284,7 +322,9 @@ class Runner:
                                       "samples.txt")
             shown = ", ".join(f"{k} {v:.4g}" for k, v in result.test_metrics.items() if "/" not in k)
             self._say(f"    done in {result.wall_time_s:.1f}s: {shown}")
-            return self._end(spec, run_id, DONE, "")
+            status = self._end(spec, run_id, DONE, "")
+        discard_checkpoints(self.output_dir, spec.key)  # the run's model.pt artifact replaces them
+        return status
 
     def _train(self, spec: RunSpec, run_id: str) -> Any:
         task, data = self._load_task(spec.task)
@@ -296,6 +336,7 @@ class Runner:
         plan = plan_network(spec.cell.plugin_class, spec.cell.config, task.family, experiment.model,
                             data.input_size)
         net = build_network(spec.cell.plugin_class, spec.cell.config, task, data, experiment.model, plan)
+        check_free_space(self.output_dir, net)
         self.tracker.set_tags(run_id, {"hidden_size": plan.hidden_size, "param_count": plan.stack_param_count})
         self.tracker.log_metrics(run_id, {"stack_param_count": plan.stack_param_count})
         self._log_vocabularies(run_id, data)
@@ -305,13 +346,21 @@ class Runner:
                 self.tracker.log_metrics(run_id, metrics, step=epoch)
             self._check_interrupt()
 
+        checkpoints = None if experiment.training.devices > 1 else run_checkpoints(
+            self.output_dir, spec.key, run_id, data, every_minutes=experiment.checkpoint_minutes,
+            fresh=not self.resume, say=self._say, on_resume=lambda resumed: self._record_resume(run_id, resumed))
         result = train_run(net, task, data, experiment.training, seed=spec.seed, device=experiment.device,
-                           hyperparameters=spec.config, on_epoch=on_epoch, verbose=self.verbose)
+                           hyperparameters=spec.config, on_epoch=on_epoch, verbose=self.verbose,
+                           checkpoints=checkpoints)
         with self._interrupts.critical():
             digest = save_network(self.tracker, run_id, net, plan, data)
             self.tracker.set_tags(run_id, {"model_sha256": digest,
                                            **{f"note.{key}": value for key, value in task.notes.items()}})
         return result
+
+    def _record_resume(self, run_id: str, resumed: Any) -> None:
+        with self._interrupts.critical():
+            record_resume(self.tracker, run_id, resumed)
 
     def _load_task(self, choice: ResolvedChoice) -> tuple[Task, TaskData]:
         cache_key = content_hash({"name": choice.name, "options": choice.options()})
@@ -330,10 +379,13 @@ class Runner:
                 self.tracker.set_tags(run_id, {f"{name}_hash": vocab.hash})
 
     def _end(self, spec: RunSpec, run_id: str | None, status: str, reason: str) -> str:
+        """Close the run in MLflow and the ledger; each step is tried even when the other fails (a full disk)."""
         with self._interrupts.critical():
             if run_id is not None:
-                self._close_mlflow_run(run_id, status, reason)
-            self.ledger.finish(spec.key, self.worker, status, reason)
+                best_effort(lambda: self._close_mlflow_run(run_id, status, reason), "close the MLflow run", self._say)
+            if not best_effort(lambda: self.ledger.finish(spec.key, self.worker, status, reason),
+                               "record the run in the ledger", self._say):
+                self._disk_full = self._disk_full or f"disk_full: the ledger cannot be written ({reason})"
         if status != DONE:
             self._say(f"    {status}: {reason}")
         return status
@@ -366,7 +418,11 @@ class Runner:
 
         def beat() -> None:
             while not stop.wait(self.lease_seconds / HEARTBEATS_PER_LEASE):
-                if not self.ledger.heartbeat(key, self.worker, self.lease_seconds):
+                try:
+                    held = self.ledger.heartbeat(key, self.worker, self.lease_seconds)
+                except Exception:  # noqa: BLE001 - e.g. a full disk: the run itself will fail on it
+                    continue
+                if not held:
                     self._lease_lost = True
                     return
 

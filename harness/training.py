@@ -29,6 +29,7 @@ from harness.config import ModelSettings, TrainingSettings
 from harness.data import make_loader
 from harness.distributed import DDP_TIMEOUT, DistributedRunError, RankProcesses, is_child, planned_shard
 from harness.families import FAMILY_MODULES, FamilyModule
+from harness.resume import RunCheckpoints, with_checkpoints
 from harness.models import (
     ClassifierNet,
     Encoder,
@@ -134,6 +135,7 @@ class TrainingResult:
     device: str
     model_param_count: int
     samples: list[list[str]] = field(default_factory=list)
+    resumed_epochs: int = 0  # epochs restored from a checkpoint instead of trained by this call
 
 
 class WeightNoise(pl.Callback):
@@ -195,10 +197,12 @@ class _EpochReporter(pl.Callback):
 def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSettings, *, seed: int,
               device: str, hyperparameters: dict[str, Any],
               on_epoch: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None,
-              verbose: bool = True, extra_callbacks: Sequence[pl.Callback] = ()) -> TrainingResult:
+              verbose: bool = True, extra_callbacks: Sequence[pl.Callback] = (),
+              checkpoints: RunCheckpoints | None = None) -> TrainingResult:
     """Fit on train (validating each epoch), then test; raises NonFiniteLossError on NaN/inf loss.
 
-    ``extra_callbacks`` join the run's own (e.g. the speed benchmark's batch timer). With
+    ``extra_callbacks`` join the run's own (e.g. the speed benchmark's batch timer). ``checkpoints``:
+    write them each epoch and resume from the newest that verifies (:mod:`harness.resume`). With
     ``training.devices`` > 1 this process becomes rank 0 of a data-parallel run
     (:mod:`harness.distributed`) and returns rank 0's result.
     """
@@ -213,12 +217,12 @@ def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSett
                                    hyperparameters=hyperparameters, verbose=False), training.devices)
     with ranks:
         return _train(net, task, data, training, seed=seed, device=device, hyperparameters=hyperparameters,
-                      on_epoch=on_epoch, verbose=verbose, extra_callbacks=extra_callbacks)
+                      on_epoch=on_epoch, verbose=verbose, extra_callbacks=extra_callbacks, checkpoints=checkpoints)
 
 
 def _train(net: nn.Module, task: Task, data: TaskData, training: TrainingSettings, *, seed: int, device: str,
            hyperparameters: dict[str, Any], on_epoch: Callable[[int, dict[str, float]], None], verbose: bool,
-           extra_callbacks: Sequence[pl.Callback]) -> TrainingResult:
+           extra_callbacks: Sequence[pl.Callback], checkpoints: RunCheckpoints | None = None) -> TrainingResult:
     module = FAMILY_MODULES[task.family](net, task, data, training, hyperparameters)
     reporter = _EpochReporter(on_epoch, training.max_epochs, verbose)
     callbacks: list[pl.Callback] = [reporter, *extra_callbacks]
@@ -237,10 +241,11 @@ def _train(net: nn.Module, task: Task, data: TaskData, training: TrainingSetting
         # learned a<0> gets no gradient there: DDP must look for unused parameters.
         strategy = DDPStrategy(find_unused_parameters=data.contiguous, timeout=DDP_TIMEOUT)
         parallel = dict(strategy=strategy, plugins=[LightningEnvironment()], use_distributed_sampler=False)
+    saving = with_checkpoints(checkpoints, callbacks, parallel)  # appends its callback, sets its Trainer options
     with quiet_lightning():
         trainer = pl.Trainer(
             accelerator=accelerator, devices=training.devices, max_epochs=training.max_epochs, logger=False,
-            enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+            enable_model_summary=False, num_sanity_val_steps=0,
             enable_progress_bar=verbose and sys.stderr.isatty(), callbacks=callbacks,
             gradient_clip_val=training.gradient_clip_norm, gradient_clip_algorithm="norm",
             deterministic="warn", **parallel,
@@ -261,8 +266,9 @@ def _train(net: nn.Module, task: Task, data: TaskData, training: TrainingSetting
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
+    resume_from = saving.start(train_loader, reporter.history)
     with quiet_lightning():
-        trainer.fit(module, train_loader, val_loader)
+        trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from, weights_only=True)
         train_seconds = time.perf_counter() - started
         trainer.test(module, test_loader, verbose=False)
     wall = time.perf_counter() - started
@@ -283,6 +289,7 @@ def _train(net: nn.Module, task: Task, data: TaskData, training: TrainingSetting
         device=str(reporter.device),
         model_param_count=sum(p.numel() for p in net.parameters()),
         samples=module.samples,
+        resumed_epochs=saving.resumed_epochs,
     )
 
 

@@ -63,7 +63,8 @@ class Scenario:
 def interrupt_copy_run(scenario: Scenario, kit: Any, number: int, label: str) -> Step:
     """Run the grid, send ``number`` once the copy run has finished its first epoch, wait for the exit."""
     started = kit.start_harness(scenario.directory, "run", f"{NAME}.yaml", label=label)
-    started.wait_for("epoch 1/", after="× copy ×")
+    # Any epoch line: a later attempt resumes from the last checkpoint, so its first epoch is not epoch 1.
+    started.wait_for("/8  ", after="× copy ×")
     started.signal(number)
     result = started.finish()  # reaps the process: its pid no longer exists
     snapshot = None
