@@ -45,6 +45,26 @@ class PluginChoice(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     #: Shown in reports; defaults to the name plus any options, e.g. ``gru(reset=after)``.
     label: str | None = None
+    #: Tasks only: one option → the values it takes, one task variant per value, each labelled
+    #: ``agreement[max_distance=50]`` (:mod:`harness.sweeps`); the values replace ``options``' own.
+    sweep: dict[str, list[str | bool | int | float]] | None = None
+
+    _omit_when_default = frozenset({"sweep"})
+
+    @field_validator("sweep")
+    @classmethod
+    def _one_swept_option(cls, sweep: dict[str, list[Any]] | None) -> dict[str, list[Any]] | None:
+        if sweep is None:
+            return None
+        if len(sweep) != 1:
+            raise ValueError(f"sweep one option per task entry, got {len(sweep)} ({', '.join(sweep) or 'none'}); "
+                             "list the task again to sweep another option")
+        for option, values in sweep.items():
+            if not values:
+                raise ValueError(f"sweep {option!r} has no values; give a list such as [10, 25, 50]")
+            if len({repr(v) for v in values}) != len(values):
+                raise ValueError(f"sweep {option!r} lists a value twice: {values}")
+        return sweep
 
     @model_validator(mode="before")
     @classmethod
@@ -311,6 +331,16 @@ class TuningSettings(_Strict):
     max_retries: int = Field(3, ge=0)
 
 
+class DiagnosticsSettings(_Strict):
+    """Measurements taken beside training that never change it (:mod:`harness.run_diagnostics`)."""
+
+    #: Measure ‖∂L/∂a<t>‖ (and ‖∂L/∂c<t>‖) by distance from the step where the loss is read, on a fixed
+    #: validation batch, at initialisation and after training; logged as ``gradient_flow.json``.
+    gradient_flow: bool = False
+    #: Sequences in the gradient-flow probe batch (the first of the validation split).
+    probe_size: int = Field(64, ge=1)
+
+
 class Experiment(_Strict):
     """The schema of an experiment file."""
 
@@ -337,6 +367,10 @@ class Experiment(_Strict):
     reference: Reference | None = None
     #: The hyper-parameter search of ``harness tune`` (``harness run`` ignores it).
     tuning: TuningSettings | None = None
+    #: Optional measurements per run (gradient flow through time); they do not change the run keys.
+    diagnostics: DiagnosticsSettings = DiagnosticsSettings()
+
+    _omit_when_default = frozenset({"diagnostics"})
 
     @field_validator("storage")
     @classmethod
@@ -356,6 +390,15 @@ class Experiment(_Strict):
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct, got {seeds}")
         return seeds
+
+    @field_validator("cells")
+    @classmethod
+    def _cells_not_swept(cls, choices: list[PluginChoice]) -> list[PluginChoice]:
+        swept = [c.name for c in choices if c.sweep]
+        if swept:
+            raise ValueError(f"sweep is for tasks ({', '.join(swept)} is a cell); list each cell variant with "
+                             "its options instead")
+        return choices
 
     @field_validator("cells", "tasks")
     @classmethod
@@ -526,12 +569,23 @@ def _apply_override(data: dict[str, Any], override: str, path: Path) -> None:
 
 
 @dataclass(frozen=True)
+class SweepPoint:
+    """Where a task variant sits in its sweep: the listed task's label, the option and this value."""
+
+    task: str
+    option: str
+    value: Any
+
+
+@dataclass(frozen=True)
 class ResolvedChoice:
     """A cell or task choice with its plugin class and validated Config instance."""
 
     choice: PluginChoice
     plugin_class: type
     config: BaseModel
+    #: Set on the variants of a swept task.
+    sweep: SweepPoint | None = None
 
     @property
     def name(self) -> str:
@@ -547,11 +601,47 @@ class ResolvedChoice:
 
 
 def resolve(loaded: LoadedExperiment, plugins: Any) -> tuple[list[ResolvedChoice], list[ResolvedChoice]]:
-    """Look up every cell and task and validate its options against the plugin's Config."""
+    """Look up every cell and task and validate its options against the plugin's Config.
+
+    A swept task becomes one task per swept value (:func:`_resolve_sweep`), in the listed order.
+    """
     experiment = loaded.experiment
     cells = [_resolve_choice(loaded, plugins.cells, "cells", i, c) for i, c in enumerate(experiment.cells)]
-    tasks = [_resolve_choice(loaded, plugins.tasks, "tasks", i, t) for i, t in enumerate(experiment.tasks)]
+    tasks = []
+    for index, task in enumerate(experiment.tasks):
+        resolved = _resolve_choice(loaded, plugins.tasks, "tasks", index, task)
+        tasks += _resolve_sweep(loaded, index, resolved) if task.sweep else [resolved]
+    labels = [t.label for t in tasks]
+    for index, task in enumerate(experiment.tasks):
+        if task.sweep and len(set(labels)) != len(labels):
+            twice = sorted({x for x in labels if labels.count(x) > 1})
+            raise ConfigError(f"{loaded.where('tasks', index, 'sweep')}the task variant(s) {', '.join(twice)} "
+                              "are listed twice; give one of the entries a different label")
     return cells, tasks
+
+
+def _resolve_sweep(loaded: LoadedExperiment, index: int, base: ResolvedChoice) -> list[ResolvedChoice]:
+    """One ResolvedChoice per swept value, labelled ``label[option=value]``, each value validated."""
+    ((option, values),) = base.choice.sweep.items()
+    config_class = base.plugin_class.Config
+    if option not in config_class.model_fields:
+        known = ", ".join(config_class.model_fields) or "(none)"
+        raise ConfigError(f"{loaded.where('tasks', index, 'sweep', option)}task {base.name!r} has no option "
+                          f"{option!r} to sweep; its options: {known}")
+    variants = []
+    for position, value in enumerate(values):
+        options = {**base.choice.options, option: value}
+        try:
+            config = config_class(**options)
+        except ValidationError as error:
+            where = loaded.where("tasks", index, "sweep", option, position)
+            problems = "; ".join(p["msg"] for p in error.errors())
+            raise ConfigError(f"{where}{option}={value!r} is not a valid value for task {base.name!r}: "
+                              f"{problems}") from None
+        label = f"{base.label}[{option}={value}]"
+        choice = base.choice.model_copy(update={"options": options, "sweep": None, "label": label})
+        variants.append(ResolvedChoice(choice, base.plugin_class, config, sweep=SweepPoint(base.label, option, value)))
+    return variants
 
 
 def _resolve_choice(loaded: LoadedExperiment, registry: Any, section: str, index: int, choice: PluginChoice) -> ResolvedChoice:

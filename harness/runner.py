@@ -31,7 +31,9 @@ from harness.interrupts import Interrupts, RunInterrupted
 from harness.ledger import (CLAIMABLE, CLAIMABLE_BY_WORKERS, DEFAULT_LEASE_SECONDS, DONE, FAILED, KILLED, RUNNING,
                             LedgerRow, open_ledger, worker_id)
 from harness.plugins import LoadedPlugins
+from harness.run_diagnostics import RunDiagnostics
 from harness.storage import StorageChoice, default_storage, tracking_uri_for
+from harness.sweeps import sweep_tags
 from harness.tasks import Task, TaskData
 from harness.tracking import Tracker, flatten
 from harness.training import build_network, plan_network, train_run
@@ -305,8 +307,16 @@ class Runner:
                 self.tracker.log_metrics(run_id, metrics, step=epoch)
             self._check_interrupt()
 
-        result = train_run(net, task, data, experiment.training, seed=spec.seed, device=experiment.device,
-                           hyperparameters=spec.config, on_epoch=on_epoch, verbose=self.verbose)
+        diagnostics = RunDiagnostics(experiment.diagnostics, task, data, experiment.training, spec.seed)
+        diagnostics.probe(net, "init")
+        try:
+            result = train_run(net, task, data, experiment.training, seed=spec.seed, device=experiment.device,
+                               hyperparameters=spec.config, on_epoch=on_epoch, verbose=self.verbose,
+                               extra_callbacks=diagnostics.callbacks())
+            diagnostics.probe(net, "trained")
+        finally:  # also a diverged run's gradient norms, up to the step that diverged
+            with self._interrupts.critical():
+                diagnostics.log(self.tracker, run_id)
         with self._interrupts.critical():
             digest = save_network(self.tracker, run_id, net, plan, data)
             self.tracker.set_tags(run_id, {"model_sha256": digest,
@@ -352,6 +362,7 @@ class Runner:
             "git_commit": _git_commit(), "device": _device_name(self.loaded.experiment.device),
             "experiment_file": str(self.loaded.path), "hidden_size": spec.hidden_size,
             "param_count": spec.stack_param_count, "worker": self.worker,
+            **sweep_tags(spec.task.sweep),
         }
 
     # Signals: SIGINT/SIGTERM interrupt training, but never a bookkeeping step. --
