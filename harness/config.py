@@ -575,6 +575,8 @@ class SweepPoint:
     task: str
     option: str
     value: Any
+    #: The value's place in the listed sweep: 0 is the first (by convention the easiest) value.
+    position: int = 0
 
 
 @dataclass(frozen=True)
@@ -640,7 +642,7 @@ def _resolve_sweep(loaded: LoadedExperiment, index: int, base: ResolvedChoice) -
                               f"{problems}") from None
         label = f"{base.label}[{option}={value}]"
         choice = base.choice.model_copy(update={"options": options, "sweep": None, "label": label})
-        variants.append(ResolvedChoice(choice, base.plugin_class, config, sweep=SweepPoint(base.label, option, value)))
+        variants.append(ResolvedChoice(choice, base.plugin_class, config, sweep=SweepPoint(base.label, option, value, position)))
     return variants
 
 

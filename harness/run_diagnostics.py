@@ -88,6 +88,9 @@ class RunDiagnostics:
     def log(self, tracker: Any, run_id: str) -> None:
         metrics, histogram = clipping_summary(self.monitor.norms, self.training.gradient_clip_norm)
         tracker.log_metrics(run_id, metrics)
+        chance = self.task.chance_level()
+        if chance is not None:
+            tracker.set_tags(run_id, {"chance_level": repr(float(chance))})
         tracker.log_text(run_id, json.dumps(histogram, indent=1), "gradient_norms.json")
         if self.flow["when"]:
             tracker.log_text(run_id, json.dumps(self.flow), "gradient_flow.json")
