@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 
-def plot_sweep(path: Path, task: SweptTask, colors: Mapping[str, str], threshold: float) -> bool:
+def plot_sweep(path: Path, task: SweptTask, colors: Mapping[str, str], thresholds: Sequence[float]) -> bool:
     """Mean primary metric per cell against the swept value, the band spanning the seeds' min–max,
     with the chance level and the criterion ("solved") level."""
 
@@ -33,7 +33,7 @@ def plot_sweep(path: Path, task: SweptTask, colors: Mapping[str, str], threshold
         if task.chance[0] is not None:
             axes.plot(positions, [c if c is not None else math.nan for c in task.chance], ":", color="grey",
                       label="chance")
-        axes.axhline(threshold, linestyle="--", color="black", linewidth=0.8, label="criterion (solved)")
+        axes.plot(positions, thresholds, "--", color="black", linewidth=0.8, label="criterion (solved)")
         axes.set_xticks(list(positions), [str(v) for v in task.values])
         direction = "higher is better" if task.higher_is_better else "lower is better"
         axes.set(title=f"{task.task}: {task.metric} by {task.option} (mean, band: seed min-max)",

@@ -64,7 +64,7 @@ def _horizon_section(tasks: list[SweptTask], plot_dir: Path, colors: Mapping[str
             rows.append((task.task, cell, _show(h["value"]), f"[{_show(h['interval'][0])}, {_show(h['interval'][1])}]",
                          str(len(task.seeds))))
         path = plot_dir / f"sweep-{_slug(task.task)}.png"
-        if plot_sweep(path, task, colors, horizons[order[0]]["criterion"]["threshold"]):
+        if plot_sweep(path, task, colors, horizons[order[0]]["criterion"]["thresholds"]):
             blocks.append(Image(path.relative_to(plot_dir.parent), f"{task.task}: metric by {task.option}"))
         blocks.append(Para(_horizon_sentence(task, horizons)))
     blocks.insert(2, Table(("task", "cell", "memory horizon", "95% bootstrap interval", "seeds"), tuple(rows)))
@@ -73,8 +73,11 @@ def _horizon_section(tasks: list[SweptTask], plot_dir: Path, colors: Mapping[str
 
 def _horizon_sentence(task: SweptTask, horizons: Mapping[str, Mapping[str, Any]]) -> str:
     criterion = next(iter(horizons.values()))["criterion"]
+    levels = criterion["thresholds"]
+    shown = f"{levels[0]:.4g}" if len(set(levels)) == 1 else ", ".join(
+        f"{level:.4g} at {value}" for level, value in zip(levels, task.values))
     text = (f"{task.task} (swept {task.option}: {', '.join(map(str, task.values))}); criterion "
-            f"{task.metric} {'>=' if task.higher_is_better else '<='} {criterion['threshold']:.4g}.")
+            f"{task.metric} {'>=' if task.higher_is_better else '<='} {shown}.")
     vanilla = [c for c in horizons if c.split("(")[0] == VANILLA]
     gated = [c for c in horizons if c not in vanilla]
     if vanilla and gated:

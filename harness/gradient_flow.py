@@ -107,4 +107,6 @@ def probe_network(net: nn.Module, loss_of: Callable[[nn.Module], Tensor]) -> dic
         loss = loss_of(probe)
     if not recording.states:
         raise ValueError("the probe's forward pass never ran the recurrent stack")
-    return gradient_by_distance(recording, loss, stack.layers[-1][0].state_names)
+    # State 0 is the output a<t> of every cell (the GRU's c<t> is its a<t>); a memory cell keeps its name.
+    names = ("a", *stack.layers[-1][0].state_names[1:])
+    return gradient_by_distance(recording, loss, names)

@@ -39,8 +39,10 @@ class SweptTask:
     seeds: list[str]
     scores: dict[str, np.ndarray]  # cell label → (seeds, values)
 
-    def threshold(self, fraction: float, seeds: np.ndarray | None = None) -> float:
-        """The criterion's level; without a chance level, the worst cell mean anywhere stands in for it."""
+    def thresholds(self, fraction: float, seeds: np.ndarray | None = None) -> np.ndarray:
+        """The criterion's level at every value; without a chance level the worst cell mean anywhere stands
+        in for it. Where the chance level changes with the value (copy's per-step cross-entropy falls as
+        blanks are added), the gain over chance is scaled with it: the same share of chance removed."""
         means = self._means(seeds)
         easiest = [m[0] for m in means.values() if math.isfinite(m[0])]
         best = (max if self.higher_is_better else min)(easiest)
@@ -48,13 +50,16 @@ class SweptTask:
         if chance is None:
             everything = [v for m in means.values() for v in m if math.isfinite(v)]
             chance = (min if self.higher_is_better else max)(everything)
-        return chance + fraction * (best - chance)
+        gain = fraction * (best - chance)
+        if chance and all(c is not None for c in self.chance) and len(set(self.chance)) > 1:
+            return np.array([c + gain * c / chance for c in self.chance])
+        return np.full(len(self.values), chance + gain)
 
     def horizon_position(self, cell: str, fraction: float, seeds: np.ndarray | None = None) -> int:
         """Index of the last value before the first failure; -1 when the cell fails at the easiest."""
-        level = self.threshold(fraction, seeds)
+        levels = self.thresholds(fraction, seeds)
         position = -1
-        for mean in self._means(seeds)[cell]:
+        for mean, level in zip(self._means(seeds)[cell], levels):
             reached = mean >= level if self.higher_is_better else mean <= level
             if not (math.isfinite(mean) and reached):
                 break
@@ -111,7 +116,9 @@ def _swept_task(name: str, runs: list[tuple[Any, RunRecord]]) -> SweptTask:
 def memory_horizons(task: SweptTask, fraction: float = DEFAULT_FRACTION) -> dict[str, dict[str, Any]]:
     """cell → {value, interval, criterion}: the horizon (None: fails at the easiest setting), its bootstrap
     interval over seeds as [low, high] values, and the criterion in words and numbers."""
-    criterion = {"fraction": fraction, "threshold": task.threshold(fraction), "metric": task.metric,
+    levels = task.thresholds(fraction)
+    criterion = {"fraction": fraction, "threshold": float(levels[0]), "thresholds": levels.tolist(),
+                 "metric": task.metric,
                  "chance": task.chance[0], "higher_is_better": task.higher_is_better,
                  "description": f"{fraction:.0%} of the way from chance to the best cell at {task.option}="
                                 f"{task.values[0]}"}

@@ -54,6 +54,12 @@ def test_a_linear_recurrence_passes_w_to_the_power_d(w: float) -> None:
     assert flow["examples"] == [4, 4, 4, 3, 3, 3, 3, 2, 2, 2, 2, 2]
 
 
+def test_state_0_is_always_the_output_a() -> None:
+    stack = RecurrentStack(load_plugins().cells.get("gru"), 3, 4)  # the GRU calls its one state c<t> = a<t>
+    flow = probe_network(LastState(stack, torch.tensor([5])), lambda copy: copy.loss(torch.randn(1, 5, 3)))
+    assert set(flow["state"]) == {"a"} and len(flow["norm"]) == 5
+
+
 def test_the_probe_changes_nothing_in_the_network_it_measures() -> None:
     stack = RecurrentStack(load_plugins().cells.get("gru"), 3, 5)  # auto: the fused path
     lengths = torch.tensor([6, 6])

@@ -84,3 +84,14 @@ def test_the_report_section_and_summary_hold_every_cell(tmp_path: Path) -> None:
     assert "The vanilla RNN's horizon (10) is below 2 of 2 gated cells' (gru, lstm)" in text
     assert Path("plots/sweep-agreement.png") in [b.path for b in blocks if hasattr(b, "path")]
     assert (tmp_path / "plots" / "sweep-agreement.png").stat().st_size > 1000
+
+
+def test_a_chance_level_that_changes_with_the_value_scales_the_criterion() -> None:
+    # Copy: the memoryless cross-entropy falls as blanks are added; solving means removing the same share of it.
+    chances = [0.6, 0.3, 0.1]
+    records = [record(cell, seed, position, value, metric="cross_entropy", higher=False, chance=chances[position])
+               for cell, curve in {"gru": [0.06, 0.03, 0.01], "vanilla": [0.06, 0.29, 0.1]}.items()
+               for seed in range(2) for position, value in enumerate(curve)]
+    horizons = memory_horizons(swept_tasks(records)[0])
+    assert horizons["gru"]["criterion"]["thresholds"] == pytest.approx([0.087, 0.0435, 0.0145])
+    assert {c: h["value"] for c, h in horizons.items()} == {"gru": 50, "vanilla": 10}
