@@ -36,7 +36,7 @@ def plot_sweep(path: Path, task: SweptTask, colors: Mapping[str, str], threshold
         axes.plot(positions, thresholds, "--", color="black", linewidth=0.8, label="criterion (solved)")
         axes.set_xticks(list(positions), [str(v) for v in task.values])
         direction = "higher is better" if task.higher_is_better else "lower is better"
-        axes.set(title=f"{task.task}: {task.metric} by {task.option} (mean, band: seed min-max)",
+        axes.set(title=f"{task.task}: {task.metric} by {task.option} (band: seed min-max)",
                  xlabel=f"{task.option} (harder to the right)", ylabel=f"{task.metric} ({direction})")
         return True
 
@@ -61,7 +61,7 @@ def plot_gradient_flow(path: Path, task: str, flows: Mapping[str, Sequence[Mappi
                               label=f"{cell} ({when})", linewidth=1.2)
                     drawn = True
         axes.set_yscale("log")
-        axes.set(title=f"{task}: gradient reaching step T-d, ||dL/d{state}<T-d>|| (mean over probe batch, seeds)",
+        axes.set(title=f"{task}: ||dL/d{state}<T-d>||, solid trained, dashed init",
                  xlabel="distance d from the step where the loss is read", ylabel="gradient norm (log)")
         return drawn
 

@@ -10,6 +10,7 @@ and setting the same data and order.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -68,20 +69,9 @@ class SweptTask:
 
     def _means(self, seeds: np.ndarray | None) -> dict[str, np.ndarray]:
         rows = slice(None) if seeds is None else seeds
-        with np.errstate(all="ignore"), _quiet_empty_means():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a value no seed reached: NaN, i.e. not solved
             return {cell: np.nanmean(table[rows], axis=0) for cell, table in self.scores.items()}
-
-
-class _quiet_empty_means:
-    def __enter__(self) -> None:
-        import warnings
-
-        self._catch = warnings.catch_warnings()
-        self._catch.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._catch.__exit__(*exc)
 
 
 def swept_tasks(records: Sequence[RunRecord]) -> list[SweptTask]:
@@ -139,8 +129,6 @@ def _bootstrap_positions(task: SweptTask, cell: str, fraction: float) -> tuple[i
 
     def statistic(sample: np.ndarray) -> float:
         return float(task.horizon_position(cell, fraction, sample.astype(int)))
-
-    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a degenerate bootstrap distribution (every resample alike) is fine here
