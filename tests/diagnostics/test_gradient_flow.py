@@ -3,6 +3,8 @@ through a small-weight tanh RNN, and slower decay through an LSTM's forget-biase
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -105,3 +107,30 @@ def test_an_lstm_with_forget_bias_1_loses_it_more_slowly() -> None:
     # Through c<t> each step back multiplies by about Γf = σ(1) ≈ 0.73 (the other paths are small here).
     steps = [later / earlier for earlier, later in zip(lstm["c"][1:20], lstm["c"][2:21])]
     assert all(0.63 < step < 0.83 for step in steps), steps
+
+
+@pytest.mark.parametrize(("task_name", "options"), [
+    ("copy", {"delay": 3, "copy_length": 2}),          # tagging
+    ("brackets", {"max_length": 8}),                   # language model
+    ("numbers", {"max_number": 99}),                   # seq2seq: the encoder's states
+    ("adding", {"length": 6}),                         # regression (vector inputs)
+])
+def test_every_family_s_own_loss_can_be_probed(task_name: str, options: dict) -> None:
+    from harness.config import DiagnosticsSettings, ModelSettings, TrainingSettings
+    from harness.run_diagnostics import RunDiagnostics
+    from harness.training import build_network, plan_network
+
+    plugins = load_plugins()
+    task_class, cell = plugins.tasks.get(task_name), plugins.cells.get("lstm")
+    task = task_class(task_class.Config(train_size=16, validation_size=8, test_size=8, **options))
+    data = task.load()
+    model = ModelSettings(hidden_size=5, embedding_size=4)
+    net = build_network(cell, cell.Config(), task, data, model,
+                        plan_network(cell, cell.Config(), task.family, model, data.input_size))
+    diagnostics = RunDiagnostics(DiagnosticsSettings(gradient_flow=True, probe_size=4), task, data,
+                                 TrainingSettings(), seed=0)
+    diagnostics.probe(net, "init")
+    flow = diagnostics.flow
+    assert set(flow["state"]) == {"a", "c"} and set(flow["when"]) == {"init"}
+    assert flow["distance"][0] == 0 and max(flow["distance"]) >= 1
+    assert all(norm > 0 and math.isfinite(norm) for norm in flow["norm"])
