@@ -611,8 +611,10 @@ def resolve(loaded: LoadedExperiment, plugins: Any) -> tuple[list[ResolvedChoice
     cells = [_resolve_choice(loaded, plugins.cells, "cells", i, c) for i, c in enumerate(experiment.cells)]
     tasks = []
     for index, task in enumerate(experiment.tasks):
-        resolved = _resolve_choice(loaded, plugins.tasks, "tasks", index, task)
-        tasks += _resolve_sweep(loaded, index, resolved) if task.sweep else [resolved]
+        if task.sweep:
+            tasks += _resolve_sweep(loaded, plugins.tasks, index, task)
+        else:
+            tasks.append(_resolve_choice(loaded, plugins.tasks, "tasks", index, task))
     labels = [t.label for t in tasks]
     for index, task in enumerate(experiment.tasks):
         if task.sweep and len(set(labels)) != len(labels):
@@ -622,28 +624,43 @@ def resolve(loaded: LoadedExperiment, plugins: Any) -> tuple[list[ResolvedChoice
     return cells, tasks
 
 
-def _resolve_sweep(loaded: LoadedExperiment, index: int, base: ResolvedChoice) -> list[ResolvedChoice]:
-    """One ResolvedChoice per swept value, labelled ``label[option=value]``, each value validated."""
-    ((option, values),) = base.choice.sweep.items()
-    config_class = base.plugin_class.Config
-    if option not in config_class.model_fields:
-        known = ", ".join(config_class.model_fields) or "(none)"
-        raise ConfigError(f"{loaded.where('tasks', index, 'sweep', option)}task {base.name!r} has no option "
-                          f"{option!r} to sweep; its options: {known}")
+def _resolve_sweep(loaded: LoadedExperiment, registry: Any, index: int, task: PluginChoice) -> list[ResolvedChoice]:
+    """One ResolvedChoice per swept value, labelled ``label[option=value]``, each variant validated.
+
+    A problem with the swept value names ``tasks[i].sweep.<option>[j]``; one with another option
+    names ``tasks[i].options.<key>`` (a required option may be given by the sweep alone).
+    """
+    try:
+        plugin_class = registry.get(task.name, where=loaded.where("tasks", index, "name"))
+    except UnknownNameError as error:
+        raise ConfigError(str(error)) from None
+    ((option, values),) = task.sweep.items()
+    fields = plugin_class.Config.model_fields
+    if option not in fields:
+        raise ConfigError(f"{loaded.where('tasks', index, 'sweep', option)}task {task.name!r} has no option "
+                          f"{option!r} to sweep; its options: {', '.join(fields) or '(none)'}")
     variants = []
     for position, value in enumerate(values):
-        options = {**base.choice.options, option: value}
+        options = {**task.options, option: value}
         try:
-            config = config_class(**options)
+            config = plugin_class.Config(**options)
         except ValidationError as error:
-            where = loaded.where("tasks", index, "sweep", option, position)
-            problems = "; ".join(p["msg"] for p in error.errors())
-            raise ConfigError(f"{where}{option}={value!r} is not a valid value for task {base.name!r}: "
-                              f"{problems}") from None
-        label = f"{base.label}[{option}={value}]"
-        choice = base.choice.model_copy(update={"options": options, "sweep": None, "label": label})
-        variants.append(ResolvedChoice(choice, base.plugin_class, config, sweep=SweepPoint(base.label, option, value, position)))
+            raise ConfigError(_describe_sweep_error(error, loaded, index, option, position, value, task.name)) from None
+        label = f"{task.display}[{option}={value}]"
+        choice = task.model_copy(update={"options": options, "sweep": None, "label": label})
+        variants.append(ResolvedChoice(choice, plugin_class, config, sweep=SweepPoint(task.display, option, value,
+                                                                                       position)))
     return variants
+
+
+def _describe_sweep_error(error: ValidationError, loaded: LoadedExperiment, index: int, option: str, position: int,
+                          value: Any, task: str) -> str:
+    problems = error.errors()
+    about_value = [p["msg"] for p in problems if not p["loc"] or p["loc"][0] == option]
+    if about_value or len(problems) == 0:
+        return (f"{loaded.where('tasks', index, 'sweep', option, position)}{option}={value!r} is not a valid value "
+                f"for task {task!r}: {'; '.join(about_value or [str(error)])}")
+    return _describe_validation(error, loaded, ("tasks", index, "options"))
 
 
 def _resolve_choice(loaded: LoadedExperiment, registry: Any, section: str, index: int, choice: PluginChoice) -> ResolvedChoice:

@@ -146,3 +146,23 @@ def test_files_without_a_sweep_dump_as_before() -> None:
 
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class NeedsGapConfig(TaskConfig):
+    gap: int  # required: a sweep may be the only place that gives it
+
+
+class NeedsGap(Recall):
+    name = "needs_gap"
+    Config = NeedsGapConfig
+
+
+def test_a_required_option_can_come_from_the_sweep_alone(tmp_path: Path) -> None:
+    plugins = load_plugins(extra_plugins=[("needs-gap", SimpleNamespace(
+        register_tasks=hookimpl(lambda register: register(NeedsGap))))])
+    specs = expand_grid(load_experiment(write(tmp_path, "  - {name: needs_gap, sweep: {gap: [1, 3]}}")), plugins)
+    assert [s.task.config.gap for s in specs] == [1, 3]
+    path = write(tmp_path, "  - {name: recall_first, options: {filler: x}, sweep: {gap: [1, 3]}}")
+    with pytest.raises(ConfigError) as error:  # a bad listed option is blamed on options, not on the sweep
+        expand_grid(load_experiment(path), load_plugins(extra_plugins=[("recall-plugin", PLUGIN)]))
+    assert str(error.value).startswith(f"{path}:4: tasks[0].options.filler: "), str(error.value)
