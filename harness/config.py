@@ -55,6 +55,26 @@ class PluginChoice(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     #: Shown in reports; defaults to the name plus any options, e.g. ``gru(reset=after)``.
     label: str | None = None
+    #: Tasks only: one option → the values it takes, one task variant per value, each labelled
+    #: ``agreement[max_distance=50]`` (:mod:`harness.sweeps`); the values replace ``options``' own.
+    sweep: dict[str, list[str | bool | int | float]] | None = None
+
+    _omit_when_default = frozenset({"sweep"})
+
+    @field_validator("sweep")
+    @classmethod
+    def _one_swept_option(cls, sweep: dict[str, list[Any]] | None) -> dict[str, list[Any]] | None:
+        if sweep is None:
+            return None
+        if len(sweep) != 1:
+            raise ValueError(f"sweep one option per task entry, got {len(sweep)} ({', '.join(sweep) or 'none'}); "
+                             "list the task again to sweep another option")
+        for option, values in sweep.items():
+            if not values:
+                raise ValueError(f"sweep {option!r} has no values; give a list such as [10, 25, 50]")
+            if len({repr(v) for v in values}) != len(values):
+                raise ValueError(f"sweep {option!r} lists a value twice: {values}")
+        return sweep
 
     @model_validator(mode="before")
     @classmethod
@@ -321,6 +341,16 @@ class TuningSettings(_Strict):
     max_retries: int = Field(3, ge=0, le=100)
 
 
+class DiagnosticsSettings(_Strict):
+    """Measurements taken beside training that never change it (:mod:`harness.run_diagnostics`)."""
+
+    #: Measure ‖∂L/∂a<t>‖ (and ‖∂L/∂c<t>‖) by distance from the step where the loss is read, on a fixed
+    #: validation batch, at initialisation and after training; logged as ``gradient_flow.json``.
+    gradient_flow: bool = False
+    #: Sequences in the gradient-flow probe batch (the first of the validation split).
+    probe_size: int = Field(64, ge=1)
+
+
 class Experiment(_Strict):
     """The schema of an experiment file."""
 
@@ -350,6 +380,10 @@ class Experiment(_Strict):
     tuning: TuningSettings | None = None
     #: Also checkpoint every this many minutes inside an epoch (every epoch end always writes one).
     checkpoint_minutes: float | None = Field(None, gt=0, le=10080)
+    #: Optional measurements per run (gradient flow through time); they do not change the run keys.
+    diagnostics: DiagnosticsSettings = DiagnosticsSettings()
+
+    _omit_when_default = frozenset({"diagnostics", "checkpoint_minutes"})
 
     @field_validator("storage")
     @classmethod
@@ -369,6 +403,15 @@ class Experiment(_Strict):
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds must be distinct, got {seeds}")
         return seeds
+
+    @field_validator("cells")
+    @classmethod
+    def _cells_not_swept(cls, choices: list[PluginChoice]) -> list[PluginChoice]:
+        swept = [c.name for c in choices if c.sweep]
+        if swept:
+            raise ValueError(f"sweep is for tasks ({', '.join(swept)} is a cell); list each cell variant with "
+                             "its options instead")
+        return choices
 
     @field_validator("cells", "tasks")
     @classmethod
@@ -561,12 +604,25 @@ def _apply_override(data: dict[str, Any], override: str, path: Path) -> None:
 
 
 @dataclass(frozen=True)
+class SweepPoint:
+    """Where a task variant sits in its sweep: the listed task's label, the option and this value."""
+
+    task: str
+    option: str
+    value: Any
+    #: The value's place in the listed sweep: 0 is the first (by convention the easiest) value.
+    position: int = 0
+
+
+@dataclass(frozen=True)
 class ResolvedChoice:
     """A cell or task choice with its plugin class and validated Config instance."""
 
     choice: PluginChoice
     plugin_class: type
     config: BaseModel
+    #: Set on the variants of a swept task.
+    sweep: SweepPoint | None = None
 
     @property
     def name(self) -> str:
@@ -582,11 +638,64 @@ class ResolvedChoice:
 
 
 def resolve(loaded: LoadedExperiment, plugins: Any) -> tuple[list[ResolvedChoice], list[ResolvedChoice]]:
-    """Look up every cell and task and validate its options against the plugin's Config."""
+    """Look up every cell and task and validate its options against the plugin's Config.
+
+    A swept task becomes one task per swept value (:func:`_resolve_sweep`), in the listed order.
+    """
     experiment = loaded.experiment
     cells = [_resolve_choice(loaded, plugins.cells, "cells", i, c) for i, c in enumerate(experiment.cells)]
-    tasks = [_resolve_choice(loaded, plugins.tasks, "tasks", i, t) for i, t in enumerate(experiment.tasks)]
+    tasks = []
+    for index, task in enumerate(experiment.tasks):
+        if task.sweep:
+            tasks += _resolve_sweep(loaded, plugins.tasks, index, task)
+        else:
+            tasks.append(_resolve_choice(loaded, plugins.tasks, "tasks", index, task))
+    labels = [t.label for t in tasks]
+    for index, task in enumerate(experiment.tasks):
+        if task.sweep and len(set(labels)) != len(labels):
+            twice = sorted({x for x in labels if labels.count(x) > 1})
+            raise ConfigError(f"{loaded.where('tasks', index, 'sweep')}the task variant(s) {', '.join(twice)} "
+                              "are listed twice; give one of the entries a different label")
     return cells, tasks
+
+
+def _resolve_sweep(loaded: LoadedExperiment, registry: Any, index: int, task: PluginChoice) -> list[ResolvedChoice]:
+    """One ResolvedChoice per swept value, labelled ``label[option=value]``, each variant validated.
+
+    A problem with the swept value names ``tasks[i].sweep.<option>[j]``; one with another option
+    names ``tasks[i].options.<key>`` (a required option may be given by the sweep alone).
+    """
+    try:
+        plugin_class = registry.get(task.name, where=loaded.where("tasks", index, "name"))
+    except UnknownNameError as error:
+        raise ConfigError(str(error)) from None
+    ((option, values),) = task.sweep.items()
+    fields = plugin_class.Config.model_fields
+    if option not in fields:
+        raise ConfigError(f"{loaded.where('tasks', index, 'sweep', option)}task {task.name!r} has no option "
+                          f"{option!r} to sweep; its options: {', '.join(fields) or '(none)'}")
+    variants = []
+    for position, value in enumerate(values):
+        options = {**task.options, option: value}
+        try:
+            config = plugin_class.Config(**options)
+        except ValidationError as error:
+            raise ConfigError(_describe_sweep_error(error, loaded, index, option, position, value, task.name)) from None
+        label = f"{task.display}[{option}={value}]"
+        choice = task.model_copy(update={"options": options, "sweep": None, "label": label})
+        variants.append(ResolvedChoice(choice, plugin_class, config, sweep=SweepPoint(task.display, option, value,
+                                                                                       position)))
+    return variants
+
+
+def _describe_sweep_error(error: ValidationError, loaded: LoadedExperiment, index: int, option: str, position: int,
+                          value: Any, task: str) -> str:
+    problems = error.errors()
+    about_value = [p["msg"] for p in problems if not p["loc"] or p["loc"][0] == option]
+    if about_value or len(problems) == 0:
+        return (f"{loaded.where('tasks', index, 'sweep', option, position)}{option}={value!r} is not a valid value "
+                f"for task {task!r}: {'; '.join(about_value or [str(error)])}")
+    return _describe_validation(error, loaded, ("tasks", index, "options"))
 
 
 def _resolve_choice(loaded: LoadedExperiment, registry: Any, section: str, index: int, choice: PluginChoice) -> ResolvedChoice:

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import report_plots as figures
+from harness.diagnostics_report import diagnostics_section
 from harness.report_document import (Block, Bullets, Cell, Heading, Image, Para, Strong, Table, render_html,
                                      render_markdown)
 from harness.report_plots import CHANCE, GROUPED
@@ -96,6 +97,8 @@ def build_report(experiment_name: str, tracker: Tracker, report_dir: Path, *,
             extra = task_extras(name, plot_dir, stem)
             plots += [report_dir / b.path for b in extra if isinstance(b, Image)]
             blocks += extra
+    extra, _ = diagnostics_section([r.record for r in runs], report_dir, colors=colors)  # harness.diagnostics_report
+    blocks, plots = blocks + extra, plots + [report_dir / b.path for b in extra if isinstance(b, Image)]
     figures.remove_stale_plots(plot_dir, plots)
 
     title = f"Report: {experiment_name}"

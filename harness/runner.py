@@ -34,7 +34,9 @@ from harness.ledger import (CLAIMABLE, CLAIMABLE_BY_WORKERS, DEFAULT_LEASE_SECON
                             LedgerRow, open_ledger, worker_id)
 from harness.plugins import LoadedPlugins
 from harness.resume import discard_checkpoints, record_resume, run_checkpoints
+from harness.run_diagnostics import RunDiagnostics
 from harness.storage import StorageChoice, default_storage, tracking_uri_for
+from harness.sweeps import sweep_tags
 from harness.tasks import Task, TaskData
 from harness.tracking import Tracker, flatten
 from harness.training import build_network, plan_network, train_run
@@ -349,9 +351,16 @@ class Runner:
         checkpoints = None if experiment.training.devices > 1 else run_checkpoints(
             self.output_dir, spec.key, run_id, data, every_minutes=experiment.checkpoint_minutes,
             fresh=not self.resume, say=self._say, on_resume=lambda resumed: self._record_resume(run_id, resumed))
-        result = train_run(net, task, data, experiment.training, seed=spec.seed, device=experiment.device,
-                           hyperparameters=spec.config, on_epoch=on_epoch, verbose=self.verbose,
-                           checkpoints=checkpoints)
+        diagnostics = RunDiagnostics(experiment.diagnostics, task, data, experiment.training, spec.seed)
+        diagnostics.probe(net, "init")
+        try:
+            result = train_run(net, task, data, experiment.training, seed=spec.seed, device=experiment.device,
+                               hyperparameters=spec.config, on_epoch=on_epoch, verbose=self.verbose,
+                               checkpoints=checkpoints, extra_callbacks=diagnostics.callbacks())
+            diagnostics.probe(net, "trained")
+        finally:  # also a diverged run's gradient norms, up to the step that diverged
+            with self._interrupts.critical():
+                diagnostics.log(self.tracker, run_id)
         with self._interrupts.critical():
             digest = save_network(self.tracker, run_id, net, plan, data)
             self.tracker.set_tags(run_id, {"model_sha256": digest,
@@ -404,6 +413,7 @@ class Runner:
             "git_commit": _git_commit(), "device": _device_name(self.loaded.experiment.device),
             "experiment_file": str(self.loaded.path), "hidden_size": spec.hidden_size,
             "param_count": spec.stack_param_count, "worker": self.worker,
+            **sweep_tags(spec.task.sweep),
         }
 
     # Signals: SIGINT/SIGTERM interrupt training, but never a bookkeeping step. --

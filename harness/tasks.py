@@ -167,6 +167,11 @@ class Task:
         #: in the report.
         self.notes: dict[str, str] = {}
 
+    def chance_level(self) -> float | None:
+        """The primary metric of a predictor without memory (a constant, or the class prior), or None
+        where the task does not know it; reports draw it and measure memory horizons from it."""
+        return None
+
     def tokenize(self, text: str) -> list[str]:
         """User text (a prime, a sentence to score or translate) as this task's input tokens."""
         return text.split()

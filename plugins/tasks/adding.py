@@ -87,6 +87,9 @@ class AddingTask(Task):
             info={"baseline_mse": BASELINE_MSE, "baseline": "constant 1.0", "sequence_length": c.length},
         )
 
+    def chance_level(self) -> float:
+        return BASELINE_MSE  # the constant 1.0
+
     def evaluate(self, predictions: Sequence[float], examples: Sequence[Example]) -> dict[str, float]:
         if not examples:
             return {}

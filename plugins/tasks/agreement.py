@@ -224,6 +224,9 @@ class AgreementTask(Task):
     primary_metric = "accuracy"
     higher_is_better = True
 
+    def chance_level(self) -> float:
+        return 0.5  # was/were are equally frequent
+
     def sentences(self) -> dict[str, list[Sentence]]:
         """The generated sentences of every split, with their distances and attractors."""
         c = self.config

@@ -109,6 +109,9 @@ class CopyTask(Task):
             },
         )
 
+    def chance_level(self) -> float:
+        return baseline_cross_entropy(self.config.delay, self.config.copy_length)
+
     def evaluate(self, predictions: Sequence[Sequence[int]], examples: Sequence[Example]) -> dict[str, float]:
         m = self.config.copy_length
         correct = total = 0

@@ -302,22 +302,24 @@ def test_harness_run_exits_2_on_a_missing_file(tmp_path: Path, monkeypatch: pyte
 # ---------------------------------------------------------------------------
 
 
-def test_quickstart_expands_to_50_runs_with_matched_parameter_counts(plugins: Any) -> None:
+def test_quickstart_expands_its_sweeps_to_75_runs_with_matched_parameter_counts(plugins: Any) -> None:
     loaded = load_experiment(EXPERIMENTS / "quickstart.yaml")
     budget = loaded.experiment.model.parameter_budget
     assert budget is not None and loaded.name == "quickstart"
+    assert loaded.experiment.diagnostics.gradient_flow
     specs = load_and_expand(EXPERIMENTS / "quickstart.yaml", plugins)
     cells = ["vanilla", "gru_simple", "gru", "lstm", "peephole_lstm"]
-    tasks = ["agreement", "adding", "copy", "brackets", "numbers"]
-    assert len(specs) == 50
-    assert len({s.key for s in specs}) == 50
-    assert sorted((s.cell.name, s.task.name, s.seed) for s in specs) == sorted(
-        (c, t, s) for c in cells for t in tasks for s in (0, 1))
+    tasks = ["agreement[max_distance=8]", "agreement[max_distance=24]", "agreement[max_distance=48]",
+             "adding[length=10]", "adding[length=30]"]
+    assert len(specs) == 75
+    assert len({s.key for s in specs}) == 75
+    assert sorted((s.cell.name, s.task.label, s.seed) for s in specs) == sorted(
+        (c, t, s) for c in cells for t in tasks for s in (0, 1, 2))
     for spec in specs:
         assert abs(spec.stack_param_count - budget) <= 0.05 * budget, (spec.run_name, spec.stack_param_count)
     # Matching by size means a different width per cell: the simplest cell is the widest.
     for task in tasks:
-        hidden = {s.cell.name: s.hidden_size for s in specs if s.task.name == task}
+        hidden = {s.cell.name: s.hidden_size for s in specs if s.task.label == task}
         assert max(hidden, key=hidden.get) == "vanilla", hidden
         assert hidden["vanilla"] > hidden["gru_simple"] > hidden["gru"] > hidden["lstm"], hidden
 
