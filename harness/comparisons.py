@@ -152,7 +152,7 @@ def seeds_needed(effect: float, *, paired: bool = True, alpha: float = ALPHA, po
     if not math.isfinite(effect) or effect == 0:
         return None
     analysis = TTestPower() if paired else TTestIndPower()
-    if analysis.power(effect_size=abs(effect), nobs=MIN_SEEDS, alpha=alpha, alternative="two-sided") >= power:
+    if analysis.solve_power(abs(effect), MIN_SEEDS, alpha, None, alternative="two-sided") >= power:
         return MIN_SEEDS  # also keeps the solver away from huge effects, where it does not converge
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
