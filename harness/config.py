@@ -311,6 +311,14 @@ class TuningSettings(_Strict):
     max_retries: int = Field(3, ge=0)
 
 
+class ReportSettings(_Strict):
+    """How the report compares cells; never part of a run key (changing it only rebuilds the report)."""
+
+    correction: Literal["holm", "fdr_bh"] = Field(
+        "holm", description="Multiple-comparison correction: Holm–Bonferroni or Benjamini–Hochberg (fdr_bh).")
+    reference_cell: str = Field("lstm", description="The cell label the forest plot subtracts from every other.")
+
+
 class Experiment(_Strict):
     """The schema of an experiment file."""
 
@@ -337,6 +345,8 @@ class Experiment(_Strict):
     reference: Reference | None = None
     #: The hyper-parameter search of ``harness tune`` (``harness run`` ignores it).
     tuning: TuningSettings | None = None
+    #: How the report compares cells (correction, reference cell of the forest plot).
+    report: ReportSettings = Field(default_factory=ReportSettings)
 
     @field_validator("storage")
     @classmethod
