@@ -464,6 +464,12 @@ def _parse_assignment(text: str) -> tuple[str, object]:
     return key.strip(), yaml.safe_load(value)
 
 
+from harness.report_cli import compare, export  # noqa: E402  (commands defined beside their helpers)
+
+cli.add_command(compare)
+cli.add_command(export)
+
+
 def main() -> None:
     cli(prog_name="harness")
 
