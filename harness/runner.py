@@ -348,6 +348,7 @@ class Runner:
             "run_key": spec.key, "cell": spec.cell.label, "cell_name": spec.cell.name, "task": spec.task.label,
             "task_name": spec.task.name, "family": task_class.family, "seed": spec.seed,
             "primary_metric": task_class.primary_metric, "higher_is_better": task_class.higher_is_better,
+            "group_name": getattr(task_class, "group_name", "distance"),
             "plugin_versions": json.dumps(spec.config["plugin_versions"], sort_keys=True),
             "git_commit": _git_commit(), "device": _device_name(self.loaded.experiment.device),
             "experiment_file": str(self.loaded.path), "hidden_size": spec.hidden_size,

@@ -307,3 +307,16 @@ def test_empty_experiment(store: tuple[Tracker, Path], tmp_path: Path) -> None:
     assert paths.plots == ()
     assert "No runs are recorded" in paths.markdown.read_text(encoding="utf-8")
     assert paths.results_csv.read_text(encoding="utf-8").startswith("cell,task,seed,status,failure_reason,")
+
+
+def test_groups_are_named_as_the_task_names_them(tmp_path: Path) -> None:
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "grouped", tmp_path / "artifacts")
+    for seed in (0, 1):
+        run_id = tracker.start_run(f"gru-s{seed}", {
+            "run_key": f"gru|lengths|{seed}", "cell": "gru", "cell_name": "gru", "task": "lengths", "seed": seed,
+            "primary_metric": "accuracy", "higher_is_better": True, "group_name": "length"}, {})
+        tracker.log_metrics(run_id, {"test_accuracy": 0.9, "test_accuracy/short": 1.0, "test_accuracy/long": 0.8})
+        tracker.end_run(run_id, "FINISHED")
+    markdown = build_report("grouped", tracker, tmp_path / "report").markdown.read_text(encoding="utf-8")
+    assert "### Accuracy by length" in markdown and "| length | long | short |" in markdown
+    assert "first length bucket" in markdown
