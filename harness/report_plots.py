@@ -51,7 +51,8 @@ def plot_learning_curves(axes: Axes, task: _Task, tracker: Tracker, colors: dict
             if steps:
                 xs = [step + 1 for step, _, _, _ in steps]
                 means, lows, highs = ([s[i] for s in steps] for i in (1, 2, 3))
-                axes.plot(xs, means, style, color=colors[label], label=_mpl(label) if key == "val_loss" else None)
+                axes.plot(xs, means, style, color=colors[label], label=_mpl(label) if key == "val_loss" else None,
+                          marker="o" if len(xs) < 4 else None, markersize=4)
                 axes.fill_between(xs, lows, highs, color=colors[label], alpha=0.15, linewidth=0)
                 positive = positive and min(lows) > 0
                 drawn = True

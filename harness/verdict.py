@@ -124,12 +124,13 @@ def _gru_lstm(board: Leaderboard, names: Mapping[str, str]) -> str:
     pairs = _family_pairs(board, names, GRU_FAMILY, LSTM_FAMILY)
     if not pairs:
         return ""
-    won = [f"{c.better} on {c.task} (adjusted p = {c.p_adjusted:.3g})" for c in pairs if c.better]
+    won = [f"{c.better} beats {c.b if c.better == c.a else c.a} on {c.task} (adjusted p = {c.p_adjusted:.3g})"
+           for c in pairs if c.better]
     tied = sorted({c.task for c in pairs if c.tested and not c.better})
     untested = sorted({c.task for c in pairs if not c.tested})
     parts = []
     if won:
-        parts.append("the better one is " + "; ".join(won))
+        parts.append("; ".join(won))
     if tied:
         parts.append(f"no significant difference on {', '.join(tied)}")
     if untested:

@@ -31,12 +31,13 @@ def draw_critical_difference(path: Path, friedman: Friedman) -> None:
                                          label_fmt_left="{label} ({rank:.2f})  ",
                                          label_fmt_right="  ({rank:.2f}) {label}")
     start = 1.0
-    axes.plot([start, start + friedman.critical_difference], [1.12, 1.12], color="black", linewidth=2,
+    height = 1.3  # above the rank axis and its tick labels, in axes coordinates
+    axes.plot([start, start + friedman.critical_difference], [height, height], color="black", linewidth=2,
               transform=axes.get_xaxis_transform(), clip_on=False)
-    axes.text(start + friedman.critical_difference / 2, 1.16, f"CD = {friedman.critical_difference:.2f}",
+    axes.text(start + friedman.critical_difference / 2, height + 0.04, f"CD = {friedman.critical_difference:.2f}",
               ha="center", va="bottom", fontsize="small", transform=axes.get_xaxis_transform())
     axes.set_title(f"Mean rank over {len(friedman.tasks)} tasks (1 = best). Friedman p = {friedman.p:.3g}; "
-                   f"bars join cells the Nemenyi test cannot separate (α = 0.05)", fontsize="small", pad=28)
+                   f"bars join cells the Nemenyi test cannot separate (α = 0.05)", fontsize="small", pad=60)
     figure.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
 
 
@@ -89,7 +90,11 @@ def _forest_panel(axes, board: Leaderboard, task: str, cells: list[str], referen
         axes.plot([difference], [row], "o", color=cell_color(cell))
     axes.axvline(1.0 if log else 0.0, color="grey", linestyle="--", linewidth=1)
     if log:
+        from matplotlib.ticker import FuncFormatter
+
         axes.set_xscale("log")
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axes.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
     arrow = "↑ better" if scores.higher_is_better else "↓ better"
     unit = f"{scores.primary_metric} ratio to {reference} (log)" if log else f"{scores.primary_metric} − {reference}"
     axes.set_yticks(range(len(cells)), [_mpl(c) for c in cells])
