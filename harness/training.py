@@ -61,6 +61,9 @@ def plan_network(cell_class: type[RecurrentCell], cell_config: CellConfig, famil
         hidden = hidden_size_for_budget(cell_class, cell_config, stack_input, model.parameter_budget,
                                         model.num_layers, model.bidirectional)
     count = stack_param_count(cell_class, cell_config, stack_input, hidden, model.num_layers, model.bidirectional)
+    if family == "seq2seq":  # the decoder is a second, unidirectional stack of the same cell (see build_network)
+        decoder_input = stack_input + hidden if model.decoder_context == "every_step" else stack_input
+        count += stack_param_count(cell_class, cell_config, decoder_input, hidden, model.num_layers, False)
     return NetworkPlan(hidden, stack_input, count)
 
 
