@@ -108,12 +108,17 @@ class ModelSettings(_Strict):
 
 
 class EarlyStopping(_Strict):
-    """Stop when the validation loss has not improved for ``patience`` epochs, then test the
-    weights of the best validation epoch (reported as ``test_best_epoch``)."""
+    """Stop when the monitored validation metric has not improved for ``patience`` epochs, then test
+    the weights of the best validation epoch (reported as ``test_best_epoch``)."""
+
+    _omit_when_default: ClassVar[frozenset[str]] = frozenset({"monitor"})
 
     #: Epochs without a validation-loss improvement before stopping.
     patience: int = Field(3, ge=1)
     min_delta: float = Field(0.0, ge=0.0)
+    monitor: Literal["loss", "primary"] = Field(
+        "loss", description="What picks the stopping and the tested epoch: the validation loss, or the task's "
+                            "primary metric on the validation split in its direction (F1 for NER, BLEU ...).")
 
 
 class TrainingSettings(_Strict):

@@ -28,7 +28,7 @@ from harness.cells import CellConfig, RecurrentCell
 from harness.config import ModelSettings, TrainingSettings
 from harness.data import make_loader
 from harness.distributed import DDP_TIMEOUT, DistributedRunError, RankProcesses, is_child, planned_shard
-from harness.families import FAMILY_MODULES, FamilyModule
+from harness.families import FAMILY_MODULES, FamilyModule, monitored_metric
 from harness.models import (
     ClassifierNet,
     Encoder,
@@ -228,8 +228,9 @@ def _train(net: nn.Module, task: Task, data: TaskData, training: TrainingSetting
     if training.weight_noise:
         callbacks.append(WeightNoise(training.weight_noise))
     if training.early_stopping is not None:
+        key, higher = monitored_metric(training, task)
         callbacks.append(pl.callbacks.EarlyStopping(
-            monitor="val_loss", mode="min", patience=training.early_stopping.patience,
+            monitor=key, mode="max" if higher else "min", patience=training.early_stopping.patience,
             min_delta=training.early_stopping.min_delta,
         ))
     accelerator = {"auto": "auto", "cpu": "cpu", "gpu": "gpu"}[device]
