@@ -115,7 +115,7 @@ def compare(task: str, a: str, b: str, values_a: Mapping[str, float], values_b: 
 
 
 def _paired(base: Comparison, d: np.ndarray, confidence: float) -> Comparison:
-    n, mean = len(d), float(np.mean(d))
+    mean = float(np.mean(d))
     sd = float(np.std(d, ddof=1))
     if sd == 0:
         p = math.nan if mean == 0 else 0.0

@@ -36,8 +36,6 @@ __all__ = ["ReportPaths", "TaskExtras", "SummarySection", "build_report", "COMPA
 COMPARISON_TAG = "comparison"
 #: A cell whose longest-distance accuracy is within this of chance is called "at chance".
 CHANCE_MARGIN = 0.05
-#: Significance level the comparison verdicts use; the p-values are printed regardless.
-ALPHA = 0.05
 RUN_METRICS = ("wall_time_s", "train_tokens_per_s", "peak_memory_mb", "epochs")
 STATUS_ORDER = ("FINISHED", "FAILED", "KILLED", "RUNNING")
 
@@ -95,39 +93,44 @@ def build_report(experiment_name: str, tracker: Tracker, report_dir: Path, *,
     _write_csv(csv_path, runs, {t.name: t for t in tasks})
 
     board = build_leaderboard([t.scores() for t in tasks if t.primary], correction)
-    names = {r.cell: r.cell_name for r in runs}
-    top, plots = verdict_blocks(board, names, plot_dir, reference_cell)
+    top, plots = verdict_blocks(board, {r.cell: r.cell_name for r in runs}, plot_dir, reference_cell)
     for section in sections:
         extra_blocks, keys = section(board, plot_dir)
         top += extra_blocks
         plots += [report_dir / b.path for b in extra_blocks if isinstance(b, Image)]
         board.extra.update(keys)
-    colors = figures.colors(sorted({r.cell for r in runs}))
-    blocks = _header(experiment_name, experiment_file, note, runs, len(all_records) - len(runs))
-    task_blocks: list[Block] = []
-    used: set[str] = set()
+    header = _header(experiment_name, experiment_file, note, runs, len(all_records) - len(runs))
     reference = json.loads(tracker.experiment_tag("reference") or "null")
-    for task in tasks:
-        stem = _unique(_slug(task.name), used)
-        task_blocks += _task_section(task, board, tracker, plot_dir, stem, colors, plots)
-        task_blocks += _reference_section(task, reference)
-        if task_extras is not None:
-            extra = task_extras(task.name, plot_dir, stem)
-            plots += [report_dir / b.path for b in extra if isinstance(b, Image)]
-            task_blocks += extra
+    task_blocks = _task_sections(tasks, board, tracker, plot_dir, reference, task_extras, plots)
     figures.remove_stale_plots(plot_dir, plots)
-    body = top + [Heading(2, "About this report")] + blocks + task_blocks
-    contents = Contents(tuple(b.text for b in body if isinstance(b, Heading) and b.level == 2))
-    blocks = [contents, *body]
+    body = top + [Heading(2, "About this report")] + header + task_blocks
+    blocks = [Contents(tuple(b.text for b in body if isinstance(b, Heading) and b.level == 2)), *body]
 
     title = f"Report: {experiment_name}"
     md_path, html_path = report_dir / "report.md", report_dir / "index.html"
     summary_path = report_dir / "summary.json"
-    summary = {"experiment": experiment_name, **board.as_dict()}
-    summary_path.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    summary_path.write_text(json.dumps({"experiment": experiment_name, **board.as_dict()}, indent=2) + "\n",
+                            encoding="utf-8")
     md_path.write_text(render_markdown(title, blocks), encoding="utf-8")
     html_path.write_text(render_html(title, blocks, report_dir), encoding="utf-8")
     return ReportPaths(report_dir, csv_path, md_path, html_path, tuple(plots), summary_path, board)
+
+
+def _task_sections(tasks: Sequence[_Task], board: Leaderboard, tracker: Tracker, plot_dir: Path,
+                   reference: dict | None, task_extras: TaskExtras | None, plots: list[Path]) -> list[Block]:
+    """Every task's section, in name order; the plots drawn are appended to ``plots``."""
+    colors = figures.colors(sorted({label for task in tasks for label in task.cells}))
+    blocks: list[Block] = []
+    used: set[str] = set()
+    for task in tasks:
+        stem = _unique(_slug(task.name), used)
+        blocks += _task_section(task, board, tracker, plot_dir, stem, colors, plots)
+        blocks += _reference_section(task, reference)
+        if task_extras is not None:
+            extra = task_extras(task.name, plot_dir, stem)
+            plots += [plot_dir.parent / b.path for b in extra if isinstance(b, Image)]
+            blocks += extra
+    return blocks
 
 
 # ---------------------------------------------------------------------------
