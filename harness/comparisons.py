@@ -152,13 +152,15 @@ def seeds_needed(effect: float, *, paired: bool = True, alpha: float = ALPHA, po
     if not math.isfinite(effect) or effect == 0:
         return None
     analysis = TTestPower() if paired else TTestIndPower()
-    if analysis.solve_power(abs(effect), MIN_SEEDS, alpha, None, alternative="two-sided") >= power:
-        return MIN_SEEDS  # also keeps the solver away from huge effects, where it does not converge
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        nobs = analysis.solve_power(effect_size=abs(effect), alpha=alpha, power=power, alternative="two-sided")
-    nobs = float(np.asarray(nobs).ravel()[0])
-    return max(MIN_SEEDS, math.ceil(nobs)) if math.isfinite(nobs) else None
+    # Start from the normal approximation and step up until statsmodels' exact t power reaches the target
+    # (the t test needs a few more seeds than the z test; its root finder fails for tiny effects).
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    nobs = max(MIN_SEEDS, math.ceil((1 if paired else 2) * (z / abs(effect)) ** 2))  # per cell when unpaired
+    for _ in range(1000):
+        if analysis.power(abs(effect), nobs, alpha, alternative="two-sided") >= power:
+            return nobs
+        nobs += 1
+    return nobs
 
 
 def correct(comparisons: Sequence[Comparison], method: str = "holm", *, field: str = "p_adjusted") -> list[Comparison]:

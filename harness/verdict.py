@@ -93,25 +93,41 @@ def verdict_paragraph(board: Leaderboard, names: Mapping[str, str]) -> str:
 
 def _overall(board: Leaderboard) -> str:
     leader = board.cells[0]
-    text = (f"Over {len(board.tasks)} task(s), {leader} has the best mean rank ({board.mean_rank[leader]:.2f}; "
-            f"ranks are shared where the corrected paired tests cannot separate cells).")
+    best = board.mean_rank[leader]
+    sharing = [c for c in board.cells if board.mean_rank[c] == best]
+    if len(sharing) == len(board.cells) > 1:
+        text = (f"Over {len(board.tasks)} task(s) no cell is ahead: the corrected paired tests separate no pair on "
+                f"any task, so all cells share mean rank {best:.2f}.")
+    elif len(sharing) > 1:
+        text = (f"Over {len(board.tasks)} task(s), {', '.join(sharing)} share the best mean rank ({best:.2f}; "
+                f"ranks are shared where the corrected paired tests cannot separate cells).")
+    else:
+        text = (f"Over {len(board.tasks)} task(s), {leader} has the best mean rank ({best:.2f}; ranks are shared "
+                f"where the corrected paired tests cannot separate cells).")
     alone = [t.name for t in board.tasks if list(board.ranks[t.name].values()).count(1.0) == 1
              and board.ranks[t.name].get(leader) == 1.0]
-    if alone:
+    if alone and len(sharing) == 1:
         text += f" It is alone at the top on {', '.join(alone)}."
+    return text + " " + _friedman_sentence(board)
+
+
+def _friedman_sentence(board: Leaderboard) -> str:
     friedman = board.friedman
     if friedman is None:
-        return text + f" Friedman's test was not run ({board.friedman_reason}), so the overall order is descriptive."
+        return f"Friedman's test was not run ({board.friedman_reason}), so the overall order is descriptive."
+    ranks = friedman.mean_ranks
+    top = min(ranks, key=ranks.__getitem__)
+    text = (f"On the task means (one value per cell and task, ignoring seed spread), {top} has the best Friedman "
+            f"mean rank ({ranks[top]:.2f});")
     if friedman.p >= ALPHA:
-        return text + (f" Friedman's test does not reject that all cells rank equally over the tasks "
-                       f"(p = {friedman.p:.3g}), so no cell is established as best overall.")
-    best = min(friedman.mean_ranks, key=friedman.mean_ranks.__getitem__)
-    behind = [c for c, r in friedman.mean_ranks.items() if r - friedman.mean_ranks[best] > friedman.critical_difference]
-    text += f" Friedman's test rejects equal ranks (p = {friedman.p:.3g});"
-    if behind:
-        return text + f" by Nemenyi's test {best} ranks ahead of {', '.join(sorted(behind))} (CD = " \
-                      f"{friedman.critical_difference:.3g}), and the other cells cannot be separated from it."
-    return text + f" Nemenyi's test separates no cell from {best} (CD = {friedman.critical_difference:.3g})."
+        return text + (f" Friedman's test does not reject that all cells rank equally (p = {friedman.p:.3g}), "
+                       f"so no cell is established as best overall.")
+    text += f" Friedman's test rejects equal ranks (p = {friedman.p:.3g}),"
+    cd = friedman.critical_difference
+    separated = sorted(f"{a} ahead of {b}" for a in ranks for b in ranks if ranks[b] - ranks[a] > cd)
+    if separated:
+        return text + f" and Nemenyi's test (CD = {cd:.3g}) places {'; '.join(separated)}."
+    return text + f" but Nemenyi's test separates no pair of cells (CD = {cd:.3g})."
 
 
 def _family_pairs(board: Leaderboard, names: Mapping[str, str], first: tuple[str, ...], second: tuple[str, ...]
@@ -134,7 +150,9 @@ def _gru_lstm(board: Leaderboard, names: Mapping[str, str]) -> str:
     if tied:
         parts.append(f"no significant difference on {', '.join(tied)}")
     if untested:
-        parts.append(f"too few seeds to test on {', '.join(untested)}")
+        sizes = [c.seeds_needed for c in pairs if not c.tested and c.seeds_needed]
+        advice = f" (at the observed differences, {min(sizes)} to {max(sizes)} seeds per cell)" if sizes else ""
+        parts.append(f"too few seeds to test on {', '.join(untested)}{advice}")
     return "GRU vs LSTM: " + "; ".join(parts) + "."
 
 
@@ -156,8 +174,9 @@ def _vanilla(board: Leaderboard, names: Mapping[str, str]) -> str:
         if fails:
             sentences.append(f"{cell} is significantly worse than every other cell on {', '.join(fails)}.")
         if worst:
-            sentences.append(f"{cell} has the worst mean on {', '.join(worst)}, but no corrected test separates it "
-                             f"from every other cell there.")
+            sentences.append(f"{cell} has the worst mean on {', '.join(worst)}, but that is not established: no "
+                             f"corrected test separates it from every other cell there (too few seeds, or no "
+                             f"significant difference).")
         if fine:
             sentences.append(f"On {', '.join(fine)} {cell} is not behind every other cell.")
     return " ".join(sentences)
