@@ -89,12 +89,14 @@ class Comparison:
 
 
 def compare(task: str, a: str, b: str, values_a: Mapping[str, float], values_b: Mapping[str, float], *,
-            higher_is_better: bool, log_scale: bool, confidence: float = 0.95) -> Comparison:
+            higher_is_better: bool, log_scale: bool, bounded: bool = False, confidence: float = 0.95) -> Comparison:
     """Compare two cells' per-seed values (``{seed: value}``), paired on their common seeds.
 
     Two or more common seeds: a paired t-test on the per-seed differences (on log values for a
     log-scale metric), with Wilcoxon's signed-rank p alongside. Fewer common seeds but two or more
-    values a side: Welch's test, named as such because pairing was impossible.
+    values a side: Welch's test, named as such because pairing was impossible. For a ``bounded``
+    metric (in [0, 1]) the interval of the paired difference is a percentile bootstrap over seeds,
+    which stays inside [-1, 1]; the test is still the paired t-test.
     """
     scale = "log" if log_scale else "linear"
     transform = np.log if log_scale else np.asarray
@@ -103,7 +105,10 @@ def compare(task: str, a: str, b: str, values_a: Mapping[str, float], values_b: 
     if len(common) >= 2:
         da = transform(np.array([values_a[s] for s in common], dtype=float))
         db = transform(np.array([values_b[s] for s in common], dtype=float))
-        return _paired(base, da - db, confidence)
+        result = _paired(base, da - db, confidence)
+        if bounded and result.interval is not None:
+            result = replace(result, interval=_bootstrap_interval(da - db, confidence))
+        return result
     if len(values_a) >= 2 and len(values_b) >= 2:
         xa = transform(np.array(list(values_a.values()), dtype=float))
         xb = transform(np.array(list(values_b.values()), dtype=float))
@@ -177,6 +182,14 @@ def correct(comparisons: Sequence[Comparison], method: str = "holm", *, field: s
         _, corrected, _, _ = multipletests([comparisons[i].p for i in indices], alpha=ALPHA, method=method)
         adjusted = dict(zip(indices, (float(v) for v in corrected)))
     return [replace(c, correction=method, **{field: adjusted.get(i)}) for i, c in enumerate(comparisons)]
+
+
+def _bootstrap_interval(d: np.ndarray, confidence: float) -> tuple[float, float]:
+    if np.all(d == d[0]):
+        return float(d[0]), float(d[0])
+    result = stats.bootstrap((d,), np.mean, confidence_level=confidence, n_resamples=10_000, method="percentile",
+                             random_state=np.random.default_rng(0))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def _back(value: float, scale: str) -> float:

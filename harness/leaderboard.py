@@ -91,7 +91,7 @@ def build_leaderboard(tasks: Sequence[TaskScores], correction: str = "holm") -> 
     comparisons: list[Comparison] = []
     for t in tasks:
         pairs = [compare(t.name, a, b, t.values[a], t.values[b], higher_is_better=t.higher_is_better,
-                         log_scale=t.scale == "log") for a, b in itertools.combinations(sorted(summaries[t.name]), 2)]
+                         log_scale=t.scale == "log", bounded=t.scale == "bounded") for a, b in itertools.combinations(sorted(summaries[t.name]), 2)]
         comparisons += correct(pairs, correction, field="p_adjusted_task")
     comparisons = correct(comparisons, correction)
     ranks = {t.name: _ranks(t, summaries[t.name], comparisons) for t in tasks}

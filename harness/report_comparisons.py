@@ -28,7 +28,8 @@ def comparison_blocks(task: str, primary: str, direction: str, board: Leaderboar
     note = (f"Primary metric {primary} ({direction}). Each pair is compared on the seeds both ran (paired t-test on "
             f"the per-seed {'log ratios' if log else 'differences'}; Wilcoxon's signed-rank p alongside). "
             f"{'A / B is the geometric mean ratio' if log else 'A − B is the mean paired difference'} with its "
-            f"95% interval. p-values are adjusted with {name} within this task (p adj. task) and across every "
+            f"95% interval (paired t; for metrics in [0, 1] a percentile bootstrap over seeds, which stays in "
+            f"[-1, 1]). p-values are adjusted with {name} within this task (p adj. task) and across every "
             f"comparison of the report (p adj. report); the verdict uses the report-wide one at α = {ALPHA}.")
     header = ("A", "B", "n", "test", "A / B" if log else "A − B", "95% interval", "p", "p Wilcoxon",
               "p adj. task", "p adj. report", "verdict")

@@ -30,14 +30,18 @@ def draw_critical_difference(path: Path, friedman: Friedman) -> None:
     posthocs.critical_difference_diagram(ranks, matrix, ax=axes, color_palette={c: cell_color(c) for c in cells},
                                          label_fmt_left="{label} ({rank:.2f})  ",
                                          label_fmt_right="  ({rank:.2f}) {label}")
-    start = 1.0
-    height = 1.3  # above the rank axis and its tick labels, in axes coordinates
-    axes.plot([start, start + friedman.critical_difference], [height, height], color="black", linewidth=2,
-              transform=axes.get_xaxis_transform(), clip_on=False)
-    axes.text(start + friedman.critical_difference / 2, height + 0.04, f"CD = {friedman.critical_difference:.2f}",
-              ha="center", va="bottom", fontsize="small", transform=axes.get_xaxis_transform())
+    from matplotlib.transforms import offset_copy
+
+    start = min(friedman.mean_ranks.values())  # from the best cell: cells beyond the bar are separated from it
+    # In points above the rank axis (skp draws it along the top), clear of its tick labels at any figure height.
+    bar = offset_copy(axes.get_xaxis_transform(), fig=figure, y=30, units="points")
+    label = offset_copy(axes.get_xaxis_transform(), fig=figure, y=33, units="points")
+    axes.plot([start, start + friedman.critical_difference], [1.0, 1.0], color="black", linewidth=2,
+              transform=bar, clip_on=False)
+    axes.text(start + friedman.critical_difference / 2, 1.0, f"CD = {friedman.critical_difference:.2f}",
+              ha="center", va="bottom", fontsize="small", transform=label)
     axes.set_title(f"Mean rank over {len(friedman.tasks)} tasks (1 = best). Friedman p = {friedman.p:.3g}; "
-                   f"bars join cells the Nemenyi test cannot separate (α = 0.05)", fontsize="small", pad=60)
+                   f"bars join cells the Nemenyi test cannot separate (α = 0.05)", fontsize="small", pad=52)
     figure.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
 
 
@@ -69,8 +73,9 @@ def draw_forest(path: Path, board: Leaderboard, reference: str) -> bool:
                              gridspec_kw={"height_ratios": [len(cells) + 1 for _ in tasks]})[:, 0]
     for axes, task in zip(panels, tasks):
         _forest_panel(axes, board, task.name, cells, reference)
-    figure.suptitle(_mpl(f"Paired difference to {reference} per task (mean over common seeds, 95% paired-t "
-                         f"interval); right of the line = larger than {reference}"), fontsize="small")
+    figure.suptitle(_mpl(f"Paired difference to {reference} per task (mean over common seeds; 95% interval: paired "
+                         f"t, or percentile bootstrap for metrics in [0, 1]); right of the line = larger than "
+                         f"{reference}"), fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
     return True
@@ -94,7 +99,10 @@ def _forest_panel(axes, board: Leaderboard, task: str, cells: list[str], referen
 
         axes.set_xscale("log")
         axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        axes.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
+        low, high = axes.get_xlim()
+        narrow = high / low < 20  # less than about a decade shown: label the minor ticks too
+        axes.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:.2g}" if narrow else ""))
+        axes.tick_params(axis="x", which="minor", labelsize="x-small")
     arrow = "↑ better" if scores.higher_is_better else "↓ better"
     unit = f"{scores.primary_metric} ratio to {reference} (log)" if log else f"{scores.primary_metric} − {reference}"
     axes.set_yticks(range(len(cells)), [_mpl(c) for c in cells])

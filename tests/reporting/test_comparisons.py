@@ -97,6 +97,12 @@ def test_bounded_metric_at_its_bound_stays_in_range() -> None:
     half = stats.t.ppf(0.975, 2) * np.std(values, ddof=1) / math.sqrt(3)
     assert np.mean(values) + half > 1
     assert summarize(values, "bounded").interval[1] <= 1.0
+    # A paired difference of a bounded metric keeps its interval inside [-1, 1], where the t interval does not.
+    a, b = {"0": 0.05, "1": 1.0}, {"0": 0.9, "1": 0.95}
+    t_low = compare("t", "a", "b", a, b, higher_is_better=True, log_scale=False).interval[0]
+    assert t_low < -1
+    low, high = compare("t", "a", "b", a, b, higher_is_better=True, log_scale=False, bounded=True).interval
+    assert -1 <= low <= high <= 1 and (low, high) == pytest.approx((-0.85, 0.05))
 
 
 def test_log_scale_for_positive_error_metrics() -> None:
