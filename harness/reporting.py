@@ -398,7 +398,7 @@ def _ranking_sentences(task: _Task, ranking: list[str], board: Leaderboard) -> l
     text = f"The runner-up is {runner} with {_fmt_ci(vr, len(vr), scale)}."
     pair = next((c for c in board.comparisons_of(task.name) if {c.a, c.b} == {best, runner}), None)
     if pair is not None:
-        p = "" if pair.p is None else f"{pair.test} p = {_fmt_p(pair.p)}"
+        p = "" if pair.p is None or math.isnan(pair.p) else f"{pair.test} p = {_fmt_p(pair.p)}"
         adjusted = "" if pair.p_adjusted is None else f", adjusted {_fmt_p(pair.p_adjusted)}"
         text += f" {best} vs {runner}: {pair.verdict()}" + (f" ({p}{adjusted})." if p else ".")
     return sentences + [text]

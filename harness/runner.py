@@ -296,7 +296,7 @@ class Runner:
         plan = plan_network(spec.cell.plugin_class, spec.cell.config, task.family, experiment.model,
                             data.input_size)
         net = build_network(spec.cell.plugin_class, spec.cell.config, task, data, experiment.model, plan)
-        self.tracker.set_tags(run_id, {"hidden_size": plan.hidden_size, "param_count": plan.stack_param_count})
+        self.tracker.set_tags(run_id, {"hidden_size": plan.hidden_size, "param_count": plan.param_count})
         self.tracker.log_metrics(run_id, {"stack_param_count": plan.stack_param_count})
         self._log_vocabularies(run_id, data)
 

@@ -49,7 +49,11 @@ class NetworkPlan:
 
     hidden_size: int
     input_size: int
+    #: The (encoder) stack the parameter budget sizes.
     stack_param_count: int
+    #: Every recurrent stack of the network: for an encoder-decoder, encoder plus decoder (the param_count
+    #: tag); 0 where unknown (a plan read back from a checkpoint, which only needs the sizes).
+    param_count: int = 0
 
 
 def plan_network(cell_class: type[RecurrentCell], cell_config: CellConfig, family: str, model: ModelSettings,
@@ -61,10 +65,11 @@ def plan_network(cell_class: type[RecurrentCell], cell_config: CellConfig, famil
         hidden = hidden_size_for_budget(cell_class, cell_config, stack_input, model.parameter_budget,
                                         model.num_layers, model.bidirectional)
     count = stack_param_count(cell_class, cell_config, stack_input, hidden, model.num_layers, model.bidirectional)
+    total = count
     if family == "seq2seq":  # the decoder is a second, unidirectional stack of the same cell (see build_network)
         decoder_input = stack_input + hidden if model.decoder_context == "every_step" else stack_input
-        count += stack_param_count(cell_class, cell_config, decoder_input, hidden, model.num_layers, False)
-    return NetworkPlan(hidden, stack_input, count)
+        total += stack_param_count(cell_class, cell_config, decoder_input, hidden, model.num_layers, False)
+    return NetworkPlan(hidden, stack_input, count, total)
 
 
 def build_network(cell_class: type[RecurrentCell], cell_config: CellConfig, task: Task, data: TaskData,

@@ -226,8 +226,8 @@ def test_verdict_opens_the_report(report: tuple[ReportPaths, dict[str, bytes]]) 
     first = markdown.split("\n## ")[1:4]
     assert [part.split("\n", 1)[0] for part in first] == ["Verdict", "Leaderboard", "Critical-difference diagram"]
     verdict = first[0]
-    assert "gru has the best mean rank" in verdict and "Friedman's test was not run" in verdict
-    assert "GRU vs LSTM: too few seeds to test on adding, agreement." in verdict
+    assert "gru, lstm, vanilla share the best mean rank (2.25" in verdict and "Friedman's test was not run" in verdict
+    assert "GRU vs LSTM: too few seeds to test on adding, agreement (at the observed differences, " in verdict
     assert "significant" not in verdict.replace("significant difference", "").replace("no corrected", "")
     board = first[1]
     assert board.splitlines()[4].startswith("| # | cell | mean rank | adding: mse ↓ | agreement: accuracy ↑ |")

@@ -19,6 +19,6 @@ def test_seq2seq_param_count_counts_encoder_and_decoder(context: str) -> None:
     encoder = build_stack(lstm, config, 8, 6, 2, True, 0.0)
     decoder = build_stack(lstm, config, 8 + 6 * (context == "every_step"), 6, 2, False, 0.0)
     built = sum(p.numel() for stack in (encoder, decoder) for p in stack.parameters())
-    assert plan.stack_param_count == built
-    assert plan_network(lstm, config, "classification", model, None).stack_param_count == sum(
-        p.numel() for p in encoder.parameters())
+    assert plan.param_count == built
+    assert plan.stack_param_count == sum(p.numel() for p in encoder.parameters())  # what the budget sizes
+    assert plan_network(lstm, config, "classification", model, None).param_count == plan.stack_param_count
