@@ -2,6 +2,8 @@
 
 A user who lives in ``mlflow ui`` finds the verdict there: report.md, index.html, summary.json,
 results.csv and the plots as artifacts, each cell's mean rank and per-task primary metric as metrics.
+The run lives in its own MLflow experiment, ``<experiment>.comparison``, beside the grid's, so that
+every run of the grid's experiment stays a grid run for the scripts and tools that count them.
 """
 
 from __future__ import annotations
@@ -15,15 +17,36 @@ from harness.tracking import TAG_PREFIX, Tracker
 if TYPE_CHECKING:
     from harness.reporting import ReportPaths
 
-__all__ = ["log_comparison", "comparison_run_id"]
+__all__ = ["log_comparison", "comparison_run_id", "comparison_experiment_id"]
 
 #: The comparison run's tag; the report never reads a run carrying it as a grid run.
 TAG = TAG_PREFIX + "comparison"
+#: The comparison experiment's name is the grid experiment's plus this.
+SUFFIX = ".comparison"
 
 
-def comparison_run_id(tracker: Tracker) -> str | None:
+def comparison_experiment_id(tracker: Tracker) -> str:
+    """The comparison experiment beside ``tracker``'s (created on first use), artifacts in a sub-folder."""
+    main = tracker.client.get_experiment(tracker.experiment_id)
+    name = f"{main.name}{SUFFIX}"
+    found = tracker.client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = f"{main.artifact_location.rstrip('/')}/comparison" if main.artifact_location else None
+    try:
+        experiment_id = tracker.client.create_experiment(name, artifact_location=location)
+    except Exception:  # another process created it in between: use theirs
+        found = tracker.client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+    tracker.client.set_experiment_tag(tracker.experiment_id, TAG_PREFIX + "comparison_experiment", name)
+    return experiment_id
+
+
+def comparison_run_id(tracker: Tracker, experiment_id: str) -> str | None:
     """The experiment's comparison run, or None before the first report."""
-    runs = tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.`{TAG}` = '1'",
+    runs = tracker.client.search_runs([experiment_id], filter_string=f"tags.`{TAG}` = '1'",
                                       max_results=1, order_by=["attributes.start_time ASC"])
     return runs[0].info.run_id if runs else None
 
@@ -32,9 +55,10 @@ def log_comparison(tracker: Tracker, paths: ReportPaths) -> str:
     """Create or update the comparison run with the report's files and numbers; returns its id."""
     from mlflow.entities import Metric, RunTag
 
-    run_id = comparison_run_id(tracker)
+    experiment_id = comparison_experiment_id(tracker)
+    run_id = comparison_run_id(tracker, experiment_id)
     if run_id is None:
-        run_id = tracker.client.create_run(tracker.experiment_id, run_name="comparison",
+        run_id = tracker.client.create_run(experiment_id, run_name="comparison",
                                            tags={TAG: "1", "mlflow.note.content": "The report of this experiment "
                                                  "(harness report): its verdict, leaderboard and comparisons."}
                                            ).info.run_id

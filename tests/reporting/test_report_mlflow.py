@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.report_mlflow import TAG, log_comparison
+from harness.report_mlflow import TAG, comparison_experiment_id, log_comparison
 from harness.reporting import build_report
 from harness.tracking import Tracker
 
@@ -36,8 +36,11 @@ def test_comparison_run_holds_the_report_and_is_updated_not_duplicated(tmp_path:
     again = build_report("exp", tracker, tmp_path / "report")  # the comparison run is not read as a grid run
     assert json.loads(again.summary.read_text())["cells"] == json.loads(paths.summary.read_text())["cells"]
     assert log_comparison(tracker, again) == first
-    runs = tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.`{TAG}` = '1'")
-    assert [r.info.run_id for r in runs] == [first]
+    comparison = tracker.client.get_experiment_by_name("exp.comparison")
+    assert comparison.experiment_id == comparison_experiment_id(tracker)
+    runs = tracker.client.search_runs([comparison.experiment_id])
+    assert [r.info.run_id for r in runs] == [first] and runs[0].data.tags[TAG] == "1"
+    assert len(tracker.runs()) == 3 * 3 * 2  # the grid's experiment holds only the grid's runs
     run = tracker.client.get_run(first)
     assert run.info.status == "FINISHED"
     summary = json.loads(paths.summary.read_text())
