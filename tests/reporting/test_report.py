@@ -147,8 +147,13 @@ def test_csv_values(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
     assert (rerun["param_count"], rerun["hidden_size"], rerun["execution_path"]) == ("130", "8", "cudnn")
     assert (rerun["wall_time_s"], rerun["epochs"], rerun["peak_memory_mb"]) == ("14", "3", "12.5")
     assert rerun["path"].startswith("file:") and rerun["run_id"] in rerun["path"]
+    assert (rerun["primary_metric"], rerun["higher_is_better"], float(rerun["primary_value"])) == (
+        "accuracy", "true", 0.93)
+    assert (rows["adding", "gru", "0"]["primary_metric"], rows["adding", "gru", "0"]["higher_is_better"],
+            float(rows["adding", "gru", "0"]["primary_value"])) == ("mse", "false", 0.010)
     failed = rows["adding", "lstm", "2"]
     assert (failed["status"], failed["failure_reason"], failed["test_accuracy"]) == ("FAILED", FAILURE, "")
+    assert failed["primary_value"] == ""  # a failed run has no result to pivot
     assert rows["agreement", SCRIPT, "0"]["cell"] == SCRIPT
 
 
