@@ -457,8 +457,13 @@ def _write_report(loaded, tracker, storage_url=None):  # type: ignore[no-untyped
         from harness.tuning_report import tuning_section
 
         extras = tuning_section(loaded, storage_url)
-    return build_report(loaded.name, tracker, loaded.report_dir, experiment_file=str(loaded.path),
-                        task_extras=extras)
+    from harness.report_mlflow import log_comparison
+
+    settings = loaded.experiment.report
+    paths = build_report(loaded.name, tracker, loaded.report_dir, experiment_file=str(loaded.path),
+                         task_extras=extras, correction=settings.correction, reference_cell=settings.reference_cell)
+    log_comparison(tracker, paths)  # the verdict in MLflow too, as the experiment's comparison run
+    return paths
 
 
 @cli.command()
@@ -492,6 +497,10 @@ def _parse_assignment(text: str) -> tuple[str, object]:
 
 cli.add_command(data_command)
 register_plugin_commands(cli, loaded_plugins)  # harness cells / harness tasks [show NAME]
+from harness.report_cli import compare, export  # noqa: E402  (commands defined beside their helpers)
+
+cli.add_command(compare)
+cli.add_command(export)
 
 
 def main() -> None:

@@ -138,12 +138,17 @@ class ModelSettings(_Strict):
 
 
 class EarlyStopping(_Strict):
-    """Stop when the validation loss has not improved for ``patience`` epochs, then test the
-    weights of the best validation epoch (reported as ``test_best_epoch``)."""
+    """Stop when the monitored validation metric has not improved for ``patience`` epochs, then test
+    the weights of the best validation epoch (reported as ``test_best_epoch``)."""
+
+    _omit_when_default: ClassVar[frozenset[str]] = frozenset({"monitor"})
 
     #: Epochs without a validation-loss improvement before stopping.
     patience: int = Field(3, ge=1, le=MAX_EPOCHS)
     min_delta: float = Field(0.0, ge=0.0)
+    monitor: Literal["loss", "primary"] = Field(
+        "loss", description="What picks the stopping and the tested epoch: the validation loss, or the task's "
+                            "primary metric on the validation split in its direction (F1 for NER, BLEU ...).")
 
 
 class TrainingSettings(_Strict):
@@ -351,6 +356,14 @@ class DiagnosticsSettings(_Strict):
     probe_size: int = Field(64, ge=1)
 
 
+class ReportSettings(_Strict):
+    """How the report compares cells; never part of a run key (changing it only rebuilds the report)."""
+
+    correction: Literal["holm", "fdr_bh"] = Field(
+        "holm", description="Multiple-comparison correction: Holm–Bonferroni or Benjamini–Hochberg (fdr_bh).")
+    reference_cell: str = Field("lstm", description="The cell label the forest plot subtracts from every other.")
+
+
 class Experiment(_Strict):
     """The schema of an experiment file."""
 
@@ -382,6 +395,8 @@ class Experiment(_Strict):
     checkpoint_minutes: float | None = Field(None, gt=0, le=10080)
     #: Optional measurements per run (gradient flow through time); they do not change the run keys.
     diagnostics: DiagnosticsSettings = DiagnosticsSettings()
+    #: How the report compares cells (correction, reference cell of the forest plot).
+    report: ReportSettings = Field(default_factory=ReportSettings)
 
     _omit_when_default = frozenset({"diagnostics", "checkpoint_minutes"})
 

@@ -20,7 +20,7 @@ from harness.config import TrainingSettings
 from harness.data import IGNORE_INDEX, Collator, ExampleDataset, count_tokens
 from harness.decoding import DecodingSettings, decode
 from harness.distributed import all_sum, current_shard, gather_objects
-from harness.errors import HarnessError
+from harness.errors import BadInputError, HarnessError
 from harness.sampling import sample_sequences, start_context
 from harness.streams import detach_state
 from harness.tasks import Task, TaskData
@@ -46,7 +46,8 @@ class FamilyModule(pl.LightningModule):
         self.samples: list[list[str]] = []
         self._sums: dict[str, list[float]] = {}
         self._predictions: dict[str, list[tuple[int, Any]]] = {}
-        #: (validation loss, epoch counted from 1, weights) of the best validation epoch so far,
+        #: (monitored value signed so higher is better, epoch counted from 1, weights) of the best
+        #: validation epoch so far,
         #: kept only with early stopping on: those weights are the ones tested.
         self._best: tuple[float, int, dict[str, Tensor]] | None = None
 
@@ -99,9 +100,17 @@ class FamilyModule(pl.LightningModule):
         # Early stopping monitors val_loss through Lightning's logged metrics.
         self.log("val_loss", metrics["val_loss"], prog_bar=True)
         self.epoch_metrics.update(metrics)
-        loss = metrics["val_loss"]
-        if self.settings.early_stopping is not None and (self._best is None or loss < self._best[0]):
-            self._best = (loss, self.current_epoch + 1,
+        if self.settings.early_stopping is None:
+            return
+        key, higher = monitored_metric(self.settings, self.task)
+        if key not in metrics:
+            raise BadInputError(f"training.early_stopping.monitor is primary, but task {self.task.name!r} reports "
+                                f"no {key} on its validation split; use monitor: loss")
+        if key != "val_loss":
+            self.log(key, metrics[key], prog_bar=True)  # the EarlyStopping callback reads logged metrics
+        value = metrics[key] if higher else -metrics[key]  # higher is better from here on
+        if self._best is None or value > self._best[0]:
+            self._best = (value, self.current_epoch + 1,
                           {k: v.detach().clone() for k, v in self.net.state_dict().items()})
 
     def on_fit_end(self) -> None:
@@ -175,6 +184,13 @@ class FamilyModule(pl.LightningModule):
             metrics.update(self.task.evaluate(predictions, examples))
             metrics.update(_group_accuracy(predictions, examples, self.family))
         return {f"{split}_{name}": float(value) for name, value in metrics.items()}
+
+
+def monitored_metric(training: TrainingSettings, task: Task) -> tuple[str, bool]:
+    """The validation metric early stopping watches and whether higher is better."""
+    if training.early_stopping is not None and training.early_stopping.monitor == "primary":
+        return f"val_{task.primary_metric}", task.higher_is_better
+    return "val_loss", False
 
 
 def step_decay_factor(epoch: int, *, every: int, gamma: float, start: int) -> float:

@@ -19,22 +19,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import report_plots as figures
+from harness.comparisons import MIN_SEEDS
 from harness.diagnostics_report import diagnostics_section
-from harness.report_document import (Block, Bullets, Cell, Heading, Image, Para, Strong, Table, render_html,
-                                     render_markdown)
+from harness.intervals import METHODS, metric_scale, summarize
+from harness.leaderboard import Leaderboard, TaskScores, build_leaderboard
+from harness.report_document import (Block, Bullets, Cell, Contents, Heading, Image, Para, Strong, Table,
+                                     render_html, render_markdown)
 from harness.report_plots import CHANCE, GROUPED
-from harness.statistics import mean_ci, welch
+from harness.statistics import mean_ci
 from harness.tracking import TAG_PREFIX, RunRecord, Tracker, latest_per_key
+from harness.report_comparisons import comparison_blocks, wall_time_sentence
+from harness.verdict import verdict_blocks
 
-__all__ = ["ReportPaths", "TaskExtras", "build_report"]
+__all__ = ["ReportPaths", "TaskExtras", "SummarySection", "build_report", "COMPARISON_TAG"]
 
-GRU_FAMILY = ("gru", "gru_simple")
-LSTM_FAMILY = ("lstm", "peephole_lstm")
-VANILLA = "vanilla"
+#: Tag (``harness.comparison``) of the run a report is logged to; never read as a grid run.
+COMPARISON_TAG = "comparison"
 #: A cell whose longest-distance accuracy is within this of chance is called "at chance".
 CHANCE_MARGIN = 0.05
-#: Significance level the comparison verdicts use; the p-values are printed regardless.
-ALPHA = 0.05
 RUN_METRICS = ("wall_time_s", "train_tokens_per_s", "peak_memory_mb", "epochs")
 STATUS_ORDER = ("FINISHED", "FAILED", "KILLED", "RUNNING")
 
@@ -48,15 +50,20 @@ class ReportPaths:
     markdown: Path
     html: Path
     plots: tuple[Path, ...]
+    summary: Path
+    leaderboard: Leaderboard
 
 
 #: Extra blocks for a task's section: ``(task label, plot folder, file stem) -> blocks`` (e.g. tuning).
 TaskExtras = Callable[[str, Path, str], list[Block]]
+#: A section after the verdict: ``(leaderboard, plot folder) -> (blocks, summary.json keys)`` (e.g. memory horizons).
+SummarySection = Callable[[Leaderboard, Path], tuple[list[Block], dict[str, object]]]
 
 
 def build_report(experiment_name: str, tracker: Tracker, report_dir: Path, *,
                  experiment_file: str | None = None, note: str = "",
-                 task_extras: TaskExtras | None = None) -> ReportPaths:
+                 task_extras: TaskExtras | None = None, correction: str = "holm", reference_cell: str = "lstm",
+                 sections: Sequence[SummarySection] = ()) -> ReportPaths:
     """(Re)write the report of one experiment from its MLflow runs.
 
     Only the latest attempt of every run key counts (a killed attempt is superseded by
@@ -71,41 +78,64 @@ def build_report(experiment_name: str, tracker: Tracker, report_dir: Path, *,
         note: free text shown in the header.
         task_extras: appends blocks to each task's section; PNGs it draws must go to the
             plot folder and be shown through Image blocks (so stale-plot clean-up keeps them).
+        correction: the multiple-comparison correction (statsmodels' name: holm, fdr_bh).
+        reference_cell: the cell the forest plot subtracts.
+        sections: extra sections after the verdict, each adding keys to summary.json.
     Returns:
         The paths written. Rebuilding gives identical files apart from the timestamp.
     """
-    all_records = tracker.runs()
+    all_records = [r for r in tracker.runs() if not r.tag(COMPARISON_TAG)]
     runs = sorted((_Run(r) for r in latest_per_key(all_records)), key=_Run.sort_key)
     report_dir = Path(report_dir)
     plot_dir = report_dir / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [_Task(name, [r for r in runs if r.task == name]) for name in sorted({r.task for r in runs})]
     csv_path = report_dir / "results.csv"
-    _write_csv(csv_path, runs)
+    _write_csv(csv_path, runs, {t.name: t for t in tasks})
 
-    labels = sorted({r.cell for r in runs})
-    colors = figures.colors(labels)
-    blocks = _header(experiment_name, experiment_file, note, runs, len(all_records) - len(runs))
-    plots: list[Path] = []
-    used: set[str] = set()
+    board = build_leaderboard([t.scores() for t in tasks if t.primary], correction)
+    top, plots = verdict_blocks(board, {r.cell: r.cell_name for r in runs}, plot_dir, reference_cell)
+    for section in sections:
+        extra_blocks, keys = section(board, plot_dir)
+        top += extra_blocks
+        plots += [report_dir / b.path for b in extra_blocks if isinstance(b, Image)]
+        board.extra.update(keys)
+    diagnostic_blocks, diagnostic_keys = diagnostics_section([r.record for r in runs], report_dir)
+    top += diagnostic_blocks  # memory horizons, gradient flow, clipping (harness.diagnostics_report)
+    plots += [report_dir / b.path for b in diagnostic_blocks if isinstance(b, Image)]
+    board.extra.update(diagnostic_keys)
+    header = _header(experiment_name, experiment_file, note, runs, len(all_records) - len(runs))
     reference = json.loads(tracker.experiment_tag("reference") or "null")
-    for name in sorted({r.task for r in runs}):
-        task = _Task(name, [r for r in runs if r.task == name])
-        stem = _unique(_slug(name), used)
-        blocks += _task_section(task, tracker, plot_dir, stem, colors, plots)
-        blocks += _reference_section(task, reference)
-        if task_extras is not None:
-            extra = task_extras(name, plot_dir, stem)
-            plots += [report_dir / b.path for b in extra if isinstance(b, Image)]
-            blocks += extra
-    extra, _ = diagnostics_section([r.record for r in runs], report_dir, colors=colors)  # harness.diagnostics_report
-    blocks, plots = blocks + extra, plots + [report_dir / b.path for b in extra if isinstance(b, Image)]
+    task_blocks = _task_sections(tasks, board, tracker, plot_dir, reference, task_extras, plots)
     figures.remove_stale_plots(plot_dir, plots)
+    body = top + [Heading(2, "About this report")] + header + task_blocks
+    blocks = [Contents(tuple(b.text for b in body if isinstance(b, Heading) and b.level == 2)), *body]
 
     title = f"Report: {experiment_name}"
     md_path, html_path = report_dir / "report.md", report_dir / "index.html"
+    summary_path = report_dir / "summary.json"
+    summary_path.write_text(json.dumps({"experiment": experiment_name, **board.as_dict()}, indent=2) + "\n",
+                            encoding="utf-8")
     md_path.write_text(render_markdown(title, blocks), encoding="utf-8")
     html_path.write_text(render_html(title, blocks, report_dir), encoding="utf-8")
-    return ReportPaths(report_dir, csv_path, md_path, html_path, tuple(plots))
+    return ReportPaths(report_dir, csv_path, md_path, html_path, tuple(plots), summary_path, board)
+
+
+def _task_sections(tasks: Sequence[_Task], board: Leaderboard, tracker: Tracker, plot_dir: Path,
+                   reference: dict | None, task_extras: TaskExtras | None, plots: list[Path]) -> list[Block]:
+    """Every task's section, in name order; the plots drawn are appended to ``plots``."""
+    colors = figures.colors(sorted({label for task in tasks for label in task.cells}))
+    blocks: list[Block] = []
+    used: set[str] = set()
+    for task in tasks:
+        stem = _unique(_slug(task.name), used)
+        blocks += _task_section(task, board, tracker, plot_dir, stem, colors, plots)
+        blocks += _reference_section(task, reference)
+        if task_extras is not None:
+            extra = task_extras(task.name, plot_dir, stem)
+            plots += [plot_dir.parent / b.path for b in extra if isinstance(b, Image)]
+            blocks += extra
+    return blocks
 
 
 # ---------------------------------------------------------------------------
@@ -155,6 +185,22 @@ class _Task:
         self.primary = f"test_{self.primary_name}" if f"test_{self.primary_name}" in keys else ""
         self.metrics = [self.primary] * bool(self.primary) + sorted(k for k in keys - {self.primary} if "/" not in k)
         self.groups = sorted(k[len(GROUPED):] for k in keys if k.startswith(GROUPED))
+        self.group_name = _most_common(r.record.tag("group_name") for r in self.runs) or "distance"
+        chance = _most_common(r.record.tag("chance") for r in self.runs)
+        self.chance = float(chance) if _is_number(chance) else CHANCE
+        self.log_scale = bool(self.primary) and metric_scale(self.primary, self.all_values(self.primary)) == "log"
+
+    def all_values(self, key: str) -> list[float]:
+        return [v for label in self.cells for v in self.values(label, key)]
+
+    def seed_values(self, label: str, key: str) -> dict[str, float]:
+        """``{seed: value}`` of the finished runs, for comparisons paired by seed."""
+        return {r.seed: r.metrics[key] for r in self.finished(label)
+                if key in r.metrics and math.isfinite(r.metrics[key])}
+
+    def scores(self) -> TaskScores:
+        return TaskScores(self.name, self.primary_name, self.higher,
+                          {label: self.seed_values(label, self.primary) for label in self.cells})
 
     def finished(self, label: str) -> list[_Run]:
         return [r for r in self.cells[label] if r.finished]
@@ -172,7 +218,7 @@ class _Task:
         """Cells with a primary-metric value, best first (ties keep label order)."""
         scored = [(label, self.values(label, self.primary)) for label in self.cells] if self.primary else []
         sign = -1 if self.higher else 1
-        return [label for label, v in sorted((s for s in scored if s[1]), key=lambda s: sign * mean_ci(s[1]).mean)]
+        return [label for label, v in sorted((s for s in scored if s[1]), key=lambda s: sign * sum(s[1]) / len(s[1]))]
 
     def direction(self) -> str:
         return "higher is better" if self.higher else "lower is better"
@@ -183,16 +229,21 @@ class _Task:
 # ---------------------------------------------------------------------------
 
 
-def _write_csv(path: Path, runs: Sequence[_Run]) -> None:
+def _write_csv(path: Path, runs: Sequence[_Run], tasks: dict[str, _Task]) -> None:
     test_keys = sorted({k for r in runs for k in r.metrics if k.startswith("test_")})
-    columns = ["cell", "task", "seed", "status", "failure_reason", *test_keys, "param_count", "hidden_size",
+    columns = ["cell", "task", "seed", "status", "failure_reason", "primary_metric", "higher_is_better",
+               "primary_value", *test_keys, "param_count", "hidden_size",
                "execution_path", *RUN_METRICS, "cell_name", "family", "memory_measure", "run_id", "path"]
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(columns)
         for run in runs:
+            task = tasks[run.task]
+            primary = run.metrics.get(task.primary) if task.primary and run.finished else None
             tags = {"cell": run.cell, "task": run.task, "seed": run.seed, "status": run.status,
-                    "failure_reason": run.reason, "run_id": run.run_id, "path": run.record.artifact_uri}
+                    "failure_reason": run.reason, "run_id": run.run_id, "path": run.record.artifact_uri,
+                    "primary_metric": task.primary_name, "higher_is_better": str(task.higher).lower(),
+                    "primary_value": "" if primary is None else _csv_number(primary)}
             row = [tags[c] if c in tags else
                    _csv_number(run.metrics[c]) if c in run.metrics else run.record.tag(c) for c in columns]
             writer.writerow(row)
@@ -211,32 +262,40 @@ def _header(name: str, file: str | None, note: str, runs: Sequence[_Run], supers
              f"Runs (latest attempt per run key): {len(runs)} ({by_status}); superseded attempts: {superseded}"]
     if note:
         items.append(f"Note: {note}")
-    method = ("Each value is the mean over seeds of the finished runs ± the half-width of its 95% Student-t "
-              "interval; a single seed shows its value and n=1. Runs that did not finish are listed with their "
-              "reason and never averaged in. Comparisons use Welch's t-test on the primary metric.")
+    method = (f"Each value is over the seeds of the finished runs, with a 95% interval that respects the metric: "
+              f"bounded metrics: {METHODS['bounded']}; positive error metrics: {METHODS['log']}; others: "
+              f"{METHODS['linear']}. A single seed shows its value and n=1. Runs that did not finish are listed "
+              f"with their reason and never averaged in. Comparisons pair the cells by seed (seed k gives every "
+              f"cell the same data and order): a paired t-test, with Wilcoxon's signed-rank p alongside; Welch's "
+              f"test only where the seed sets share fewer than 2 seeds. With fewer than {MIN_SEEDS} paired seeds "
+              f"no comparison is called significant.")
     blocks: list[Block] = [Bullets(tuple(items)), Para(method)]
     if not runs:
         blocks.append(Para("No runs are recorded for this experiment yet."))
     return blocks
 
 
-def _task_section(task: _Task, tracker: Tracker, plot_dir: Path, stem: str,
+def _task_section(task: _Task, board: Leaderboard, tracker: Tracker, plot_dir: Path, stem: str,
                   colors: dict[str, str], plots: list[Path]) -> list[Block]:
     blocks: list[Block] = [Heading(2, f"Task: {task.name}"), Heading(3, "What the numbers say"),
-                            Para(" ".join(_narrative(task))), Heading(3, "Cells"), _cell_table(task)]
+                            Para(" ".join(_narrative(task, board))), Heading(3, "Cells"), _cell_table(task, board)]
     if task.unfinished():
         items = [f"{r.cell}, seed {r.seed}: {r.status}: {_short(r.reason) or 'no reason recorded'}"
                  for r in task.unfinished()]
         blocks += [Para("Runs that did not finish (excluded from every mean):"), Bullets(tuple(items))]
-    blocks += _comparisons(task)
+    blocks += comparison_blocks(task.name, task.primary, task.direction(), board)
     notes = _metric_notes(task)
     if notes:
         blocks += [Heading(3, "How the metrics were computed"), Bullets(tuple(notes))]
     if task.groups:
-        blocks += [Heading(3, "Accuracy by distance"), _group_table(task)]
-    for kind, plot in (("learning_curves", figures.plot_learning_curves),
-                       ("accuracy_by_distance", figures.plot_groups),
-                       ("quality_vs_time", figures.plot_quality_vs_time)):
+        blocks += [Heading(3, f"Accuracy by {task.group_name}"), _group_table(task)]
+    cost = wall_time_sentence(task)
+    drawn = [("learning_curves", figures.plot_learning_curves), ("accuracy_by_distance", figures.plot_groups)]
+    if cost is None:
+        drawn.append(("quality_vs_time", figures.plot_quality_vs_time))
+    else:
+        blocks += [Heading(3, "Cost"), Para(cost)]
+    for kind, plot in drawn:
         path = plot_dir / f"{stem}-{kind}.png"
         if figures.draw(path, lambda axes: plot(axes, task, tracker, colors)):  # called at once, inside the loop
             plots.append(path)
@@ -268,8 +327,8 @@ def _reference_section(task: _Task, reference: dict | None) -> list[Block]:
     for label in sorted(set(published) | set(task.cells)):
         for metric, value in zip(reference["metrics"], published.get(label, [None] * len(reference["metrics"]))):
             ours = task.values(label, metric) if label in task.cells else []
-            row = [label, metric, "—" if value is None else _fmt(value), _fmt_ci(ours, len(ours))]
-            difference = mean_ci(ours).mean - value if ours and value is not None else None
+            row = [label, metric, "—" if value is None else _fmt(value), _fmt_pm(ours)]
+            difference = sum(ours) / len(ours) - value if ours and value is not None else None
             row.append("—" if difference is None else f"{difference:+.4g}")
             if tolerance is not None:
                 row.append("—" if difference is None else ("yes" if abs(difference) <= tolerance else "no"))
@@ -280,14 +339,17 @@ def _reference_section(task: _Task, reference: dict | None) -> list[Block]:
     return [Heading(3, "Ours vs published"), Para(note), Table(header, tuple(rows))]
 
 
-def _cell_table(task: _Task) -> Table:
+def _cell_table(task: _Task, board: Leaderboard) -> Table:
     names = [k[len("test_"):] + (" ↑" if task.higher else " ↓") * (k == task.primary) for k in task.metrics]
     header = ("cell", *names, "finished", "not finished", "params", "hidden", "path", "wall time (s)")
-    best = (task.ranking() or [None])[0]
+    ranks = board.ranks.get(task.name, {})
+    alone = [label for label, rank in ranks.items() if rank == 1]
+    best = alone[0] if len(alone) == 1 else None  # bold only a winner the tests separate from the rest
     rows = []
     for label, runs in task.cells.items():
         done = task.finished(label)
-        values = [_fmt_ci(task.values(label, k), len(done)) for k in task.metrics]
+        values = [_fmt_ci(task.values(label, k), len(done), metric_scale(k, task.all_values(k)))
+                  for k in task.metrics]
         wall = task.values(label, "wall_time_s")
         row: list[Cell] = [label, *values, str(len(done)), str(len(runs) - len(done)),
                             _distinct(r.record.tag("param_count") for r in runs),
@@ -301,50 +363,10 @@ def _cell_table(task: _Task) -> Table:
 
 
 def _group_table(task: _Task) -> Table:
-    rows = tuple((label, *(_fmt_ci(task.values(label, GROUPED + g), len(task.finished(label))) for g in task.groups))
+    rows = tuple((label, *(_fmt_ci(task.values(label, GROUPED + g), len(task.finished(label)), "bounded")
+                           for g in task.groups))
                  for label in task.cells)
-    return Table(("cell", *task.groups), rows)
-
-
-def _comparisons(task: _Task) -> list[Block]:
-    labels = list(task.cells)
-    gru = [c for c in labels if task.cell_name(c) in GRU_FAMILY]
-    lstm = [c for c in labels if task.cell_name(c) in LSTM_FAMILY]
-    vanilla = [c for c in labels if task.cell_name(c) == VANILLA]
-    sections = [("GRU vs LSTM", [(g, s) for g in gru for s in lstm]),
-                ("Each cell vs vanilla", [(c, v) for v in vanilla for c in labels if c not in vanilla])]
-    blocks: list[Block] = []
-    for title, pairs in sections:
-        if not pairs:
-            continue
-        blocks.append(Heading(3, title))
-        if not task.primary:
-            blocks.append(Para(f"No finished run logged the primary metric test_{task.primary_name}."))
-            continue
-        blocks.append(Para(f"Primary metric {task.primary} ({task.direction()}); difference = mean A − mean B "
-                            f"with its 95% Welch interval; Welch's t-test (two-sided); a positive Hedges' g "
-                            f"means A is larger. n counts finished seeds."))
-        header = ("A", "B", "n A", "n B", "mean A − B", "95% CI", "p (Welch)", "Hedges' g", "verdict")
-        blocks.append(Table(header, tuple(_comparison_row(task, a, b) for a, b in pairs)))
-    return blocks
-
-
-def _comparison_row(task: _Task, a: str, b: str) -> tuple[str, ...]:
-    va, vb = task.values(a, task.primary), task.values(b, task.primary)
-    diff = _fmt(sum(va) / len(va) - sum(vb) / len(vb)) if va and vb else "—"
-    if len(va) < 2 or len(vb) < 2:
-        return a, b, str(len(va)), str(len(vb)), diff, "—", "—", "—", "n too small for a test: fewer than 2 finished seeds on a side"
-    result = welch(va, vb)
-    if math.isnan(result.p):
-        verdict = "no variance on either side: test undefined"
-    elif result.p < ALPHA:
-        better = a if (result.difference > 0) == task.higher else b
-        verdict = f"{better} better, significant at {ALPHA}"
-    else:
-        verdict = f"no significant difference at {ALPHA}"
-    ci = f"({_fmt(result.ci_low)}, {_fmt(result.ci_high)})" if not math.isnan(result.ci_low) else "—"
-    return (a, b, str(result.n_a), str(result.n_b), diff, ci, _fmt_p(result.p),
-            "—" if math.isnan(result.hedges_g) else f"{result.hedges_g:.3g}", verdict)
+    return Table((task.group_name, *task.groups), rows)
 
 
 # ---------------------------------------------------------------------------
@@ -352,7 +374,7 @@ def _comparison_row(task: _Task, a: str, b: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------
 
 
-def _narrative(task: _Task) -> list[str]:
+def _narrative(task: _Task, board: Leaderboard) -> list[str]:
     done = sum(r.finished for r in task.runs)
     excluded = len(task.runs) - done
     tail = [f"{excluded} run(s) did not finish and are excluded from every mean."] if excluded else []
@@ -361,33 +383,29 @@ def _narrative(task: _Task) -> list[str]:
     ranking = task.ranking()
     if not ranking:
         return [f"No finished run logged the primary metric test_{task.primary_name}.", *tail]
-    sentences = _ranking_sentences(task, ranking)
+    sentences = _ranking_sentences(task, ranking, board)
     if task.groups:
         sentences += _distance_sentences(task)
     sentences += _param_sentence(task)
     return sentences + tail
 
 
-def _ranking_sentences(task: _Task, ranking: list[str]) -> list[str]:
+def _ranking_sentences(task: _Task, ranking: list[str], board: Leaderboard) -> list[str]:
     best, metric = ranking[0], task.primary[len("test_"):]
     vb = task.values(best, task.primary)
-    sentences = [f"Best by {metric} ({task.direction()}): {best} with {_fmt_ci(vb, len(vb))} over "
+    scale = metric_scale(task.primary, task.all_values(task.primary))
+    sentences = [f"Best mean by {metric} ({task.direction()}): {best} with {_fmt_ci(vb, len(vb), scale)} over "
                  f"{len(vb)} seed(s), out of {len(ranking)} cell(s) with results."]
     if len(ranking) < 2:
         return sentences
     runner = ranking[1]
     vr = task.values(runner, task.primary)
-    text = f"The runner-up is {runner} with {_fmt_ci(vr, len(vr))}."
-    if len(vb) < 2 or len(vr) < 2:
-        text += " With a single seed on a side there is no interval to compare, so the ranking is not established."
-    else:
-        b, r = mean_ci(vb), mean_ci(vr)
-        overlap = b.low <= r.high and r.low <= b.high
-        text += (" Their 95% intervals overlap, so more seeds are needed to separate them." if overlap
-                 else " Their 95% intervals do not overlap.")
-        p = welch(vb, vr).p
-        if not math.isnan(p):
-            text += f" Welch's test: p = {_fmt_p(p)}."
+    text = f"The runner-up is {runner} with {_fmt_ci(vr, len(vr), scale)}."
+    pair = next((c for c in board.comparisons_of(task.name) if {c.a, c.b} == {best, runner}), None)
+    if pair is not None:
+        p = "" if pair.p is None or math.isnan(pair.p) else f"{pair.test} p = {_fmt_p(pair.p)}"
+        adjusted = "" if pair.p_adjusted is None else f", adjusted {_fmt_p(pair.p_adjusted)}"
+        text += f" {best} vs {runner}: {pair.verdict()}" + (f" ({p}{adjusted})." if p else ".")
     return sentences + [text]
 
 
@@ -399,16 +417,18 @@ def _distance_sentences(task: _Task) -> list[str]:
         if short and long:
             mean_long = sum(long) / len(long)
             pairs.append(f"{label} {_fmt(sum(short) / len(short))} → {_fmt(mean_long)}")
-            if abs(mean_long - CHANCE) <= CHANCE_MARGIN:
+            if abs(mean_long - task.chance) <= CHANCE_MARGIN:
                 at_chance.append(label)
     if not pairs:
         return []
-    text = f"Mean accuracy from the shortest distance bucket ({first}) to the longest ({last}): {'; '.join(pairs)}."
+    group = task.group_name
+    text = f"Mean accuracy from the first {group} bucket ({first}) to the last ({last}): {'; '.join(pairs)}."
     if at_chance:
         verb = "is" if len(at_chance) == 1 else "are"
-        text += f" At the longest distance {', '.join(at_chance)} {verb} within {CHANCE_MARGIN} of chance ({CHANCE})."
+        text += (f" At the last {group} bucket {', '.join(at_chance)} {verb} within {CHANCE_MARGIN} of chance "
+                 f"({task.chance:g}).")
     else:
-        text += f" No cell is within {CHANCE_MARGIN} of chance ({CHANCE}) at the longest distance."
+        text += f" No cell is within {CHANCE_MARGIN} of chance ({task.chance:g}) at the last {group} bucket."
     return [text]
 
 
@@ -439,15 +459,29 @@ def _fmt_p(p: float) -> str:
     return f"{p:.3g}"
 
 
-def _fmt_ci(values: Sequence[float], finished: int) -> str:
-    """``mean ± half-width``; ``value (n=1)`` for one seed; the n when fewer seeds than finished runs."""
+def _fmt_ci(values: Sequence[float], finished: int, scale: str = "linear") -> str:
+    """``mean [low, high]`` on the metric's scale; ``value (n=1)`` for one seed; the n when fewer than finished."""
     if not values:
         return "—"
     if len(values) == 1:
         return f"{_fmt(values[0])} (n=1)"
+    summary = summarize(values, scale)
+    assert summary.interval is not None
+    text = f"{_fmt(summary.mean)} [{_fmt(summary.interval[0])}, {_fmt(summary.interval[1])}]"
+    return text + (f" (n={summary.n})" if summary.n < finished else "")
+
+
+def _fmt_pm(values: Sequence[float]) -> str:
+    """``mean ± t half-width`` (the reference table compares means with published numbers)."""
+    if len(values) < 2:
+        return _fmt_ci(values, len(values))
     stats = mean_ci(values)
-    text = f"{_fmt(stats.mean)} ± {_fmt(stats.half_width)}"
-    return text + (f" (n={stats.n})" if stats.n < finished else "")
+    return f"{_fmt(stats.mean)} ± {_fmt(stats.half_width)}"
+
+
+def _most_common(values: Iterable[str]) -> str:
+    counts = Counter(v for v in values if v)
+    return counts.most_common(1)[0][0] if counts else ""
 
 
 def _distinct(values: Iterable[str]) -> str:

@@ -339,7 +339,7 @@ class Runner:
                             data.input_size)
         net = build_network(spec.cell.plugin_class, spec.cell.config, task, data, experiment.model, plan)
         check_free_space(self.output_dir, net)
-        self.tracker.set_tags(run_id, {"hidden_size": plan.hidden_size, "param_count": plan.stack_param_count})
+        self.tracker.set_tags(run_id, {"hidden_size": plan.hidden_size, "param_count": plan.param_count})
         self.tracker.log_metrics(run_id, {"stack_param_count": plan.stack_param_count})
         self._log_vocabularies(run_id, data)
 
@@ -409,6 +409,7 @@ class Runner:
             "run_key": spec.key, "cell": spec.cell.label, "cell_name": spec.cell.name, "task": spec.task.label,
             "task_name": spec.task.name, "family": task_class.family, "seed": spec.seed,
             "primary_metric": task_class.primary_metric, "higher_is_better": task_class.higher_is_better,
+            "group_name": getattr(task_class, "group_name", "distance"),
             "plugin_versions": json.dumps(spec.config["plugin_versions"], sort_keys=True),
             "git_commit": _git_commit(), "device": _device_name(self.loaded.experiment.device),
             "experiment_file": str(self.loaded.path), "hidden_size": spec.hidden_size,

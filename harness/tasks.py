@@ -143,6 +143,8 @@ class Task:
     Config: ClassVar[type[TaskConfig]] = TaskConfig
     primary_metric: ClassVar[str] = "loss"
     higher_is_better: ClassVar[bool] = False
+    #: What ``Example.group`` buckets by, as the report names it ("accuracy by distance").
+    group_name: ClassVar[str] = "distance"
     #: Features per step of a vector-input task, when known before loading; lets the grid
     #: size networks (parameter budgets) without loading data. None for token inputs.
     input_size: ClassVar[int | None] = None

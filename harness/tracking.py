@@ -36,7 +36,7 @@ TAG_PREFIX = "harness."
 TAGS = (
     "run_key", "cell", "cell_name", "task", "family", "seed", "execution_path", "param_count", "hidden_size",
     "plugin_versions", "git_commit", "device", "primary_metric", "higher_is_better", "status", "failure_reason",
-    "experiment_file", "memory_measure", "worker", "reconciled",
+    "experiment_file", "memory_measure", "worker", "reconciled", "group_name",
 )
 
 

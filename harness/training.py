@@ -28,7 +28,7 @@ from harness.cells import CellConfig, RecurrentCell
 from harness.config import ModelSettings, TrainingSettings
 from harness.data import make_loader
 from harness.distributed import DDP_TIMEOUT, DistributedRunError, RankProcesses, is_child, planned_shard
-from harness.families import FAMILY_MODULES, FamilyModule
+from harness.families import FAMILY_MODULES, FamilyModule, monitored_metric
 from harness.resume import RunCheckpoints, with_checkpoints
 from harness.models import (
     ClassifierNet,
@@ -50,7 +50,11 @@ class NetworkPlan:
 
     hidden_size: int
     input_size: int
+    #: The (encoder) stack the parameter budget sizes.
     stack_param_count: int
+    #: Every recurrent stack of the network: for an encoder-decoder, encoder plus decoder (the param_count
+    #: tag); 0 where unknown (a plan read back from a checkpoint, which only needs the sizes).
+    param_count: int = 0
 
 
 def plan_network(cell_class: type[RecurrentCell], cell_config: CellConfig, family: str, model: ModelSettings,
@@ -62,7 +66,11 @@ def plan_network(cell_class: type[RecurrentCell], cell_config: CellConfig, famil
         hidden = hidden_size_for_budget(cell_class, cell_config, stack_input, model.parameter_budget,
                                         model.num_layers, model.bidirectional)
     count = stack_param_count(cell_class, cell_config, stack_input, hidden, model.num_layers, model.bidirectional)
-    return NetworkPlan(hidden, stack_input, count)
+    total = count
+    if family == "seq2seq":  # the decoder is a second, unidirectional stack of the same cell (see build_network)
+        decoder_input = stack_input + hidden if model.decoder_context == "every_step" else stack_input
+        total += stack_param_count(cell_class, cell_config, decoder_input, hidden, model.num_layers, False)
+    return NetworkPlan(hidden, stack_input, count, total)
 
 
 def build_network(cell_class: type[RecurrentCell], cell_config: CellConfig, task: Task, data: TaskData,
@@ -229,8 +237,9 @@ def _train(net: nn.Module, task: Task, data: TaskData, training: TrainingSetting
     if training.weight_noise:
         callbacks.append(WeightNoise(training.weight_noise))
     if training.early_stopping is not None:
+        key, higher = monitored_metric(training, task)
         callbacks.append(pl.callbacks.EarlyStopping(
-            monitor="val_loss", mode="min", patience=training.early_stopping.patience,
+            monitor=key, mode="max" if higher else "min", patience=training.early_stopping.patience,
             min_delta=training.early_stopping.min_delta,
         ))
     accelerator = {"auto": "auto", "cpu": "cpu", "gpu": "gpu"}[device]

@@ -7,6 +7,7 @@ expected numbers are computed here from the raw values, independently of the rep
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 import time
@@ -83,12 +84,22 @@ def report(store: tuple[Tracker, Path]) -> tuple[ReportPaths, dict[str, bytes]]:
     return paths, files
 
 
-def _ci(values: list[float]) -> str:
-    """``mean ± half`` as the report prints it, computed with numpy and scipy."""
+def _ci(values: list[float], scale: str = "bounded") -> str:
+    """``mean [low, high]`` as the report prints it, computed here with numpy and scipy.
+
+    bounded: percentile bootstrap over seeds; log: geometric mean, t interval of the logs.
+    """
     if len(values) == 1:
         return f"{values[0]:.4g} (n=1)"
-    half = stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
-    return f"{np.mean(values):.4g} ± {half:.4g}"
+    if scale == "log":
+        logs = np.log(values)
+        half = stats.t.ppf(0.975, len(values) - 1) * np.std(logs, ddof=1) / math.sqrt(len(values))
+        centre, low, high = np.exp(logs.mean()), np.exp(logs.mean() - half), np.exp(logs.mean() + half)
+    else:
+        result = stats.bootstrap((np.array(values),), np.mean, n_resamples=10_000, method="percentile",
+                                 random_state=np.random.default_rng(0))
+        centre, (low, high) = np.mean(values), result.confidence_interval
+    return f"{centre:.4g} \\[{low:.4g}, {high:.4g}\\]"
 
 
 def _section(markdown: str, heading: str, task: str) -> str:
@@ -136,8 +147,13 @@ def test_csv_values(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
     assert (rerun["param_count"], rerun["hidden_size"], rerun["execution_path"]) == ("130", "8", "cudnn")
     assert (rerun["wall_time_s"], rerun["epochs"], rerun["peak_memory_mb"]) == ("14", "3", "12.5")
     assert rerun["path"].startswith("file:") and rerun["run_id"] in rerun["path"]
+    assert (rerun["primary_metric"], rerun["higher_is_better"], float(rerun["primary_value"])) == (
+        "accuracy", "true", 0.93)
+    assert (rows["adding", "gru", "0"]["primary_metric"], rows["adding", "gru", "0"]["higher_is_better"],
+            float(rows["adding", "gru", "0"]["primary_value"])) == ("mse", "false", 0.010)
     failed = rows["adding", "lstm", "2"]
     assert (failed["status"], failed["failure_reason"], failed["test_accuracy"]) == ("FAILED", FAILURE, "")
+    assert failed["primary_value"] == ""  # a failed run has no result to pivot
     assert rows["agreement", SCRIPT, "0"]["cell"] == SCRIPT
 
 
@@ -158,63 +174,84 @@ def test_agreement_table_means_and_best(report: tuple[ReportPaths, dict[str, byt
     assert table.splitlines()[0].startswith("| cell | accuracy ↑ | loss | finished | not finished | params |")
     for cell, (_, accuracies, _) in AGREEMENT.items():
         shown = "\\<script\\>alert(1)\\</script\\>" if cell == SCRIPT else cell
-        row = _row(table, f"**{shown}**" if cell == "gru" else shown)
+        row = _row(table, shown)
         assert _ci(accuracies) in row
-        assert _ci([1 - a for a in accuracies]) in row
+        assert _ci([1 - a for a in accuracies], "log") in row
         assert "| 3 | 0 |" in row
-    assert f"| **gru** | **{_ci(AGREEMENT['gru'][1])}** |" in table
-    assert "| 130 | 8 | cudnn | 14 |" in _row(table, "**gru**")  # params, hidden, path, mean wall time
+    assert "**" not in table  # three seeds: no pair is tested, so no cell is bolded as the winner
+    assert "| 130 | 8 | cudnn | 14 |" in _row(table, "gru")  # params, hidden, path, mean wall time
 
 
 def test_adding_table_excludes_failed_run_and_shows_n1(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
     markdown = report[0].markdown.read_text(encoding="utf-8")
     table = _section(markdown, "Cells", "adding")
-    assert f"| **gru** | **{_ci(ADDING['gru'][1])}** |" in table  # lower mse is better
-    assert f"| lstm | {_ci([0.015, 0.017])} | 2 | 1 |" in table
+    assert f"| gru | {_ci(ADDING['gru'][1], 'log')} |" in table
+    assert f"| lstm | {_ci([0.015, 0.017], 'log')} | 2 | 1 |" in table
     assert f"| vanilla | {_ci([0.05])} | 1 | 0 |" in table
     assert "0.05 (n=1)" in table
     assert "lstm, seed 2: FAILED: error: RuntimeError: out of memory (\\<oops\\>)" in markdown
     assert f"{np.mean([0.015, 0.017, 99.0]):.4g}" not in markdown
 
 
-def test_gru_vs_lstm_comparison(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
+def test_comparisons_are_paired_by_seed_and_never_significant_below_five_seeds(
+        report: tuple[ReportPaths, dict[str, bytes]]) -> None:
     markdown = report[0].markdown.read_text(encoding="utf-8")
-    section = _section(markdown, "GRU vs LSTM", "agreement")
+    section = _section(markdown, "Comparisons (paired by seed)", "agreement")
     gru, lstm = AGREEMENT["gru"][1], AGREEMENT["lstm"][1]
-    p = stats.ttest_ind(gru, lstm, equal_var=False).pvalue
+    p = stats.ttest_rel(gru, lstm).pvalue
     row = _row(section, "gru")
-    assert row.startswith(f"| gru | lstm | 3 | 3 | {np.mean(gru) - np.mean(lstm):.4g} | (")
-    assert f"| {p:.3g} |" in row and "no significant difference at 0.05" in row
-    assert _row(section, "\\<script\\>alert(1)\\</script\\>").startswith("| \\<script\\>alert(1)\\</script\\> | lstm |")
-    adding = _section(markdown, "GRU vs LSTM", "adding")
-    p_adding = stats.ttest_ind(ADDING["gru"][1], ADDING["lstm"][1], equal_var=False).pvalue
-    assert f"| gru | lstm | 3 | 2 | {np.mean(ADDING['gru'][1]) - 0.016:.4g} |" in adding
-    assert f"| {p_adding:.3g} |" in adding
+    assert row.startswith(f"| gru | lstm | 3 | paired t | {np.mean(gru) - np.mean(lstm):.4g} | \\[")
+    assert f"| {p:.3g} |" in row and "n = 3: too few seeds to test; run at least" in row
+    assert "significant at" not in markdown and "better (adjusted" not in markdown
+    adding = _section(markdown, "Comparisons (paired by seed)", "adding")
+    ratio = math.exp(np.mean(np.log([0.010, 0.012]) - np.log([0.015, 0.017])))
+    assert f"| gru | lstm | 2 | paired t | {ratio:.4g} |" in adding  # seed 2 of lstm failed: paired on 0 and 1
+    assert "| gru | vanilla | 1 | none (one seed) |" in adding
 
 
-def test_vanilla_comparisons(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
+def test_summary_json(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
+    summary = json.loads(report[0].summary.read_text(encoding="utf-8"))
+    assert summary["cells"][:3] == ["gru", "lstm", "vanilla"]
+    agreement = summary["tasks"]["agreement"]
+    assert (agreement["primary_metric"], agreement["higher_is_better"]) == ("accuracy", True)
+    gru = agreement["cells"]["gru"]
+    assert gru["n"] == 3 and gru["mean"] == pytest.approx(np.mean(AGREEMENT["gru"][1]))
+    assert 0 <= gru["interval"][0] <= gru["mean"] <= gru["interval"][1] <= 1
+    assert {c["rank"] for c in agreement["cells"].values()} == {2.5}  # n = 3: every cell ties
+    assert summary["mean_rank"]["gru"] == pytest.approx(np.mean([2.5, 2.0]))
+    assert summary["friedman"] is None and "at least 3 tasks" in summary["friedman_not_computed"]
+    keys = {"task", "a", "b", "n", "test", "p", "p_adjusted", "correction", "difference", "interval", "verdict"}
+    assert all(keys <= set(c) for c in summary["comparisons"])
+    assert len(summary["comparisons"]) == 6 + 3
+    assert all(c["p_adjusted"] is None and c["correction"] == "holm" for c in summary["comparisons"])
+
+
+def test_verdict_opens_the_report(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
     markdown = report[0].markdown.read_text(encoding="utf-8")
-    agreement = _section(markdown, "Each cell vs vanilla", "agreement")
-    p = stats.ttest_ind(AGREEMENT["gru"][1], AGREEMENT["vanilla"][1], equal_var=False).pvalue
-    assert f"| {p:.3g} |" in _row(agreement, "gru") and "gru better, significant at 0.05" in _row(agreement, "gru")
-    adding = _section(markdown, "Each cell vs vanilla", "adding")
-    assert "| gru | vanilla | 3 | 1 |" in adding
-    assert "n too small for a test: fewer than 2 finished seeds on a side" in _row(adding, "gru")
+    first = markdown.split("\n## ")[1:4]
+    assert [part.split("\n", 1)[0] for part in first] == ["Verdict", "Leaderboard", "Critical-difference diagram"]
+    verdict = first[0]
+    assert "gru, lstm, vanilla share the best mean rank (2.25" in verdict and "Friedman's test was not run" in verdict
+    assert "GRU vs LSTM: too few seeds to test on adding, agreement (at the observed differences, " in verdict
+    assert "significant" not in verdict.replace("significant difference", "").replace("no corrected", "")
+    board = first[1]
+    assert board.splitlines()[4].startswith("| # | cell | mean rank | adding: mse ↓ | agreement: accuracy ↑ |")
+    assert f"| 1 | gru | 2.25 | {_ci(ADDING['gru'][1], 'log')} (2) | {_ci(AGREEMENT['gru'][1])} (2.5) |" in board
 
 
 def test_accuracy_by_distance_table_and_narrative(report: tuple[ReportPaths, dict[str, bytes]]) -> None:
     markdown = report[0].markdown.read_text(encoding="utf-8")
     table = _section(markdown, "Accuracy by distance", "agreement")
-    assert table.splitlines()[0] == "| cell | 01-05 | 06-10 | 11-15 |"
+    assert table.splitlines()[0] == "| distance | 01-05 | 06-10 | 11-15 |"
     assert _ci([0.51, 0.52, 0.53]) in _row(table, "vanilla")
     assert "### Accuracy by distance" not in markdown.split("## Task: adding\n")[1].split("## Task:")[0]
     story = _section(markdown, "What the numbers say", "agreement")
-    assert "Best by accuracy (higher is better): gru" in story
-    assert "The runner-up is lstm" in story and "intervals overlap" in story
+    assert "Best mean by accuracy (higher is better): gru" in story
+    assert "The runner-up is lstm" in story and "gru vs lstm: n = 3: too few seeds to test" in story
     assert f"vanilla {0.97:.4g} → {0.52:.4g}" in story
-    assert "At the longest distance vanilla is within 0.05 of chance (0.5)." in story
+    assert "At the last distance bucket vanilla is within 0.05 of chance (0.5)." in story
     adding_story = _section(markdown, "What the numbers say", "adding")
-    assert "Best by mse (lower is better): gru" in adding_story
+    assert "Best mean by mse (lower is better): gru" in adding_story
     assert "1 run(s) did not finish" in adding_story
 
 
@@ -233,7 +270,7 @@ def test_plot_files_are_pngs(report: tuple[ReportPaths, dict[str, bytes]]) -> No
     names = sorted(p.name for p in paths.plots)
     assert names == sorted(["agreement-learning_curves.png", "agreement-accuracy_by_distance.png",
                             "agreement-quality_vs_time.png", "adding-learning_curves.png",
-                            "adding-quality_vs_time.png"])
+                            "adding-quality_vs_time.png", "verdict-forest.png"])
     for plot in paths.plots:
         assert plot.parent == paths.directory / "plots"
         assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
@@ -244,12 +281,12 @@ def test_html_is_self_contained_and_escaped(report: tuple[ReportPaths, dict[str,
     page = report[0].html.read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == len(report[0].plots)
     assert not re.search(r"https?://|<link|@import|url\(", page, re.IGNORECASE)
-    assert not re.search(r"""(?:src|href)=["'](?!data:)""", page)
+    assert not re.search(r"""(?:src|href)=["'](?!data:|#)""", page)  # only embedded images and in-page links
     assert "<script" not in page.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "out of memory (&lt;oops&gt;)" in page
-    assert f"<td><strong>gru</strong></td><td><strong>{_ci(AGREEMENT['gru'][1])}</strong></td>" in page
-    assert "<h3>GRU vs LSTM</h3>" in page
+    assert '<h3 id="comparisons-paired-by-seed">Comparisons (paired by seed)</h3>' in page
+    assert '<a href="#verdict">Verdict</a>' in page
 
 
 def test_rebuild_gives_the_same_files_except_the_timestamp(
@@ -275,3 +312,16 @@ def test_empty_experiment(store: tuple[Tracker, Path], tmp_path: Path) -> None:
     assert paths.plots == ()
     assert "No runs are recorded" in paths.markdown.read_text(encoding="utf-8")
     assert paths.results_csv.read_text(encoding="utf-8").startswith("cell,task,seed,status,failure_reason,")
+
+
+def test_groups_are_named_as_the_task_names_them(tmp_path: Path) -> None:
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "grouped", tmp_path / "artifacts")
+    for seed in (0, 1):
+        run_id = tracker.start_run(f"gru-s{seed}", {
+            "run_key": f"gru|lengths|{seed}", "cell": "gru", "cell_name": "gru", "task": "lengths", "seed": seed,
+            "primary_metric": "accuracy", "higher_is_better": True, "group_name": "length"}, {})
+        tracker.log_metrics(run_id, {"test_accuracy": 0.9, "test_accuracy/short": 1.0, "test_accuracy/long": 0.8})
+        tracker.end_run(run_id, "FINISHED")
+    markdown = build_report("grouped", tracker, tmp_path / "report").markdown.read_text(encoding="utf-8")
+    assert "### Accuracy by length" in markdown and "| length | long | short |" in markdown
+    assert "first length bucket" in markdown

@@ -56,3 +56,25 @@ def test_the_best_validation_epoch_is_the_one_tested(early_stopping: bool) -> No
     else:
         assert "test_best_epoch" not in result.test_metrics
         assert result.test_metrics["test_loss"] == pytest.approx(losses[-1], rel=1e-5)
+
+
+def test_early_stopping_can_follow_the_primary_metric() -> None:
+    torch.manual_seed(0)
+    data = _noise_data()
+    stack = build_stack(load_plugins().cells.get("gru"), None, 16, 32, 1, False, 0.0)
+    net = ClassifierNet(Encoder(stack, vocab_size=len(data.input_vocab), embedding_size=16), 2)
+    settings = TrainingSettings(learning_rate=0.03, batch_size=8, max_epochs=6, cpu_threads=1,
+                                early_stopping=EarlyStopping(patience=10, monitor="primary"))
+    result = train_run(net, _NoiseTask(), data, settings, seed=0, device="cpu", hyperparameters={},
+                       verbose=False)
+    accuracies = [epoch["val_accuracy"] for epoch in result.history]
+    best = max(range(len(accuracies)), key=lambda i: (accuracies[i], -i))  # the first epoch at the maximum
+    losses = [epoch["val_loss"] for epoch in result.history]
+    assert best != min(range(len(losses)), key=losses.__getitem__), "the loss must pick another epoch here"
+    assert result.test_metrics["test_best_epoch"] == best + 1
+    assert result.test_metrics["test_accuracy"] == pytest.approx(accuracies[best])
+
+
+def test_the_default_monitor_keeps_older_run_keys() -> None:
+    assert "monitor" not in EarlyStopping(patience=3).model_dump()
+    assert EarlyStopping(patience=3, monitor="primary").model_dump()["monitor"] == "primary"
