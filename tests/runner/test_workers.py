@@ -46,6 +46,7 @@ from typing import Any
 import pytest
 
 from harness.storage import parse_storage, with_default_driver
+from harness.tracking import FIRST_RETRY_DELAY, RETRY_JITTER
 
 NAME = "many"
 LEASE = 6.0
@@ -197,12 +198,14 @@ def journal_step(directory: Path, kit: Any) -> Step:
     directory.mkdir()
     kit.write_experiment(directory, NAME, GRID)
     storage = f"journal://{directory / 'ledger.journal'}"
+    began = time.monotonic()
     started = [kit.start_harness(directory, "worker", f"{NAME}.yaml", "--storage", storage, "--processes", "4",
                                  label=f"machine{i}") for i in range(2)]
     results = [s.finish() for s in started]
+    seconds = time.monotonic() - began  # no worker process lived longer
     report = kit.run_harness(directory, "report", f"{NAME}.yaml", "--storage", storage)
     return Step(results, ledger_rows(storage), kit.mlflow_runs(directory / "out", NAME), directory,
-                {"report": report})
+                {"report": report, "seconds": seconds})
 
 
 def postgres_step(directory: Path, kit: Any, cluster: PostgresCluster) -> Step:
@@ -357,13 +360,17 @@ def test_journal_eight_workers_run_every_run_exactly_once(scenario: Scenario, ki
 
 def test_journal_workers_are_eight_forks_that_count_their_mlflow_lock_retries(scenario: Scenario) -> None:
     # Eight processes write one SQLite MLflow store: every worker reports its retries of a
-    # locked database when it ends, and none needed more than a handful.
+    # locked database when it ends. How many depends on the host's load; what cannot depend
+    # on it is that each retry first backs off: a worker's MLflow calls run in its training
+    # thread, one after another, and no back-off sleeps less than the shortest jittered
+    # delay, so no worker can retry more often than its lifetime allows.
     lines = [line for result in scenario.journal.results for line in result.stderr.splitlines()]
     assert sum(1 for line in lines if line.startswith("started worker ")) == 8
     summaries = [line for line in lines if "MLflow lock retries:" in line]
     assert len(summaries) == 8 and all("grid: 16 DONE" in line for line in summaries), summaries
     retries = [int(line.rpartition("MLflow lock retries: ")[2].split(";")[0]) for line in summaries]
-    assert all(0 <= count <= 50 for count in retries), retries
+    ceiling = scenario.journal.extra["seconds"] / (FIRST_RETRY_DELAY * RETRY_JITTER[0])
+    assert all(0 <= count <= ceiling for count in retries), (retries, ceiling)
 
 
 def test_journal_report_collects_every_run(scenario: Scenario, kit: Any) -> None:
