@@ -87,6 +87,12 @@ def test_bad_storage_urls_say_what_to_write_instead(url: str, message: str) -> N
     assert str(raised.value).startswith("--storage: ")
 
 
+def test_a_missing_postgresql_driver_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # what `import psycopg2` finds when it is not installed
+    with pytest.raises(ConfigError, match=r"driver 'psycopg2', which is not installed; .*rnn-harness\[postgres\]"):
+        parse_storage("postgresql://u@h/harness", output_dir=Path("."), where="--storage: ")
+
+
 def test_a_database_server_needs_a_shared_tracking_uri(tmp_path: Path) -> None:
     server = parse_storage("postgresql://u@h/harness", output_dir=tmp_path)
     with pytest.raises(ConfigError, match="no tracking_uri is set") as raised:
