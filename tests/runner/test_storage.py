@@ -27,6 +27,7 @@ from harness.storage import FileLock, parse_storage, tracking_uri_for
 from harness.tracking import RetryingClient
 from harness.worker import Slot, plan_slots
 from manual_clock import ManualClock
+from postgres_cluster import postgres_cluster  # noqa: F401 - a fixture
 
 CLAIM_RACE = Path(__file__).with_name("claim_race.py")
 
@@ -176,8 +177,11 @@ def test_bad_gpu_lists_are_refused(gpus: str, device: str, message: str) -> None
 RUNS = [{"key": f"k{i}", "cell": "gru", "task": "adding", "seed": i, "spec": {"seed": i}} for i in range(3)]
 
 
-@pytest.fixture(params=["sqlite", "journal"])
+@pytest.fixture(params=["sqlite", "journal", "postgresql"])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each ledger kind; PostgreSQL as a fresh database on the session's throwaway server."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_cluster").new_database()
     return f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite" else f"journal://{tmp_path}/l.journal"
 
 

@@ -22,6 +22,7 @@ from harness.tuning import open_storage
 from harness.tuning_space import plan_studies, suggest
 from harness.tuning_study import StudyDriver, Worker, slot_holders
 from manual_clock import ManualClock
+from postgres_cluster import postgres_cluster  # noqa: F401 - a fixture
 
 EXPERIMENT = """\
 # Budget tests: harness tune budget.yaml
@@ -48,12 +49,18 @@ def tracker(tmp_path_factory: pytest.TempPathFactory) -> Tracker:
     return Tracker(f"sqlite:///{directory / 'mlflow.db'}", "budget-trials", directory / "artifacts")
 
 
-@pytest.fixture(params=["sqlite", "journal"])
+@pytest.fixture(params=["sqlite", "journal", "postgresql"])
 def make_driver(request: pytest.FixtureRequest, tmp_path: Path, plugins: Any, tracker: Tracker) -> Any:
-    """``make_driver(worker, max_retries=3, lease=60)``: a driver of one shared study, as worker ``worker``."""
+    """``make_driver(worker, max_retries=3, lease=60)``: a driver of one shared study, as worker ``worker``.
+
+    On each storage kind ``harness tune`` takes; PostgreSQL is a fresh database on the session's server.
+    """
     import optuna
 
-    url = f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite" else f"journal://{tmp_path / 'x.journal'}"
+    urls = {"sqlite": lambda: f"sqlite:///{tmp_path / 'ledger.db'}",
+            "journal": lambda: f"journal://{tmp_path / 'x.journal'}",
+            "postgresql": lambda: request.getfixturevalue("postgres_cluster").new_database()}
+    url = urls[request.param]()
     storage = open_storage(parse_storage(url, output_dir=tmp_path))
     messages: list[str] = []
 
