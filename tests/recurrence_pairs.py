@@ -36,13 +36,18 @@ def cell_class(name: str | type[RecurrentCell]) -> type[RecurrentCell]:
 
 
 def draw(*shape: int, dtype: torch.dtype, device: str = "cpu", generator: torch.Generator | None = None) -> Tensor:
-    """Standard normal numbers drawn once in float64 and rounded to float32, then cast to ``dtype``.
+    """Standard normal numbers drawn once at float32 precision, then cast to ``dtype``.
 
     ``torch.randn`` gives other numbers per dtype (from 16 elements on), so drawing in each
-    dtype would feed a float64 "truth" other inputs than the float32 run it judges; these
-    are the same numbers in every dtype, exactly representable in float32.
+    dtype would feed a float64 "truth" other inputs than the float32 run it judges. These are
+    the same numbers in every dtype, exactly representable in float32. With ``generator``
+    (a CPU generator) they are float64 draws rounded to float32; otherwise float32 draws of
+    the global generator on ``device``.
     """
-    numbers = torch.randn(shape, generator=generator, dtype=torch.float64).to(torch.float32)
+    if generator is not None:
+        numbers = torch.randn(shape, generator=generator, dtype=torch.float64).to(torch.float32)
+    else:
+        numbers = torch.randn(shape, dtype=torch.float32, device=device)
     return numbers.to(dtype=dtype, device=device)
 
 
