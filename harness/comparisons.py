@@ -7,7 +7,6 @@ power analysis. The report decides which pairs form a family and how to print th
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 

@@ -4,6 +4,10 @@ Every error names the file, the line and the key path (``cells[1].options.reset`
 and says how to fix it; unknown cell and task names get a did-you-mean. Validation
 has two stages: the schema (no plugins needed), then each cell's and task's own
 options against the plugin's Config class (:func:`resolve`).
+
+The line numbers are our own on purpose: pydantic reports key paths but not where they
+are in the file, and PyYAML's composed nodes (``yaml.compose``) are the only place that
+still knows each key's line, so :func:`_line_numbers` maps one to the other.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from harness.distributed import Shard
@@ -29,19 +30,16 @@ class ExampleDataset(Dataset):
 
 
 def _pad(sequences: Sequence[Sequence[int]], value: int) -> Tensor:
-    longest = max(len(s) for s in sequences)
-    out = torch.full((len(sequences), longest), value, dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        out[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
-    return out
+    """(B, T) ids, ``value`` past each sequence's end."""
+    rows = [torch.as_tensor(sequence, dtype=torch.long) for sequence in sequences]
+    return pad_sequence(rows, batch_first=True, padding_value=value)
 
 
 def _pad_vectors(sequences: Sequence[Sequence[Sequence[float]]]) -> Tensor:
-    longest = max(len(s) for s in sequences)
-    out = torch.zeros(len(sequences), longest, len(sequences[0][0]))
-    for row, sequence in enumerate(sequences):
-        out[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.float32)
-    return out
+    """(B, T, D) float vectors, zeros past each sequence's end."""
+    rows = [torch.as_tensor(sequence, dtype=torch.float32).reshape(len(sequence), len(sequences[0][0]))
+            for sequence in sequences]
+    return pad_sequence(rows, batch_first=True)
 
 
 def _multi_hot(sequences: Sequence[Sequence[Sequence[int]]], labels: int) -> Tensor:

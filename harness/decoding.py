@@ -11,6 +11,10 @@ All sentences of a batch are searched together (B·K decoder rows per step) and 
 leaves the batch as soon as its search is over: Multi30k's 1,000 test sentences with K = 5
 take about 15 CPU-seconds with the 14M-parameter GRU preset. The network only needs
 ``encode`` and ``decode`` as :class:`harness.models.Seq2SeqNet` has them.
+
+Hand-written on purpose: PyTorch has no beam search, and the libraries that do (fairseq,
+Hugging Face ``generate``) need their own model classes; this one works on any network
+with ``encode``/``decode`` and follows the notes' definition, length normalisation included.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,9 @@ from harness.storage import journal_lock, open_journal_backend
 class JournalLedger:
     """The ledger of :mod:`harness.ledger`'s :class:`RunLedger` protocol, in a journal file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
+        self.clock = clock  # seconds since the epoch; tests pass a manual clock to step leases deterministically
         self._lock = journal_lock(path)  # held across catching up, deciding and appending
         self._backend = open_journal_backend(path, self._lock)
         self._state: dict[tuple[str, str], dict[str, Any]] = {}
@@ -48,7 +49,7 @@ class JournalLedger:
                 self._append({"op": "plan", "experiment": experiment, "runs": fresh})
 
     def reconcile(self, experiment: str) -> list[LedgerRow]:
-        now = time.time()
+        now = self.clock()
         with self._lock:
             self._catch_up()
             stale = [dict(r) for (e, _), r in self._state.items()
@@ -71,8 +72,8 @@ class JournalLedger:
                 return None
             key = candidates[0]["key"]
             self._append({"op": "claim", "experiment": experiment, "key": key, "worker": worker,
-                          "statuses": list(statuses), "lease_expires": time.time() + lease_seconds,
-                          "time": time.time()})
+                          "statuses": list(statuses), "lease_expires": self.clock() + lease_seconds,
+                          "time": self.clock()})
             return ledger_row(self._state[(experiment, key)])
 
     def heartbeat(self, key: str, worker: str, lease_seconds: float) -> bool:
@@ -82,7 +83,7 @@ class JournalLedger:
             if row is None or row["status"] != RUNNING:
                 return False
             self._append({"op": "heartbeat", "experiment": row["experiment"], "key": key, "worker": worker,
-                          "lease_expires": time.time() + lease_seconds})
+                          "lease_expires": self.clock() + lease_seconds})
             return True
 
     def set_mlflow_run(self, key: str, worker: str, run_id: str) -> None:
@@ -101,7 +102,7 @@ class JournalLedger:
             row = self._owned(key, worker)
             if row is not None:
                 self._append({"op": "finish", "experiment": row["experiment"], "key": key, "worker": worker,
-                              "status": status, "reason": reason, "time": time.time()})
+                              "status": status, "reason": reason, "time": self.clock()})
 
     def rows(self, experiment: str) -> list[LedgerRow]:
         with self._lock:  # shared readers would do, but a whole-file lock keeps this simple

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -124,8 +124,9 @@ def open_ledger(storage: StorageChoice) -> RunLedger:
 class Ledger:
     """The ledger in a SQL database (SQLite, PostgreSQL, MySQL)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, clock: Callable[[], float] = time.time) -> None:
         self.url = url
+        self.clock = clock  # seconds since the epoch; tests pass a manual clock to step leases deterministically
         self.engine = sa.create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -141,7 +142,7 @@ class Ledger:
         Each run dict has key, cell, task, seed and spec (JSON-able). Rows another
         worker inserts meanwhile are skipped (insert-or-ignore), not an error.
         """
-        now = time.time()
+        now = self.clock()
         with self.engine.begin() as connection:
             known = set(connection.scalars(sa.select(runs_table.c.key).where(runs_table.c.experiment == experiment)))
             fresh = [
@@ -159,7 +160,7 @@ class Ledger:
         A worker is gone when its lease expired, or when it ran on this host and its
         process no longer exists (so a rerun right after ``kill -9`` need not wait).
         """
-        now = time.time()
+        now = self.clock()
         with self.engine.begin() as connection:
             running = connection.execute(
                 sa.select(runs_table).where(runs_table.c.experiment == experiment, runs_table.c.status == RUNNING)
@@ -202,7 +203,7 @@ class Ledger:
                 candidate = connection.scalars(query.limit(1).with_for_update(skip_locked=True)).first()
                 if candidate is None:
                     return None
-                now = time.time()
+                now = self.clock()
                 taken = connection.execute(
                     sa.update(runs_table)
                     .where(runs_table.c.experiment == experiment, runs_table.c.key == candidate,
@@ -220,7 +221,7 @@ class Ledger:
             return connection.execute(
                 sa.update(runs_table)
                 .where(runs_table.c.key == key, runs_table.c.owner == worker, runs_table.c.status == RUNNING)
-                .values(lease_expires=time.time() + lease_seconds)
+                .values(lease_expires=self.clock() + lease_seconds)
             ).rowcount == 1
 
     def set_mlflow_run(self, key: str, worker: str, run_id: str) -> None:
@@ -237,7 +238,7 @@ class Ledger:
             connection.execute(
                 sa.update(runs_table)
                 .where(runs_table.c.key == key, runs_table.c.owner == worker)
-                .values(status=status, reason=reason, owner=None, lease_expires=None, updated_at=time.time())
+                .values(status=status, reason=reason, owner=None, lease_expires=None, updated_at=self.clock())
             )
 
     def get(self, experiment: str, key: str, connection: sa.Connection | None = None) -> LedgerRow:

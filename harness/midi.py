@@ -1,9 +1,8 @@
-"""Standard MIDI files (SMF), written and read without a third-party library.
+"""Standard MIDI files (SMF) from piano rolls and back, through ``mido``.
 
-Only what a piano roll needs: format 0, one track, a tempo, a piano program, note-on
-and note-off events. The reader understands any SMF (format 0 or 1, running status,
-meta and sysex events) and returns the notes, so a written file can be checked by
-parsing it back.
+Written: format 0, one track, a tempo, a piano program, note-on and note-off events.
+Read: any SMF mido parses (format 0 or 1, running status, meta and sysex events), as the
+notes it holds, so a written file can be checked by parsing it back.
 
 A piano roll is a (T, 88) 0/1 grid: row t is a time step, column k is MIDI note
 ``21 + k`` (A0 … C8). A key active in consecutive steps becomes one held note: the roll
@@ -12,10 +11,11 @@ cannot tell a repeated note from a held one, and neither can the data sets it mo
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import mido
 
 from harness.errors import BadInputError
 
@@ -81,132 +81,71 @@ def write_midi(path: Path, roll: Sequence[Sequence[int]], *, step_beats: float =
     step_ticks = round(step_beats * ticks_per_beat)
     if step_ticks < 1:
         raise ValueError(f"a step of {step_beats} beats is shorter than one tick at {ticks_per_beat} ticks per beat")
-    events: list[tuple[int, int, bytes]] = []  # (tick, order: offs before ons, message)
+    events: list[tuple[int, int, int, mido.Message]] = []  # (tick, offs before ons, pitch, message)
     for note in roll_to_notes(roll, step_ticks):
-        events.append((note.start, 1, bytes((0x90, note.pitch, note.velocity))))
-        events.append((note.end, 0, bytes((0x80, note.pitch, 64))))
-    events.sort(key=lambda e: (e[0], e[1], e[2][1]))
-    track = bytearray()
+        events.append((note.start, 1, note.pitch, mido.Message("note_on", note=note.pitch, velocity=note.velocity)))
+        events.append((note.end, 0, note.pitch, mido.Message("note_off", note=note.pitch, velocity=64)))
+    events.sort(key=lambda e: e[:3])
+    track = mido.MidiTrack()
     if name:
-        encoded = name.encode("ascii", "replace")
-        track += _vlq(0) + b"\xff\x03" + _vlq(len(encoded)) + encoded  # track name
-    track += _vlq(0) + b"\xff\x51\x03" + tempo.to_bytes(3, "big")  # set tempo
-    track += _vlq(0) + b"\xc0\x00"  # program change: acoustic grand piano
+        track.append(mido.MetaMessage("track_name", name=name.encode("ascii", "replace").decode("ascii")))
+    track.append(mido.MetaMessage("set_tempo", tempo=tempo))
+    track.append(mido.Message("program_change", program=0))  # acoustic grand piano
     now = 0
-    for tick, _, message in events:
-        track += _vlq(tick - now) + message
+    for tick, _, _, message in events:
+        track.append(message.copy(time=tick - now))  # mido's times are deltas in ticks
         now = tick
-    track += _vlq(len(roll) * step_ticks - now) + b"\xff\x2f\x00"  # end of track
-    header = b"MThd" + struct.pack(">IHHH", 6, 0, 1, ticks_per_beat)
+    track.append(mido.MetaMessage("end_of_track", time=len(roll) * step_ticks - now))
     path = Path(path)
-    path.write_bytes(header + b"MTrk" + struct.pack(">I", len(track)) + bytes(track))
+    mido.MidiFile(type=0, ticks_per_beat=ticks_per_beat, tracks=[track]).save(path)
     return path
 
 
 def read_midi(path: Path) -> MidiFile:
-    """Parse an SMF; raises BadInputError naming the file and the byte offset when it is malformed."""
-    data = Path(path).read_bytes()
-    reader = _Reader(data, str(path))
-    if reader.take(4) != b"MThd":
-        raise reader.error("not a standard MIDI file (no MThd header)")
-    length = reader.u32()
-    if length < 6:
-        raise reader.error(f"header chunk of {length} bytes, expected 6")
-    file_format, track_count, division = struct.unpack(">HHH", reader.take(6))
-    reader.take(length - 6)
-    if division & 0x8000:
-        raise reader.error("SMPTE time division is not supported")
+    """Parse an SMF; raises BadInputError naming the file (and the byte offset) when it is malformed."""
+    parsed = _parse(Path(path))
+    if parsed.ticks_per_beat & 0x8000:
+        raise BadInputError(f"{path}: SMPTE time division is not supported")
     tempo: int | None = None
     notes: list[Note] = []
     end_tick = 0
-    for _ in range(track_count):
-        kind, size = reader.take(4), reader.u32()
-        chunk_end = reader.position + size
-        if kind != b"MTrk":
-            reader.take(size)  # an unknown chunk: skip it, as the standard says
-            continue
-        tick, status, sounding = 0, 0, {}  # (channel, pitch) -> (start, velocity)
-        ended = False
-        while reader.position < chunk_end:
-            tick += reader.vlq()
-            byte = reader.u8()
-            if byte == 0xFF:  # meta event
-                meta, meta_length = reader.u8(), reader.vlq()
-                payload = reader.take(meta_length)
-                if meta == 0x51 and tempo is None:
-                    tempo = int.from_bytes(payload, "big")
-                elif meta == 0x2F:
-                    ended = True
-                    break
-                continue
-            if byte in (0xF0, 0xF7):  # sysex
-                reader.take(reader.vlq())
-                continue
-            if byte & 0x80:
-                status, first = byte, reader.u8()
-            elif status:
-                first = byte  # running status
-            else:
-                raise reader.error("data byte without a status byte")
-            kind_nibble, channel = status & 0xF0, status & 0x0F
-            second = reader.u8() if kind_nibble not in (0xC0, 0xD0) else 0
-            key = (channel, first)
-            if kind_nibble == 0x90 and second > 0:
-                if key in sounding:  # a re-strike ends the sounding note
-                    start, velocity = sounding.pop(key)
-                    notes.append(Note(first, start, tick, velocity))
-                sounding[key] = (tick, second)
-            elif kind_nibble in (0x80, 0x90) and key in sounding:
-                start, velocity = sounding.pop(key)
-                notes.append(Note(first, start, tick, velocity))
-        if not ended:
-            raise reader.error("track without an end-of-track event")
-        if reader.position != chunk_end:
-            raise reader.error(f"track chunk length says it ends at byte {chunk_end}, events end at {reader.position}")
-        for (_, pitch), (start, velocity) in sounding.items():
-            notes.append(Note(pitch, start, tick, velocity))
+    for index, track in enumerate(parsed.tracks):
+        if not track or track[-1].type != "end_of_track":
+            raise BadInputError(f"{path}: track {index} has no end-of-track event")
+        tick, sounding = 0, {}  # (channel, pitch) -> (start, velocity)
+        for message in track:
+            tick += message.time
+            if message.type == "set_tempo" and tempo is None:
+                tempo = message.tempo
+            elif message.type in ("note_on", "note_off"):
+                notes += _note_event(message, tick, sounding)
+        notes += [Note(pitch, start, tick, velocity) for (_, pitch), (start, velocity) in sounding.items()]
         end_tick = max(end_tick, tick)
-    return MidiFile(file_format, track_count, division, tempo or DEFAULT_TEMPO,
+    return MidiFile(parsed.type, len(parsed.tracks), parsed.ticks_per_beat, tempo or DEFAULT_TEMPO,
                     tuple(sorted(notes, key=lambda n: (n.start, n.pitch))), end_tick)
 
 
-def _vlq(value: int) -> bytes:
-    """MIDI variable-length quantity: 7 bits per byte, high bit set on all but the last."""
-    if value < 0:
-        raise ValueError(f"negative delta time {value}")
-    out = [value & 0x7F]
-    value >>= 7
-    while value:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    return bytes(reversed(out))
+def _parse(path: Path) -> mido.MidiFile:
+    """mido's parse, its errors as one BadInputError with the byte where reading stopped."""
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"MThd":
+            raise BadInputError(f"{path}: byte 0: not a standard MIDI file (no MThd header)")
+        handle.seek(0)
+        try:
+            return mido.MidiFile(file=handle)
+        except EOFError:
+            raise BadInputError(f"{path}: byte {handle.tell()}: file ends early") from None
+        except (OSError, ValueError, KeyError) as error:
+            raise BadInputError(f"{path}: byte {handle.tell()}: {error}") from None
 
 
-class _Reader:
-    def __init__(self, data: bytes, name: str) -> None:
-        self.data, self.name, self.position = data, name, 0
-
-    def error(self, message: str) -> BadInputError:
-        return BadInputError(f"{self.name}: byte {self.position}: {message}")
-
-    def take(self, count: int) -> bytes:
-        if self.position + count > len(self.data):
-            raise self.error(f"file ends early (wanted {count} more bytes)")
-        chunk = self.data[self.position : self.position + count]
-        self.position += count
-        return chunk
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u32(self) -> int:
-        return struct.unpack(">I", self.take(4))[0]
-
-    def vlq(self) -> int:
-        value = 0
-        for _ in range(4):
-            byte = self.u8()
-            value = (value << 7) | (byte & 0x7F)
-            if not byte & 0x80:
-                return value
-        raise self.error("variable-length quantity longer than 4 bytes")
+def _note_event(message: mido.Message, tick: int, sounding: dict[tuple[int, int], tuple[int, int]]) -> list[Note]:
+    """The note a note-on or note-off ends, if any; a note-on (velocity > 0) starts one in ``sounding``."""
+    key = (message.channel, message.note)
+    ended = []
+    if key in sounding:  # a note-off, a velocity-0 note-on, or a re-strike ends the sounding note
+        start, velocity = sounding.pop(key)
+        ended.append(Note(message.note, start, tick, velocity))
+    if message.type == "note_on" and message.velocity > 0:
+        sounding[key] = (tick, message.velocity)
+    return ended

@@ -134,7 +134,10 @@ def _sql(text: str, url: str, where: str) -> StorageChoice:
             raise ConfigError(f"{where}{parsed.render_as_string()!r} names no database; "
                               "add it to the end, e.g. postgresql://user@host:5432/harness")
         kind: StorageKind = "postgresql" if backend == "postgresql" else "mysql"
-        return StorageChoice(kind, with_default_driver(parsed.render_as_string(hide_password=False)))
+        choice = StorageChoice(kind, with_default_driver(parsed.render_as_string(hide_password=False)))
+        if kind == "postgresql":
+            require_postgres_driver(choice.url, where)
+        return choice
     raise ConfigError(f"{where}{parsed.render_as_string()!r}: unsupported storage {backend!r}; use {_FORMS}")
 
 
@@ -146,6 +149,26 @@ def with_default_driver(url: str) -> str:
     ledger, Optuna and MLflow alike. URLs that name a driver are left alone.
     """
     return "postgresql+psycopg2://" + url[len("postgresql://"):] if url.startswith("postgresql://") else url
+
+
+def require_postgres_driver(url: str, where: str) -> None:
+    """ConfigError naming the extra to install when psycopg2, the driver it provides, is missing.
+
+    Checked when the URL is parsed, so a missing driver stops a command before it creates
+    anything. A URL naming another driver (postgresql+psycopg://) is the user's choice.
+    """
+    import importlib
+
+    import sqlalchemy as sa
+
+    driver = sa.engine.make_url(url).get_driver_name()
+    if driver != "psycopg2":
+        return
+    try:
+        importlib.import_module(driver)
+    except ImportError:
+        raise ConfigError(f"{where}PostgreSQL storage needs its driver {driver!r}, which is not installed; "
+                          "install it with: pip install 'rnn-harness[postgres]'") from None
 
 
 # ---------------------------------------------------------------------------

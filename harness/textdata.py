@@ -89,11 +89,8 @@ def file_digest(path: Path) -> str:
     stat = Path(path).stat()
     key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _digests:
-        digest = hashlib.sha256()
         with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _digests[key] = digest.hexdigest()
+            _digests[key] = hashlib.file_digest(handle, "sha256").hexdigest()
     return _digests[key]
 
 
@@ -113,6 +110,10 @@ class ProcessedCache:
     invalidated by hand. Writes are atomic (temporary file + rename), so two processes
     building the same entry at once both end with a whole file. ``hits`` and ``builds``
     count what happened, for tests and logs.
+
+    Hand-written on purpose: ``datasets``' cache keys on its own loading script and
+    fingerprints, not on our parsing options and local files, and ``joblib.Memory`` would
+    pickle (the cache stays JSON so a cached file never runs code when read).
     """
 
     def __init__(self, root: Path | None = None) -> None:

@@ -188,6 +188,9 @@ def _record(run: Any) -> RunRecord:
 
 #: How long one MLflow call may keep retrying a locked database before giving up.
 LOCK_RETRY_SECONDS = 120.0
+#: The back-off: the first sleep, its doubling cap, and the jitter factor's range; no retry
+#: sleeps less than FIRST_RETRY_DELAY * RETRY_JITTER[0] (which bounds the count in a given time).
+FIRST_RETRY_DELAY, MAX_RETRY_DELAY, RETRY_JITTER = 0.05, 2.0, (0.5, 1.5)
 _TRANSIENT = ("database is locked", "database table is locked", "deadlock detected",
               "could not serialize access")
 
@@ -212,7 +215,7 @@ class RetryingClient:
             return attribute
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            delay, deadline = 0.05, time.monotonic() + LOCK_RETRY_SECONDS
+            delay, deadline = FIRST_RETRY_DELAY, time.monotonic() + LOCK_RETRY_SECONDS
             while True:
                 try:
                     return attribute(*args, **kwargs)
@@ -220,8 +223,8 @@ class RetryingClient:
                     if not _is_transient(error) or time.monotonic() > deadline:
                         raise
                 self.lock_retries += 1
-                time.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 2.0)
+                time.sleep(delay * random.uniform(*RETRY_JITTER))
+                delay = min(delay * 2, MAX_RETRY_DELAY)
 
         return call
 

@@ -78,6 +78,8 @@ class Worker:
     #: The trials' MLflow store (to close a dead worker's run).
     tracker: Tracker
     say: Callable[[str], None]
+    #: Seconds since the epoch for leases; tests pass a manual clock to expire a lease without sleeping.
+    clock: Callable[[], float] = time.time
 
 
 class StudyDriver:
@@ -87,7 +89,7 @@ class StudyDriver:
                  tuning: TuningSettings, worker: Worker) -> None:
         self.plan, self.study, self.storage, self.tuning = plan, study, storage, tuning
         self.guard, self.tracker, self.say = worker.guard, worker.tracker, worker.say
-        self.worker, self.lease = worker.id, worker.lease_seconds
+        self.worker, self.lease, self.clock = worker.id, worker.lease_seconds, worker.clock
         self.heartbeat_every = self.lease / 6  # as the run ledger's heartbeat
         self.budget = tuning.trials
 
@@ -120,7 +122,7 @@ class StudyDriver:
 
     def reconcile(self) -> None:
         """RUNNING trials whose worker is gone: FAIL with the reason, queued again, MLflow run KILLED."""
-        now = time.time()
+        now = self.clock()
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if self._alive(trial, now):
                 continue
@@ -152,7 +154,7 @@ class StudyDriver:
     def _claim(self) -> tuple[optuna.Trial, int] | None:
         """Ask for a trial (a queued retry first) and its place in the budget; None when it was surplus."""
         trial = self.study.ask()
-        now = time.time()
+        now = self.clock()
         for key, value in (("worker", self.worker), ("claimed_at", now), ("lease_expires", now + self.lease)):
             trial.set_user_attr(key, value)
         trials = self.study.get_trials(deepcopy=False)
@@ -206,7 +208,7 @@ class StudyDriver:
         def beat() -> None:
             while not stop.wait(self.heartbeat_every):
                 try:
-                    trial.set_user_attr("lease_expires", time.time() + self.lease)
+                    trial.set_user_attr("lease_expires", self.clock() + self.lease)
                 except Exception:  # noqa: BLE001 - the trial was closed meanwhile: nothing left to renew
                     return
 

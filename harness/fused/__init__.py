@@ -16,6 +16,11 @@ CUDA (:mod:`harness.fused.triton_kernels`). On CUDA the loops of a repeating cal
 also replay from CUDA graphs (:mod:`harness.fused.graphs`; ``HARNESS_CUDA_GRAPHS=0`` turns
 that off).
 
+Hand-written on purpose: ``torch.nn.RNN/GRU/LSTM`` (cuDNN, oneDNN) run only their own
+equations, so the notes' cells (``gru_simple``, the GRU with the reset gate before the
+product, the peephole LSTM) and third-party cells would otherwise run the reference loop,
+which the benchmarks in ``benchmarks/results/`` (docs/speed.md) measure as several times slower.
+
 A cell opts in by returning a :class:`FusedKernel` from ``RecurrentCell.fused_kernel``:
 the step's math in batched form, forward and backward (the built-in ones are in
 :mod:`harness.fused.kernels`). The machinery here owns everything else: the time loop,

@@ -273,6 +273,30 @@ def test_a_kernel_may_overwrite_a_projection_that_autograd_keeps() -> None:
     assert_same(*runs, torch.float32)
 
 
+class _SlightlyWrongKernel(_LeakyKernel):
+    def finish_backward(self, states: State, grads: State) -> tuple[Tensor, tuple[Tensor, ...]]:
+        d_projected, (d_weight,) = super().finish_backward(states, grads)
+        return d_projected, ((1 + WRONG_BY) * d_weight,)  # within float32's 1e-5, far outside float64's truth
+
+
+class SlightlyWronglyFusedCell(LeakyCell):
+    name = "slightly_wrongly_fused"
+
+    def fused_kernel(self) -> _SlightlyWrongKernel:
+        return _SlightlyWrongKernel(self)
+
+
+#: How wrong the slightly wrong kernel's W_aa gradient is, relatively: less than the 1e-5 of
+#: scale allowed between two float32 paths, more than float32 rounding makes on the reference.
+WRONG_BY = 5e-6
+
+
+def test_the_float64_comparison_catches_a_kernel_only_slightly_wrong() -> None:
+    assert_as_close_as_the_reference_in_float32(LeakyCell, {})
+    with pytest.raises(AssertionError, match="weight_a"):
+        assert_as_close_as_the_reference_in_float32(SlightlyWronglyFusedCell, {})
+
+
 def test_the_contract_catches_a_wrong_kernel() -> None:
     contract = CellContract()
     spec = CellSpec("wrongly_fused", WronglyFusedCell)

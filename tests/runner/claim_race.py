@@ -6,7 +6,9 @@ claimer processes and, once every one has imported and opened the ledger, tells 
 to go at once; each then plans the same grid (so the planning race is part of it), claims
 runs until none is left and finishes each one DONE at once: as much contention as the
 ledger can ever see, with no training to spread the claims out. Exactly-once means:
-every run claimed by exactly one process.
+every run claimed by exactly one process. Each claimer holds after its first claim until
+every claimer has one, so at least two (all of them, when there are fewer claimers than
+runs) really took part, whatever the machine's load.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def claimer(url: str, count: int) -> dict[str, object]:
     while (row := ledger.claim(EXPERIMENT, worker, 60.0)) is not None:
         claimed.append(row.key)
         ledger.finish(row.key, worker, DONE)
+        if len(claimed) == 1:  # hold until every claimer has one run: all of them race, however loaded the host
+            print("claimed", flush=True)
+            sys.stdin.readline()
+    if not claimed:
+        print("claimed", flush=True)  # none left for this one: the parent need not wait for it
     ledger.close()
     return {"worker": worker, "claimed": claimed}
 
@@ -63,9 +70,11 @@ def main() -> None:
         assert child.stdin is not None
         child.stdin.write("go\n")
         child.stdin.flush()
+    for child in children:  # each holds after its first claim until all have one (or stopped with none left)
+        assert child.stdout is not None and child.stdout.readline().strip() == "claimed"
     results = []
     for child in children:
-        out, _ = child.communicate(timeout=300)
+        out, _ = child.communicate(input="go on\n", timeout=300)
         if child.returncode != 0:
             raise SystemExit(f"a claimer exited with {child.returncode}")
         results.append(json.loads(out))

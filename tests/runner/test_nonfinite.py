@@ -45,12 +45,14 @@ GRID: dict[str, Any] = {
 class Scenario:
     directory: Path
     result: Any  # Finished
+    rerun: Any  # Finished: `harness run` again, which retries each FAILED run once
 
 
 def build_scenario(directory: Path, kit: Any) -> Scenario:
     """The subprocess story of this module (started with the other modules', see conftest)."""
     kit.write_experiment(directory, NAME, GRID)
-    return Scenario(directory, kit.run_harness(directory, "run", f"{NAME}.yaml"))
+    first = kit.run_harness(directory, "run", f"{NAME}.yaml")
+    return Scenario(directory, first, kit.run_harness(directory, "run", f"{NAME}.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +62,10 @@ def scenario(scenarios: dict[str, Any], kit: Any) -> Scenario:
 
 @pytest.fixture(scope="module")
 def runs(scenario: Scenario, kit: Any) -> dict[tuple[str, str], Any]:
+    """The first `harness run`'s four MLflow runs (the rerun's two come after them)."""
     found = kit.mlflow_runs(scenario.directory / "out", NAME)
-    assert len(found) == 4, [r.info.run_name for r in found]
-    return {(kit.tag(r, "cell"), kit.tag(r, "task")): r for r in found}
+    assert len(found) == 6, [r.info.run_name for r in found]
+    return {(kit.tag(r, "cell"), kit.tag(r, "task")): r for r in found[:4]}
 
 
 def test_exit_code_1_when_a_run_failed(scenario: Scenario) -> None:
@@ -122,3 +125,15 @@ def test_results_csv_shows_the_failures_and_no_infinite_value(scenario: Scenario
             assert math.isfinite(number) and abs(number) < 1e300, (column, value)
     report = (scenario.directory / "reports" / NAME / "report.md").read_text(encoding="utf-8")
     assert "nonfinite: training loss" in report and "nonfinite: validation loss" in report
+
+
+def test_a_rerun_retries_each_failed_run_once_and_skips_the_finished_ones(scenario: Scenario, kit: Any) -> None:
+    rerun = scenario.rerun
+    assert rerun.returncode == 1, rerun.explain()  # deterministic: they fail again
+    assert f"{NAME}: 0 finished, 2 failed, 2 skipped" in rerun.stdout, rerun.explain()
+    rows = {(row["cell"], row["task"]): row for row in kit.ledger_rows(scenario.directory / "out").values()}
+    assert {key: (row["status"], row["attempts"]) for key, row in rows.items()} == {
+        **{(BAD, task): ("FAILED", 2) for task in TASKS}, **{(GOOD, task): ("DONE", 1) for task in TASKS}}
+    retried = kit.mlflow_runs(scenario.directory / "out", NAME)[4:]
+    assert sorted((kit.tag(r, "cell"), kit.tag(r, "task"), r.info.status) for r in retried) == [
+        (BAD, task, "FAILED") for task in sorted(TASKS)]

@@ -26,6 +26,8 @@ from harness.ledger import CLAIMABLE_BY_WORKERS, DONE, FAILED, KILLED, PENDING, 
 from harness.storage import FileLock, parse_storage, tracking_uri_for
 from harness.tracking import RetryingClient
 from harness.worker import Slot, plan_slots
+from manual_clock import ManualClock
+from postgres_cluster import postgres_cluster  # noqa: F401 - a fixture
 
 CLAIM_RACE = Path(__file__).with_name("claim_race.py")
 
@@ -84,6 +86,12 @@ def test_bad_storage_urls_say_what_to_write_instead(url: str, message: str) -> N
     with pytest.raises(ConfigError, match=message) as raised:
         parse_storage(url, output_dir=Path("."), where="--storage: ")
     assert str(raised.value).startswith("--storage: ")
+
+
+def test_a_missing_postgresql_driver_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # what `import psycopg2` finds when it is not installed
+    with pytest.raises(ConfigError, match=r"driver 'psycopg2', which is not installed; .*rnn-harness\[postgres\]"):
+        parse_storage("postgresql://u@h/harness", output_dir=Path("."), where="--storage: ")
 
 
 def test_a_database_server_needs_a_shared_tracking_uri(tmp_path: Path) -> None:
@@ -169,8 +177,11 @@ def test_bad_gpu_lists_are_refused(gpus: str, device: str, message: str) -> None
 RUNS = [{"key": f"k{i}", "cell": "gru", "task": "adding", "seed": i, "spec": {"seed": i}} for i in range(3)]
 
 
-@pytest.fixture(params=["sqlite", "journal"])
+@pytest.fixture(params=["sqlite", "journal", "postgresql"])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each ledger kind; PostgreSQL as a fresh database on the session's throwaway server."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_cluster").new_database()
     return f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite" else f"journal://{tmp_path}/l.journal"
 
 
@@ -181,6 +192,14 @@ def two_ledgers(storage_url: str) -> Any:
     yield first, second
     first.close()
     second.close()
+
+
+def share_manual_clock(*ledgers: Any) -> ManualClock:
+    """One manual clock for ``ledgers``: leases expire when the test advances it, never by machine load."""
+    clock = ManualClock()
+    for ledger in ledgers:
+        ledger.clock = clock
+    return clock
 
 
 def test_planning_twice_from_two_workers_adds_each_run_once(two_ledgers: Any) -> None:
@@ -220,11 +239,13 @@ def test_claims_go_in_grid_order_to_one_owner_each(two_ledgers: Any) -> None:
 
 def test_an_expired_lease_is_reconciled_once_and_the_run_claimed_again(two_ledgers: Any) -> None:
     first, second = two_ledgers
+    clock = share_manual_clock(first, second)
     first.plan("grid", RUNS[:1])
-    first.claim("grid", "gone-host:1:dead", 0.05)
+    first.claim("grid", "gone-host:1:dead", 30.0)
     first.set_mlflow_run("k0", "gone-host:1:dead", "run-1")
+    clock.advance(29.9)
     assert second.reconcile("grid") == []  # the lease still holds
-    time.sleep(0.1)
+    clock.advance(0.2)
     reconciled = second.reconcile("grid")
     assert [(r.key, r.status, r.owner, r.mlflow_run_id) for r in reconciled] == [("k0", KILLED, None, "run-1")]
     assert "gone-host:1:dead stopped without finishing" in reconciled[0].reason
@@ -238,13 +259,17 @@ def test_an_expired_lease_is_reconciled_once_and_the_run_claimed_again(two_ledge
 
 def test_a_heartbeat_keeps_the_run(two_ledgers: Any) -> None:
     first, second = two_ledgers
+    clock = share_manual_clock(first, second)
     first.plan("grid", RUNS[:1])
-    first.claim("grid", "gone-host:1:a", 0.3)
-    for _ in range(3):
-        time.sleep(0.15)
-        assert first.heartbeat("k0", "gone-host:1:a", 0.3)
+    first.claim("grid", "gone-host:1:a", 30.0)
+    for _ in range(3):  # 60 s in all, twice the lease: only the heartbeats keep it
+        clock.advance(20.0)
+        assert first.heartbeat("k0", "gone-host:1:a", 30.0)
         assert second.reconcile("grid") == []
     assert second.rows("grid")[0].status == RUNNING
+    clock.advance(30.1)  # no heartbeat for longer than the lease: gone
+    assert [r.key for r in second.reconcile("grid")] == ["k0"]
+
 
 
 def test_the_sqlite_ledger_reads_ledger_files_of_the_previous_schema(tmp_path: Path) -> None:
@@ -351,3 +376,4 @@ def test_eight_processes_claiming_at_once_take_every_run_exactly_once(tmp_path: 
     claimed = [key for claimer in result["claimers"] for key in claimer["claimed"]]
     assert sorted(claimed) == sorted(f"run{i:04d}" for i in range(80))  # all of them, none twice
     assert {(r["status"], r["attempts"]) for r in result["rows"]} == {("DONE", 1)}
+    assert all(claimer["claimed"] for claimer in result["claimers"])  # all eight really raced

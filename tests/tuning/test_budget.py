@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,8 @@ from harness.tracking import Tracker
 from harness.tuning import open_storage
 from harness.tuning_space import plan_studies, suggest
 from harness.tuning_study import StudyDriver, Worker, slot_holders
+from manual_clock import ManualClock
+from postgres_cluster import postgres_cluster  # noqa: F401 - a fixture
 
 EXPERIMENT = """\
 # Budget tests: harness tune budget.yaml
@@ -48,14 +49,22 @@ def tracker(tmp_path_factory: pytest.TempPathFactory) -> Tracker:
     return Tracker(f"sqlite:///{directory / 'mlflow.db'}", "budget-trials", directory / "artifacts")
 
 
-@pytest.fixture(params=["sqlite", "journal"])
+@pytest.fixture(params=["sqlite", "journal", "postgresql"])
 def make_driver(request: pytest.FixtureRequest, tmp_path: Path, plugins: Any, tracker: Tracker) -> Any:
-    """``make_driver(worker, max_retries=3, lease=60)``: a driver of one shared study, as worker ``worker``."""
+    """``make_driver(worker, max_retries=3, lease=60)``: a driver of one shared study, as worker ``worker``.
+
+    On each storage kind ``harness tune`` takes; PostgreSQL is a fresh database on the session's server.
+    """
     import optuna
 
-    url = f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite" else f"journal://{tmp_path / 'x.journal'}"
+    urls = {"sqlite": lambda: f"sqlite:///{tmp_path / 'ledger.db'}",
+            "journal": lambda: f"journal://{tmp_path / 'x.journal'}",
+            "postgresql": lambda: request.getfixturevalue("postgres_cluster").new_database()}
+    url = urls[request.param]()
     storage = open_storage(parse_storage(url, output_dir=tmp_path))
     messages: list[str] = []
+
+    clock = ManualClock()  # every driver's leases on one clock that only the test moves
 
     def make(worker: str, max_retries: int = 3, lease: float = 60.0) -> StudyDriver:
         path = tmp_path / "budget.yaml"
@@ -66,9 +75,10 @@ def make_driver(request: pytest.FixtureRequest, tmp_path: Path, plugins: Any, tr
                                     load_if_exists=True)
         assert loaded.experiment.tuning is not None
         return StudyDriver(plan, study, storage, loaded.experiment.tuning,
-                           Worker(worker, lease, Interrupts(), tracker, messages.append))
+                           Worker(worker, lease, Interrupts(), tracker, messages.append, clock))
 
     make.messages = messages  # type: ignore[attr-defined]
+    make.clock = clock  # type: ignore[attr-defined]
     return make
 
 
@@ -115,12 +125,13 @@ def test_a_dead_local_workers_trial_is_failed_and_queued_again(make_driver: Any)
 
 
 def test_an_expired_lease_of_another_host_is_reconciled_too(make_driver: Any) -> None:
-    remote = make_driver("otherhost:7:remote", lease=0.5)
+    remote = make_driver("otherhost:7:remote", lease=30.0)
     claim(remote)
     local = make_driver("thishost:1:local")
+    make_driver.clock.advance(29.9)
     local.reconcile()
     assert [t.state.name for t in local.study.get_trials()] == ["RUNNING"]  # lease not expired yet
-    time.sleep(0.6)
+    make_driver.clock.advance(0.2)
     local.reconcile()
     assert [t.state.name for t in local.study.get_trials()] == ["FAIL", "WAITING"]
 
