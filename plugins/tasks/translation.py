@@ -9,9 +9,12 @@ Data (one of):
 * line-aligned files ``<stem>.<lang>`` in ``<data_dir>/<subfolder>/`` (Multi30k:
   ``train.de``/``train.en``, ``val.*``, ``test2016.*``); line i of the source file is
   translated by line i of the target file;
-* ``pairs_file``: one TSV file of ``source<TAB>target`` lines (extra columns ignored; a first
-  line naming both languages is a header that also says which column is which), split
-  reproducibly by ``split_seed`` into train/validation/test;
+* ``pairs_file``: one TSV file of ``source<TAB>target`` lines (extra columns ignored), split
+  reproducibly by ``split_seed`` into train/validation/test. A first line of single-word labels
+  (``id<TAB>en<TAB>de``) is a header, never a sentence pair: the columns named ``source_lang``
+  and ``target_lang`` are read, in whatever order, and a header without them is an error.
+  ``source_column``/``target_column`` choose the columns instead: numbers (from 0) for a file
+  without a header, or the header's names;
 * ``pairs_files``: one such TSV file per split;
 * ``hub_dataset``: a Hugging Face dataset (e.g. ``bentrevett/multi30k``) whose rows hold the
   sentences in columns named by the language codes (or a ``translation`` dict column).
@@ -34,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +53,8 @@ from harness.vocab import BOS, EOS, PAD, Vocabulary
 
 SPLITS = ("train", "validation", "test")
 Pair = tuple[str, str]
+#: A header field: one word of letters, digits, _ or - (a sentence has spaces or punctuation).
+_LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 
 class TranslationConfig(TaskConfig):
@@ -67,6 +73,12 @@ class TranslationConfig(TaskConfig):
     pairs_file: str | None = None
     #: One TSV file per split: {train: …, validation: …, test: …}.
     pairs_files: dict[Literal["train", "validation", "test"], str] | None = None
+    source_column: int | str | None = Field(
+        None, description="TSV pairs: the source sentences' column, a number from 0 for a file without a header "
+                          "or the header's name for it; null: the header's source_lang column, else column 0")
+    target_column: int | str | None = Field(
+        None, description="TSV pairs: the target sentences' column, like source_column; null: the header's "
+                          "target_lang column, else column 1")
     #: A Hugging Face dataset id or local dataset folder, instead of files.
     hub_dataset: str | None = None
     hub_config: str | None = None
@@ -101,7 +113,23 @@ class TranslationConfig(TaskConfig):
             raise ValueError("validation_fraction + test_fraction must leave pairs for training")
         if self.source_lang == self.target_lang:
             raise ValueError(f"source_lang and target_lang are both {self.source_lang!r}")
+        self._check_columns()
         return self
+
+    def _check_columns(self) -> None:
+        source, target = self.source_column, self.target_column
+        if (source is None) != (target is None):
+            raise ValueError("give source_column and target_column together (or neither)")
+        if source is None:
+            return
+        if isinstance(source, int) != isinstance(target, int):
+            raise ValueError("source_column and target_column must both be numbers (no header) or both names")
+        if source == target:
+            raise ValueError(f"source_column and target_column are both {source!r}")
+        if isinstance(source, int) and min(source, target) < 0:  # type: ignore[type-var]
+            raise ValueError("column numbers count from 0")
+        if not (self.pairs_file or self.pairs_files):
+            raise ValueError("source_column/target_column choose TSV columns: give pairs_file or pairs_files")
 
 
 def _pair(source: str, target: str, where: str) -> Pair:
@@ -122,20 +150,54 @@ def read_aligned(source_path: Path, target_path: Path) -> list[Pair]:
             for n, (s, t) in enumerate(zip(sources, targets), 1)]
 
 
-def read_tsv(path: Path, source_lang: str, target_lang: str) -> list[Pair]:
-    """Pairs from ``source<TAB>target`` lines; a first line naming both languages is a header."""
+def header_fields(line: str) -> list[str] | None:
+    """The lower-cased labels of a header line (``id<TAB>en<TAB>de``: single words), or None for a sentence pair."""
+    fields = [field.strip() for field in line.split("\t")]
+    named = [field for field in fields if field]
+    return [f.lower() for f in fields] if len(named) >= 2 and all(_LABEL.match(f) for f in named) else None
+
+
+def tsv_columns(path: Path, first_line: str, languages: tuple[str, str],
+                chosen: tuple[int, int] | tuple[str, str] | None) -> tuple[tuple[int, int], int]:
+    """(source column, target column) and the number of header lines (0 or 1) of a pairs file.
+
+    ``languages`` is (source_lang, target_lang), ``chosen`` the source_column/target_column options:
+    numbers for a file without a header, names of header columns, or None (the header's language
+    columns, else columns 0 and 1). Raises BadInputError when the file and the options disagree.
+    """
+    header = header_fields(first_line)
+    if chosen is not None and isinstance(chosen[0], int):
+        if header and {lang.lower() for lang in languages} & set(header):
+            raise BadInputError(f"{path}:1: {first_line!r} is a header naming the languages, but source_column/"
+                                "target_column are numbers (for a file without a header); give the header's names")
+        return (int(chosen[0]), int(chosen[1])), 0
+    if header is None:
+        if chosen is not None:
+            raise BadInputError(f"{path}:1: no header line to find columns {chosen[0]!r} and {chosen[1]!r} in; "
+                                "give column numbers (from 0) for a file without a header")
+        return (0, 1), 0
+    wanted = [str(name).lower() for name in (chosen or languages)]
+    options = ("source_column", "target_column") if chosen else ("source_lang", "target_lang")
+    for name, option in zip(wanted, options):
+        if name not in header:
+            raise BadInputError(f"{path}:1: the header {first_line!r} has no column {name!r} ({option}); name the "
+                                "columns by language code, set source_column/target_column to the header's names, "
+                                "or remove the header and give column numbers")
+    return (header.index(wanted[0]), header.index(wanted[1])), 1
+
+
+def read_tsv(path: Path, source_lang: str, target_lang: str,
+             chosen: tuple[int, int] | tuple[str, str] | None = None) -> list[Pair]:
+    """Pairs from a TSV file; its header (or ``chosen`` columns) says which column is which (:func:`tsv_columns`)."""
     lines = read_lines(path)
-    columns, start = (0, 1), 0
-    if lines:
-        names = [name.strip().lower() for name in lines[0].split("\t")]
-        if source_lang.lower() in names and target_lang.lower() in names:
-            columns, start = (names.index(source_lang.lower()), names.index(target_lang.lower())), 1
+    columns, start = tsv_columns(path, lines[0], (source_lang, target_lang), chosen) if lines else ((0, 1), 0)
+    expected = "source<TAB>target" if columns == (0, 1) else f"columns {columns[0]} and {columns[1]} (from 0)"
     pairs = []
     for number, line in enumerate(lines[start:], start + 1):
         fields = line.split("\t")
         if len(fields) <= max(columns):
             found = "no tab" if len(fields) == 1 else f"{len(fields)} columns"
-            raise BadInputError(f"{path}:{number}: expected source<TAB>target, found {found}")
+            raise BadInputError(f"{path}:{number}: expected {expected}, found {found}")
         pairs.append(_pair(fields[columns[0]], fields[columns[1]], f"{path}:{number}"))
     return pairs
 
@@ -256,7 +318,8 @@ class TranslationTask(Task):
             return {name: hub_pairs(split_rows, config.source_lang, config.target_lang,
                                     f"{config.hub_dataset}: {name}") for name, split_rows in rows.items()}
         if config.pairs_file or config.pairs_files:
-            return {name: read_tsv(path, config.source_lang, config.target_lang)
+            chosen = None if config.source_column is None else (config.source_column, config.target_column)
+            return {name: read_tsv(path, config.source_lang, config.target_lang, chosen)  # type: ignore[arg-type]
                     for name, path in self._tsv_files().items()}
         return {name: read_aligned(*pair) for name, pair in self._aligned_files().items()}
 
