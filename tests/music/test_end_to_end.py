@@ -63,7 +63,8 @@ def test_sample_writes_a_midi_file_of_the_requested_length_with_the_prime_kept(t
     midi = read_midi(folder / "samples" / "jsb.mid")
     assert midi.ticks_per_beat == 480 and midi.end_tick == (4 + 12) * 480  # JSB: a quarter note per step
     roll = midi.piano_roll(480)
-    first_test_piece = MusicTask(MusicConfig(data_dir=str(real_data_root("polyphonic-music")), max_sequences=6, max_steps=16)).load().test[0]
+    config = MusicConfig(data_dir=str(real_data_root("polyphonic-music")), max_sequences=6, max_steps=16)
+    first_test_piece = MusicTask(config).load().test[0]
     assert [[k for k in range(88) if step[k]] for step in roll[:4]] == first_test_piece.inputs[:4]
     assert (folder / "samples" / "jsb.png").read_bytes()[:4] == b"\x89PNG"
 
