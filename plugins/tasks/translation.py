@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -50,11 +49,9 @@ from harness.errors import BadInputError, ConfigError
 from harness.tasks import Example, Task, TaskConfig, TaskData
 from harness.textdata import ProcessedCache, data_folder, load_hub_dataset, read_lines, require_file
 from harness.vocab import BOS, EOS, PAD, Vocabulary
+from plugins.tasks.translation_pairs import Pair, checked_pair, read_tsv
 
 SPLITS = ("train", "validation", "test")
-Pair = tuple[str, str]
-#: A header field: one word of letters, digits, _ or - (a sentence has spaces or punctuation).
-_LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 
 
 class TranslationConfig(TaskConfig):
@@ -132,74 +129,14 @@ class TranslationConfig(TaskConfig):
             raise ValueError("source_column/target_column choose TSV columns: give pairs_file or pairs_files")
 
 
-def _pair(source: str, target: str, where: str) -> Pair:
-    source, target = source.strip(), target.strip()
-    if not source or not target:
-        side = "source" if not source else "target"
-        raise BadInputError(f"{where}: empty {side} sentence; every pair needs text on both sides (remove the line)")
-    return source, target
-
-
 def read_aligned(source_path: Path, target_path: Path) -> list[Pair]:
     """Pairs from two line-aligned files; their line counts must agree."""
     sources, targets = read_lines(source_path), read_lines(target_path)
     if len(sources) != len(targets):
         raise BadInputError(f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}; "
                             "line i of one file must be the translation of line i of the other")
-    return [_pair(s, t, f"{source_path}:{n} / {target_path}:{n}")
+    return [checked_pair(s, t, f"{source_path}:{n} / {target_path}:{n}")
             for n, (s, t) in enumerate(zip(sources, targets), 1)]
-
-
-def header_fields(line: str) -> list[str] | None:
-    """The lower-cased labels of a header line (``id<TAB>en<TAB>de``: single words), or None for a sentence pair."""
-    fields = [field.strip() for field in line.split("\t")]
-    named = [field for field in fields if field]
-    return [f.lower() for f in fields] if len(named) >= 2 and all(_LABEL.match(f) for f in named) else None
-
-
-def tsv_columns(path: Path, first_line: str, languages: tuple[str, str],
-                chosen: tuple[int, int] | tuple[str, str] | None) -> tuple[tuple[int, int], int]:
-    """(source column, target column) and the number of header lines (0 or 1) of a pairs file.
-
-    ``languages`` is (source_lang, target_lang), ``chosen`` the source_column/target_column options:
-    numbers for a file without a header, names of header columns, or None (the header's language
-    columns, else columns 0 and 1). Raises BadInputError when the file and the options disagree.
-    """
-    header = header_fields(first_line)
-    if chosen is not None and isinstance(chosen[0], int):
-        if header and {lang.lower() for lang in languages} & set(header):
-            raise BadInputError(f"{path}:1: {first_line!r} is a header naming the languages, but source_column/"
-                                "target_column are numbers (for a file without a header); give the header's names")
-        return (int(chosen[0]), int(chosen[1])), 0
-    if header is None:
-        if chosen is not None:
-            raise BadInputError(f"{path}:1: no header line to find columns {chosen[0]!r} and {chosen[1]!r} in; "
-                                "give column numbers (from 0) for a file without a header")
-        return (0, 1), 0
-    wanted = [str(name).lower() for name in (chosen or languages)]
-    options = ("source_column", "target_column") if chosen else ("source_lang", "target_lang")
-    for name, option in zip(wanted, options):
-        if name not in header:
-            raise BadInputError(f"{path}:1: the header {first_line!r} has no column {name!r} ({option}); name the "
-                                "columns by language code, set source_column/target_column to the header's names, "
-                                "or remove the header and give column numbers")
-    return (header.index(wanted[0]), header.index(wanted[1])), 1
-
-
-def read_tsv(path: Path, source_lang: str, target_lang: str,
-             chosen: tuple[int, int] | tuple[str, str] | None = None) -> list[Pair]:
-    """Pairs from a TSV file; its header (or ``chosen`` columns) says which column is which (:func:`tsv_columns`)."""
-    lines = read_lines(path)
-    columns, start = tsv_columns(path, lines[0], (source_lang, target_lang), chosen) if lines else ((0, 1), 0)
-    expected = "source<TAB>target" if columns == (0, 1) else f"columns {columns[0]} and {columns[1]} (from 0)"
-    pairs = []
-    for number, line in enumerate(lines[start:], start + 1):
-        fields = line.split("\t")
-        if len(fields) <= max(columns):
-            found = "no tab" if len(fields) == 1 else f"{len(fields)} columns"
-            raise BadInputError(f"{path}:{number}: expected {expected}, found {found}")
-        pairs.append(_pair(fields[columns[0]], fields[columns[1]], f"{path}:{number}"))
-    return pairs
 
 
 def hub_pairs(rows: Sequence[dict[str, Any]], source_lang: str, target_lang: str, where: str) -> list[Pair]:
@@ -210,7 +147,7 @@ def hub_pairs(rows: Sequence[dict[str, Any]], source_lang: str, target_lang: str
         if source_lang not in texts or target_lang not in texts:
             raise ConfigError(f"{where}, row {number}: no {source_lang!r} and {target_lang!r} columns "
                               f"(found {', '.join(map(str, texts))}); set source_lang/target_lang to its columns")
-        pairs.append(_pair(str(texts[source_lang]), str(texts[target_lang]), f"{where}, row {number}"))
+        pairs.append(checked_pair(str(texts[source_lang]), str(texts[target_lang]), f"{where}, row {number}"))
     return pairs
 
 
