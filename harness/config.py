@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError,
-                      field_validator, model_serializer, model_validator)
+from pydantic import (BaseModel, Field, ValidationError,
+                      field_validator, model_validator)
 
+from harness.schema import StrictModel
 from harness.errors import ConfigError, UnknownNameError
 
 # Documented maxima of the schema's numbers (docs/reliability.md): far above any sensible run, low
@@ -36,20 +37,8 @@ MAX_BATCH = 2**20
 MAX_STEPS = 1_000_000  # bptt window
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    #: Fields added after experiments were already recorded: left out of the dump while they
-    #: hold their default, so the run keys (hashes of the dumped config) of older files stay the same.
-    _omit_when_default: ClassVar[frozenset[str]] = frozenset()
-
-    @model_serializer(mode="wrap")
-    def _omit_later_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = handler(self)
-        for name in self._omit_when_default:
-            if name in data and getattr(self, name) == type(self).model_fields[name].default:
-                data.pop(name)
-        return data
+class _Strict(StrictModel):
+    """The experiment schema's models (see :class:`harness.schema.StrictModel`)."""
 
 
 class PluginChoice(_Strict):

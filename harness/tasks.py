@@ -29,9 +29,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
 
 from harness.errors import BadInputError, HarnessError
+from harness.schema import StrictModel
 from harness.vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -52,10 +52,9 @@ class TaskOptionError(BadInputError):
     """A task's :meth:`Task.load` refused its options or data by raising ``ValueError``; exit code 2."""
 
 
-class TaskConfig(BaseModel):
-    """Options every task accepts. Subclasses add their own fields with defaults."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TaskConfig(StrictModel):
+    """Options every task accepts. Subclasses add their own fields with defaults; a field added
+    after runs were recorded goes into ``_omit_when_default`` so their run keys stay the same."""
 
 
 @dataclass

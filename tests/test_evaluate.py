@@ -2,8 +2,8 @@
 task's rebuilt vocabulary is not the one the network was trained with.
 
 One `harness run` (subprocess) trains a slice of SST-2 and a tiny generated agreement task;
-every test evaluates those runs. SST-2 is read from ``$HARNESS_DATA_DIR/sst2/`` (default:
-``../shared/data`` beside the repository); without it the tests fail, saying where they looked.
+every test evaluates those runs. SST-2 is read from ``$HARNESS_DATA_DIR/sst2/``; without it the tests skip saying how to
+get it (fail with HARNESS_REQUIRE_DATA=1 or CI set; tests/real_data.py).
 """
 
 from __future__ import annotations
@@ -19,17 +19,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from real_data import real_data_root
 
 from harness.cli import cli
 
-DATA_DIR = Path(os.environ.get("HARNESS_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 SENTIMENT = {"max_examples": 200, "vocab_size": 800}
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict[str, str]]]:
-    if not (DATA_DIR / "sst2" / "stsa.binary.train").is_file():
-        pytest.fail(f"no SST-2 data under {DATA_DIR / 'sst2'}: set HARNESS_DATA_DIR to the folder that contains sst2/")
+    real_data_root("sst2")
     folder = tmp_path_factory.mktemp("evaluate")
     (folder / "small.yaml").write_text(
         "# A slice of SST-2 and a tiny agreement task, one epoch: harness run small.yaml\n"
@@ -48,7 +47,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, d
 
 
 def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HARNESS_DATA_DIR": str(DATA_DIR), "HARNESS_CACHE_DIR": str(cwd / "cache"),
+    env = {**os.environ, "HARNESS_CACHE_DIR": str(cwd / "cache"),
            "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
@@ -56,7 +55,7 @@ def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def evaluate(folder: Path, *args: str) -> Result:
     """``harness evaluate ARGS`` in this process (the imports dominate a subprocess's time), run in ``folder``."""
-    env = {"HARNESS_DATA_DIR": str(DATA_DIR), "HARNESS_CACHE_DIR": str(folder / "cache")}
+    env = {"HARNESS_DATA_DIR": str(real_data_root("sst2")), "HARNESS_CACHE_DIR": str(folder / "cache")}
     with contextlib.chdir(folder):
         return CliRunner().invoke(cli, ["evaluate", *args], env=env)
 
@@ -115,7 +114,7 @@ def test_a_changed_vocab_size_is_refused_with_both_hashes(trained) -> None:
     result = harness("evaluate", row["path"], "--set", "vocab_size=50", cwd=folder)  # the real command line
     assert result.returncode == 2, result.stderr
     saved = mlflow_run(folder, row["run_id"]).data.tags["harness.input_vocab_hash"]
-    now = SentimentTask(SentimentConfig(data_dir=str(DATA_DIR), **{**SENTIMENT, "vocab_size": 50})).load().input_vocab
+    now = SentimentTask(SentimentConfig(data_dir=str(real_data_root("sst2")), **{**SENTIMENT, "vocab_size": 50})).load().input_vocab
     assert saved != now.hash
     assert f"input_vocab: saved {saved} (804 entries), now {now.hash} (54 entries)" in result.stderr
     assert "vocab_size=50" in result.stderr and result.stdout == ""

@@ -9,9 +9,12 @@ Data (one of):
 * line-aligned files ``<stem>.<lang>`` in ``<data_dir>/<subfolder>/`` (Multi30k:
   ``train.de``/``train.en``, ``val.*``, ``test2016.*``); line i of the source file is
   translated by line i of the target file;
-* ``pairs_file``: one TSV file of ``source<TAB>target`` lines (extra columns ignored; a first
-  line naming both languages is a header that also says which column is which), split
-  reproducibly by ``split_seed`` into train/validation/test;
+* ``pairs_file``: one TSV file of ``source<TAB>target`` lines (extra columns ignored), split
+  reproducibly by ``split_seed`` into train/validation/test. A first line of single-word labels
+  (``id<TAB>en<TAB>de``) is a header, never a sentence pair: the columns named ``source_lang``
+  and ``target_lang`` are read, in whatever order, and a header without them is an error.
+  ``source_column``/``target_column`` choose the columns instead: numbers (from 0) for a file
+  without a header, or the header's names;
 * ``pairs_files``: one such TSV file per split;
 * ``hub_dataset``: a Hugging Face dataset (e.g. ``bentrevett/multi30k``) whose rows hold the
   sentences in columns named by the language codes (or a ``translation`` dict column).
@@ -36,7 +39,7 @@ import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -48,12 +51,16 @@ from harness.tasks import Example, Task, TaskConfig, TaskData
 from harness.textdata import ProcessedCache, data_folder, load_hub_dataset, read_lines, require_file
 from harness.vocab import BOS, EOS, PAD, Vocabulary
 from plugins.tasks.data_sets import MULTI30K
+from plugins.tasks.translation_pairs import Pair, checked_pair, read_tsv
 
 SPLITS = ("train", "validation", "test")
-Pair = tuple[str, str]
+#: A TSV column counted from 0 (a pairs file has a few columns; 1,000 is far beyond any).
+ColumnIndex = Annotated[int, Field(le=1000)]  # below 0: the validator says why
 
 
 class TranslationConfig(TaskConfig):
+    _omit_when_default = frozenset({"source_column", "target_column"})
+
     source_lang: str = Field("de", pattern=r"^[A-Za-z][A-Za-z_-]*$", description=(
         "Source language code: the file suffix (train.de), the hub column, and the Moses rules used."))
     target_lang: str = Field("en", pattern=r"^[A-Za-z][A-Za-z_-]*$", description=(
@@ -71,6 +78,12 @@ class TranslationConfig(TaskConfig):
         "One TSV file of pairs (relative to the data folder, or absolute), split by split_seed."))
     pairs_files: dict[Literal["train", "validation", "test"], str] | None = Field(None, description=(
         "One TSV file per split: {train: …, validation: …, test: …}."))
+    source_column: ColumnIndex | str | None = Field(
+        None, description="TSV pairs: the source sentences' column, a number from 0 for a file without a header "
+                          "or the header's name for it; null: the header's source_lang column, else column 0")
+    target_column: ColumnIndex | str | None = Field(
+        None, description="TSV pairs: the target sentences' column, like source_column; null: the header's "
+                          "target_lang column, else column 1")
     hub_dataset: str | None = Field(None, description=(
         "A Hugging Face dataset id or local dataset folder, instead of files."))
     hub_config: str | None = Field(None, description="The hub dataset's configuration name, if it has several.")
@@ -108,15 +121,23 @@ class TranslationConfig(TaskConfig):
             raise ValueError("validation_fraction + test_fraction must leave pairs for training")
         if self.source_lang == self.target_lang:
             raise ValueError(f"source_lang and target_lang are both {self.source_lang!r}")
+        self._check_columns()
         return self
 
-
-def _pair(source: str, target: str, where: str) -> Pair:
-    source, target = source.strip(), target.strip()
-    if not source or not target:
-        side = "source" if not source else "target"
-        raise BadInputError(f"{where}: empty {side} sentence; every pair needs text on both sides (remove the line)")
-    return source, target
+    def _check_columns(self) -> None:
+        source, target = self.source_column, self.target_column
+        if (source is None) != (target is None):
+            raise ValueError("give source_column and target_column together (or neither)")
+        if source is None:
+            return
+        if isinstance(source, int) != isinstance(target, int):
+            raise ValueError("source_column and target_column must both be numbers (no header) or both names")
+        if source == target:
+            raise ValueError(f"source_column and target_column are both {source!r}")
+        if isinstance(source, int) and min(source, target) < 0:  # type: ignore[type-var]
+            raise ValueError("column numbers count from 0")
+        if not (self.pairs_file or self.pairs_files):
+            raise ValueError("source_column/target_column choose TSV columns: give pairs_file or pairs_files")
 
 
 def read_aligned(source_path: Path, target_path: Path) -> list[Pair]:
@@ -125,26 +146,8 @@ def read_aligned(source_path: Path, target_path: Path) -> list[Pair]:
     if len(sources) != len(targets):
         raise BadInputError(f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}; "
                             "line i of one file must be the translation of line i of the other")
-    return [_pair(s, t, f"{source_path}:{n} / {target_path}:{n}")
+    return [checked_pair(s, t, f"{source_path}:{n} / {target_path}:{n}")
             for n, (s, t) in enumerate(zip(sources, targets), 1)]
-
-
-def read_tsv(path: Path, source_lang: str, target_lang: str) -> list[Pair]:
-    """Pairs from ``source<TAB>target`` lines; a first line naming both languages is a header."""
-    lines = read_lines(path)
-    columns, start = (0, 1), 0
-    if lines:
-        names = [name.strip().lower() for name in lines[0].split("\t")]
-        if source_lang.lower() in names and target_lang.lower() in names:
-            columns, start = (names.index(source_lang.lower()), names.index(target_lang.lower())), 1
-    pairs = []
-    for number, line in enumerate(lines[start:], start + 1):
-        fields = line.split("\t")
-        if len(fields) <= max(columns):
-            found = "no tab" if len(fields) == 1 else f"{len(fields)} columns"
-            raise BadInputError(f"{path}:{number}: expected source<TAB>target, found {found}")
-        pairs.append(_pair(fields[columns[0]], fields[columns[1]], f"{path}:{number}"))
-    return pairs
 
 
 def hub_pairs(rows: Sequence[dict[str, Any]], source_lang: str, target_lang: str, where: str) -> list[Pair]:
@@ -155,7 +158,7 @@ def hub_pairs(rows: Sequence[dict[str, Any]], source_lang: str, target_lang: str
         if source_lang not in texts or target_lang not in texts:
             raise ConfigError(f"{where}, row {number}: no {source_lang!r} and {target_lang!r} columns "
                               f"(found {', '.join(map(str, texts))}); set source_lang/target_lang to its columns")
-        pairs.append(_pair(str(texts[source_lang]), str(texts[target_lang]), f"{where}, row {number}"))
+        pairs.append(checked_pair(str(texts[source_lang]), str(texts[target_lang]), f"{where}, row {number}"))
     return pairs
 
 
@@ -264,7 +267,8 @@ class TranslationTask(Task):
             return {name: hub_pairs(split_rows, config.source_lang, config.target_lang,
                                     f"{config.hub_dataset}: {name}") for name, split_rows in rows.items()}
         if config.pairs_file or config.pairs_files:
-            return {name: read_tsv(path, config.source_lang, config.target_lang)
+            chosen = None if config.source_column is None else (config.source_column, config.target_column)
+            return {name: read_tsv(path, config.source_lang, config.target_lang, chosen)  # type: ignore[arg-type]
                     for name, path in self._tsv_files().items()}
         return {name: read_aligned(*pair) for name, pair in self._aligned_files().items()}
 

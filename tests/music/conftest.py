@@ -1,25 +1,20 @@
 """Shared bits of the music tests: where the polyphonic-music data lives.
 
-The tests read the real JSON files from ``$HARNESS_DATA_DIR/polyphonic-music/`` (default:
-``../shared/data`` beside the repository, the folder that contains ``polyphonic-music/``).
-Without the data those tests fail with a message saying where they looked.
+The tests read the real JSON files from ``$HARNESS_DATA_DIR/polyphonic-music/``; without them they
+skip saying how to get the data (fail instead with HARNESS_REQUIRE_DATA=1 or CI set; see
+tests/real_data.py).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-DATA_DIR = Path(os.environ.get("HARNESS_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
-JSB = DATA_DIR / "polyphonic-music" / "JSB_Chorales.json"
+from real_data import real_data_root
 
 
 @pytest.fixture
 def data_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
-    if not JSB.is_file():
-        pytest.fail(f"no polyphonic-music data under {DATA_DIR}: set HARNESS_DATA_DIR to the folder "
-                    "that contains polyphonic-music/")
-    monkeypatch.setenv("HARNESS_DATA_DIR", str(DATA_DIR))
-    return DATA_DIR
+    root = real_data_root("polyphonic-music")
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(root))
+    return root

@@ -1,33 +1,32 @@
-"""One tiny run on a slice of JSB through `harness run`, then `harness sample` on it (subprocesses)."""
+"""One tiny run on a slice of JSB through `harness run`, then `harness sample` on it (subprocesses).
+
+The run skips without ``$HARNESS_DATA_DIR/polyphonic-music`` (tests/real_data.py).
+"""
 
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from real_data import real_data_root
 
 from harness.midi import read_midi
 from plugins.tasks.music import MusicConfig, MusicTask
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
-DATA_DIR = Path(os.environ.get("HARNESS_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
-JSB = DATA_DIR / "polyphonic-music" / "JSB_Chorales.json"
 PRESET = Path(__file__).parents[2] / "experiments" / "reproduce" / "chung2014.yaml"
 
 
 def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HARNESS_DATA_DIR": str(DATA_DIR)}
-    return subprocess.run([*HARNESS, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([*HARNESS, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    if not JSB.is_file():
-        pytest.fail(f"no polyphonic-music data under {DATA_DIR}: set HARNESS_DATA_DIR")
+    real_data_root("polyphonic-music")  # the subprocesses read it through the inherited HARNESS_DATA_DIR
     folder = tmp_path_factory.mktemp("music")
     (folder / "jsb.yaml").write_text(
         "# A tiny JSB slice: harness run jsb.yaml\n"
@@ -64,7 +63,8 @@ def test_sample_writes_a_midi_file_of_the_requested_length_with_the_prime_kept(t
     midi = read_midi(folder / "samples" / "jsb.mid")
     assert midi.ticks_per_beat == 480 and midi.end_tick == (4 + 12) * 480  # JSB: a quarter note per step
     roll = midi.piano_roll(480)
-    first_test_piece = MusicTask(MusicConfig(data_dir=str(DATA_DIR), max_sequences=6, max_steps=16)).load().test[0]
+    config = MusicConfig(data_dir=str(real_data_root("polyphonic-music")), max_sequences=6, max_steps=16)
+    first_test_piece = MusicTask(config).load().test[0]
     assert [[k for k in range(88) if step[k]] for step in roll[:4]] == first_test_piece.inputs[:4]
     assert (folder / "samples" / "jsb.png").read_bytes()[:4] == b"\x89PNG"
 

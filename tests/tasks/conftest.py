@@ -1,25 +1,26 @@
 """Where the real data sets live for the task tests.
 
-The tests read the real files from ``$HARNESS_DATA_DIR`` (default: ``../shared/data`` beside
-the repository, the folder that contains ``ptb/``, ``conll2003/``, …). Without the data these
-tests fail, saying where they looked; they never skip.
+A test that needs a full data set asks the ``real_data`` fixture for it by name: it gets the folder
+``$HARNESS_DATA_DIR`` (which contains ``ptb/``, ``conll2003/``, …), or the test skips saying how to get
+the data (fails instead with HARNESS_REQUIRE_DATA=1 or CI set; see tests/real_data.py).
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-DATA_DIR = Path(os.environ.get("HARNESS_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
+from real_data import real_data_root
 
 
 @pytest.fixture
-def real_data_dir(monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The folder that contains the data sets, also exported as HARNESS_DATA_DIR."""
-    if not DATA_DIR.is_dir():
-        pytest.fail(f"no data sets under {DATA_DIR}: set HARNESS_DATA_DIR to the folder that contains ptb/, "
-                    "conll2003/, sst2/, multi30k/ and tinyshakespeare/")
-    monkeypatch.setenv("HARNESS_DATA_DIR", str(DATA_DIR))
-    return DATA_DIR
+def real_data(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Path]:
+    """``real_data("ptb")``: the folder that contains that data set, also exported as HARNESS_DATA_DIR."""
+
+    def find(name: str) -> Path:
+        root = real_data_root(name)
+        monkeypatch.setenv("HARNESS_DATA_DIR", str(root))
+        return root
+
+    return find

@@ -57,7 +57,8 @@ def test_vocabulary_is_the_training_characters_plus_unk(tmp_path) -> None:
     assert data.input_vocab.decode(data.test[0].inputs) == [UNK, UNK]  # "z!" never occurs in training
 
 
-def test_real_tiny_shakespeare_default_and_char_rnn_splits(real_data_dir) -> None:
+def test_real_tiny_shakespeare_default_and_char_rnn_splits(real_data) -> None:
+    real_data("tinyshakespeare")
     task = CharLMTask()
     data = task.load()
     assert [len(data.splits()[s][0].inputs) for s in ("train", "validation", "test")] == [1_003_854, 55_770, 55_770]

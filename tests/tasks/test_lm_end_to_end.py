@@ -1,5 +1,7 @@
 """word_lm and char_lm end to end: `harness run` on slices of the real data, then `harness score` and `sample`.
 
+The real-data tests skip without ``$HARNESS_DATA_DIR/ptb`` or ``/tinyshakespeare`` (tests/real_data.py).
+
 CI runs these on a few hundred PTB lines and 20k tiny-shakespeare characters, one epoch, tiny
 models; the full presets are benchmarks, not tests.
 """
@@ -10,7 +12,6 @@ import csv
 import itertools
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,18 +19,17 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 import torch
+from real_data import real_data_root
 
 from harness.checkpoints import load_trained_run
 from harness.plugins import load_plugins
 from harness.scoring import score_tokens
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
-DATA_DIR = Path(os.environ.get("HARNESS_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
 
 
 def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HARNESS_DATA_DIR": str(DATA_DIR)}
-    return subprocess.run([*HARNESS, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([*HARNESS, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def train(folder: Path, name: str, yaml: str) -> dict[str, str]:
@@ -47,8 +47,7 @@ def artifacts(row: dict[str, str]) -> Path:
 
 @pytest.fixture(scope="module")
 def ptb_run(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    if not (DATA_DIR / "ptb" / "ptb.train.txt").is_file():
-        pytest.fail(f"no PTB under {DATA_DIR}: set HARNESS_DATA_DIR to the folder that contains ptb/")
+    real_data_root("ptb")  # the subprocesses read it through the inherited HARNESS_DATA_DIR
     folder = tmp_path_factory.mktemp("ptb")
     row = train(folder, "ptb", (
         "# A PTB slice: harness run ptb.yaml\n"
@@ -73,7 +72,7 @@ def test_ptb_slice_trains_and_reports_perplexity_over_every_test_token(ptb_run) 
     assert float(row["test_loss"]) == pytest.approx(math.log(perplexity))
     assert float(row["test_bits_per_token"]) == pytest.approx(math.log2(perplexity))
     # Eval batch 1: every word and line end of the first 300 test lines is predicted once.
-    lines = (DATA_DIR / "ptb" / "ptb.test.txt").read_text().splitlines()[:300]
+    lines = (real_data_root("ptb") / "ptb" / "ptb.test.txt").read_text().splitlines()[:300]
     assert int(float(row["test_tokens"])) == sum(len(line.split()) + 1 for line in lines)
 
 
@@ -123,8 +122,7 @@ def test_sampling_a_word_stream_starts_after_eos_and_keeps_the_prime(ptb_run) ->
 
 
 def test_char_lm_slice_reports_bits_per_character_and_samples_text(tmp_path) -> None:
-    if not (DATA_DIR / "tinyshakespeare" / "input.txt").is_file():
-        pytest.fail(f"no tiny-shakespeare under {DATA_DIR}: set HARNESS_DATA_DIR")
+    real_data_root("tinyshakespeare")
     row = train(tmp_path, "chars", (
         "# A tiny-shakespeare slice: harness run chars.yaml\n"
         "cells: [gru]\n"

@@ -72,11 +72,9 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def conll(real_data_dir: Path) -> Path:
-    if not (real_data_dir / "conll2003" / "eng.train").is_file():
-        pytest.fail(f"no CoNLL-2003 under {real_data_dir}/conll2003: set HARNESS_DATA_DIR to the folder "
-                    "that contains conll2003/")
-    return real_data_dir
+def conll(real_data) -> Path:
+    """The folder that contains the full CoNLL-2003 (skips without it; tests/real_data.py)."""
+    return real_data("conll2003")
 
 
 def test_registered_as_a_tagging_task_ranked_by_f1() -> None:

@@ -29,7 +29,8 @@ def references(examples) -> list[str]:
 # Readers --------------------------------------------------------------------
 
 
-def test_multi30k_pairs_are_line_aligned_and_keep_the_raw_reference(real_data_dir) -> None:
+def test_multi30k_pairs_are_line_aligned_and_keep_the_raw_reference(real_data) -> None:
+    real_data_dir = real_data("multi30k")
     translation = task(max_pairs=40, min_freq=1)
     data = translation.load()
     assert [len(data.train), len(data.validation), len(data.test)] == [40, 40, 40]

@@ -1,31 +1,31 @@
-"""One tiny Multi30k run through `harness run` (subprocess), then `harness translate` on it; and the T2 preset."""
+"""One tiny Multi30k run through `harness run` (subprocess), then `harness translate` on it; and the T2 preset.
+
+The run skips without ``$HARNESS_DATA_DIR/multi30k`` (tests/real_data.py).
+"""
 
 from __future__ import annotations
 
 import csv
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from real_data import real_data_root
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
 PRESET = Path(__file__).parents[2] / "experiments" / "reproduce" / "cho2014_multi30k_gru.yaml"
-DATA_DIR = Path(os.environ.get("HARNESS_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
 
 
 def harness(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HARNESS_DATA_DIR": str(DATA_DIR)}
-    return subprocess.run([*HARNESS, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+    return subprocess.run([*HARNESS, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
                           input=stdin)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    if not (DATA_DIR / "multi30k" / "train.de").is_file():
-        pytest.fail(f"no Multi30k under {DATA_DIR}: set HARNESS_DATA_DIR to the folder that contains multi30k/")
+    real_data_root("multi30k")  # the subprocesses read it through the inherited HARNESS_DATA_DIR
     folder = tmp_path_factory.mktemp("translation")
     (folder / "mt.yaml").write_text(
         "# A tiny Multi30k slice: harness run mt.yaml\n"

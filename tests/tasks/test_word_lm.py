@@ -35,7 +35,8 @@ def words(data, split: str) -> list[str]:
     return data.input_vocab.decode(data.splits()[split][0].inputs)
 
 
-def test_real_ptb_has_the_published_sizes_and_a_10000_word_softmax(real_data_dir) -> None:
+def test_real_ptb_has_the_published_sizes_and_a_10000_word_softmax(real_data) -> None:
+    real_data("ptb")
     task = WordLMTask()
     data = task.load()
     vocab = data.input_vocab

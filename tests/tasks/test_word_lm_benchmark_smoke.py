@@ -14,7 +14,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "word_lm_speed.py"
 
 
 @pytest.mark.parametrize("isolation", ["fresh_process_per_side", "same_process"])
-def test_benchmark_runs_both_sides_and_writes_its_json(real_data_dir, tmp_path, isolation) -> None:
+def test_benchmark_runs_both_sides_and_writes_its_json(real_data, tmp_path, isolation) -> None:
+    real_data("ptb")
     spec = importlib.util.spec_from_file_location("word_lm_speed", SCRIPT)
     benchmark = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = benchmark
