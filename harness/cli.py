@@ -459,6 +459,11 @@ def _parse_assignment(text: str) -> tuple[str, object]:
     return key.strip(), yaml.safe_load(value)
 
 
+from harness.status_cli import status  # noqa: E402 - a light module: `harness status` must answer fast
+
+cli.add_command(status)
+
+
 def main() -> None:
     cli(prog_name="harness")
 

@@ -189,7 +189,8 @@ def _write_csv(path: Path, runs: Sequence[_Run]) -> None:
         writer.writerow(columns)
         for run in runs:
             tags = {"cell": run.cell, "task": run.task, "seed": run.seed, "status": run.status,
-                    "failure_reason": run.reason, "run_id": run.run_id, "path": run.record.artifact_uri}
+                    "failure_reason": run.reason, "run_id": run.run_id, "path": run.record.artifact_uri,
+                    "hidden_size": run.record.hidden_size}
             row = [tags[c] if c in tags else
                    _csv_number(run.metrics[c]) if c in run.metrics else run.record.tag(c) for c in columns]
             writer.writerow(row)
@@ -288,7 +289,7 @@ def _cell_table(task: _Task) -> Table:
         wall = task.values(label, "wall_time_s")
         row: list[Cell] = [label, *values, str(len(done)), str(len(runs) - len(done)),
                             _distinct(r.record.tag("param_count") for r in runs),
-                            _distinct(r.record.tag("hidden_size") for r in runs),
+                            _distinct(r.record.hidden_size for r in runs),
                             _distinct(r.record.tag("execution_path") for r in done),
                             _fmt(sum(wall) / len(wall)) if wall else "—"]
         if label == best:

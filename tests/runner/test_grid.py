@@ -119,10 +119,10 @@ def test_every_run_has_the_flattened_config_as_params(scenario: Scenario, kit: A
         assert params["training.max_epochs"] == "2"
         assert params["training.batch_size"] == "16"
         assert params["config_hash"] == kit.tag(run, "run_key")
-        assert params["seed"] == kit.tag(run, "seed")
-        assert params["cell.name"] == kit.tag(run, "cell")
-        assert params["task.name"] == kit.tag(run, "task")
         assert params["task.options.train_size"] == "64"
+        # Who the run is (cell, task, seed) is recorded once, as tags, not again as params.
+        assert kit.tag(run, "cell_name") == kit.tag(run, "cell") and kit.tag(run, "seed") in ("0", "1")
+        assert not {"seed", "cell.name", "cell.label", "task.name", "task.label"} & set(params)
 
 
 def test_metrics_per_epoch_and_finite_test_metrics(scenario: Scenario, kit: Any) -> None:
