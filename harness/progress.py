@@ -72,7 +72,21 @@ def running_loss(module: pl.LightningModule) -> float | None:
 
 
 class RunningLossBar(TQDMProgressBar):
-    """Lightning's tqdm bar, with the epoch's running training loss next to the last validation loss."""
+    """Lightning's tqdm bar, with the epoch's running training loss next to the last validation loss.
+
+    With ``leave=True`` each epoch leaves its finished bar on a line of its own.
+    """
+
+    def on_train_start(self, *_: Any) -> None:
+        # Lightning draws a bar here and, with leave=True, a fresh one each epoch, so the first
+        # would stay behind as an empty "Training: 0/?" line; each epoch's own bar is enough.
+        if not self._leave:
+            super().on_train_start()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
+        super().on_train_epoch_start(trainer)
+        # Counted from 1 of max_epochs, as the per-epoch lines count (Lightning counts from 0).
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         items = dict(super().get_metrics(trainer, pl_module))
