@@ -13,20 +13,23 @@ from typing import Any
 
 import click
 
+from harness.storage import STORAGE_ENV
+
 
 @click.command()
 @click.argument("experiment_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="As for harness run.")
-@click.option("--storage", "storage_url", default=None, metavar="URL", envvar="HARNESS_STORAGE",
+@click.option("--storage", "storage_url", default=None, metavar="URL", envvar=STORAGE_ENV,
               help="The ledger, as for harness run (default: the file's `storage`, else "
-                   "<output_dir>/ledger.db). Also $HARNESS_STORAGE.")
+                   f"<output_dir>/ledger.db). Also ${STORAGE_ENV}.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def status(experiment_file: Path, overrides: tuple[str, ...], storage_url: str | None, as_json: bool) -> None:
-    """Show how far the runs of EXPERIMENT_FILE have got, from its ledger (reads only; writes nothing).
+    """Show how far the runs of EXPERIMENT_FILE have got, read from its run ledger.
 
     Prints the number of runs in each state (PENDING, RUNNING, DONE, FAILED, KILLED), every
     running run with its epoch and elapsed time, and every failed or killed run with its
-    reason. It neither rebuilds the report nor opens MLflow; `harness report` does that.
+    reason. It changes no run, neither rebuilds the report nor opens MLflow (`harness report`
+    does that), and creates nothing when the grid has not started.
     """
     from harness.config import load_experiment
     from harness.storage import experiment_storage

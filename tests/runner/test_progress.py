@@ -130,7 +130,7 @@ def build_scenario(directory: Path, kit: Any) -> Scenario:
 def _watch(directory: Path, kit: Any) -> tuple[Any, ...]:
     """Steps 1 and 2: the piped grid, then status while a run trains and after it was killed."""
     kit.write_experiment(directory, NAME, GRID)
-    piped = _run(directory, kit, "run", f"{NAME}.yaml", env={"HARNESS_PROGRESS_MINUTES": "0.00001"})
+    piped = _run(directory, kit, "run", f"{NAME}.yaml", env={"HARNESS_PROGRESS_MINUTES": "0.000001"})
     long_run = kit.start_harness(directory, "run", f"{NAME}.yaml", "--set", "training.max_epochs=500",
                                  label="long")
     try:
