@@ -27,14 +27,14 @@ from harness.checkpoints import save_network
 from harness.config import LoadedExperiment, ResolvedChoice, content_hash, resolve
 from harness.errors import BadInputError, ConfigError
 from harness.families import NonFiniteLossError
+from harness.grid_clock import GridClock
 from harness.interrupts import Interrupts, RunInterrupted
 from harness.ledger import (CLAIMABLE, CLAIMABLE_BY_WORKERS, DEFAULT_LEASE_SECONDS, DONE, FAILED, KILLED, RUNNING,
                             LedgerRow, open_ledger, worker_id)
 from harness.plugins import LoadedPlugins
+from harness.progress import progress_minutes
 from harness.storage import StorageChoice, default_storage, tracking_uri_for
 from harness.tasks import Task, TaskData
-from harness.grid_clock import GridClock
-from harness.progress import progress_minutes
 from harness.tracking import Tracker, run_params
 from harness.training import build_network, plan_network, train_run
 
