@@ -23,6 +23,8 @@ from harness.grid_clock import format_duration
 #: Minutes between progress lines inside an epoch when output is not a terminal (0: none).
 PROGRESS_MINUTES_ENV = "HARNESS_PROGRESS_MINUTES"
 DEFAULT_PROGRESS_MINUTES = 1.0
+#: ``0``: no bars even in a terminal (``harness worker`` sets it for several workers sharing one).
+PROGRESS_BAR_ENV = "HARNESS_PROGRESS_BAR"
 
 
 def progress_minutes() -> float:
@@ -41,8 +43,8 @@ def progress_minutes() -> float:
 
 
 def is_terminal() -> bool:
-    """Whether a bar can be drawn: Lightning's bar writes to stdout, the harness's lines to stderr."""
-    return sys.stdout.isatty() and sys.stderr.isatty()
+    """Whether to draw a bar: Lightning's bar writes to stdout, the harness's lines to stderr; both a terminal."""
+    return os.environ.get(PROGRESS_BAR_ENV, "") != "0" and sys.stdout.isatty() and sys.stderr.isatty()
 
 
 def progress_callbacks(verbose: bool) -> list[pl.Callback]:

@@ -187,3 +187,24 @@ def test_an_older_postgresql_ledger_gets_the_progress_columns(tmp_path: Path) ->
         ledger.close()
     finally:
         cluster.stop()
+
+
+def test_a_bar_only_on_a_terminal_and_never_for_workers_sharing_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import pty
+
+    from harness.progress import RunningLossBar, TimedProgressLines, progress_callbacks
+
+    controller, terminal = pty.openpty()
+    with os.fdopen(terminal, "w") as shared_terminal:
+        monkeypatch.setattr("sys.stdout", shared_terminal)
+        monkeypatch.setattr("sys.stderr", shared_terminal)
+        monkeypatch.delenv("HARNESS_PROGRESS_BAR", raising=False)
+        assert [type(c) for c in progress_callbacks(True)] == [RunningLossBar]
+        assert progress_callbacks(False) == []
+        monkeypatch.setenv("HARNESS_PROGRESS_BAR", "0")  # what `harness worker --processes 2` sets
+        assert [type(c) for c in progress_callbacks(True)] == [TimedProgressLines]
+    os.close(controller)
+    monkeypatch.undo()
+    monkeypatch.setenv("HARNESS_PROGRESS_MINUTES", "0")  # a log, with the timed lines turned off
+    assert progress_callbacks(True) == []
