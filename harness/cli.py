@@ -501,6 +501,9 @@ from harness.report_cli import compare, export  # noqa: E402  (commands defined 
 
 cli.add_command(compare)
 cli.add_command(export)
+from harness.status_cli import status  # noqa: E402 - a light module: `harness status` must answer fast
+
+cli.add_command(status)
 
 
 def main() -> None:

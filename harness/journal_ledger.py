@@ -94,6 +94,14 @@ class JournalLedger:
                 self._append({"op": "mlflow_run", "experiment": row["experiment"], "key": key, "worker": worker,
                               "run_id": run_id})
 
+    def progress(self, key: str, worker: str, epoch: int) -> None:
+        with self._lock:
+            self._catch_up()
+            row = self._owned(key, worker)
+            if row is not None and row["status"] == RUNNING:
+                self._append({"op": "progress", "experiment": row["experiment"], "key": key, "worker": worker,
+                              "epoch": epoch})
+
     def finish(self, key: str, worker: str, status: str, reason: str = "") -> None:
         if status not in (DONE, FAILED, KILLED):
             raise ValueError(f"cannot finish a run as {status}")
@@ -168,7 +176,9 @@ def _apply(state: dict[tuple[str, str], dict[str, Any]], operation: dict[str, An
         return
     if kind == "claim" and row["status"] in operation["statuses"]:
         row.update(status=RUNNING, owner=operation["worker"], lease_expires=operation["lease_expires"], reason="",
-                   mlflow_run_id=None, attempts=row["attempts"] + 1)
+                   mlflow_run_id=None, attempts=row["attempts"] + 1, started_at=operation.get("time"), epoch=0)
+    elif kind == "progress" and row["status"] == RUNNING and row["owner"] == operation["worker"]:
+        row["epoch"] = operation["epoch"]
     elif kind == "heartbeat" and row["status"] == RUNNING and row["owner"] == operation["worker"]:
         row["lease_expires"] = operation["lease_expires"]
     elif kind == "mlflow_run" and row["owner"] == operation["worker"]:

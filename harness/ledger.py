@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from harness.identity import dead_local_owner, worker_id  # noqa: F401 - re-exported
+from harness.ledger_schema import add_missing_columns
 from harness.storage import StorageChoice, initialization_lock
 
 PENDING, RUNNING, DONE, FAILED, KILLED = "PENDING", "RUNNING", "DONE", "FAILED", "KILLED"
@@ -58,6 +59,10 @@ runs_table = sa.Table(
     # Seconds since the epoch: double precision (MySQL's FLOAT would round them to minutes).
     sa.Column("lease_expires", sa.Double, nullable=True),
     sa.Column("updated_at", sa.Double, nullable=False),
+    # Progress of the current attempt, for `harness status`: when it was claimed, epochs trained.
+    # Nullable: ledgers of older versions get these columns added (harness.ledger_schema).
+    sa.Column("started_at", sa.Double, nullable=True),
+    sa.Column("epoch", sa.Integer, nullable=True),
 )
 
 
@@ -75,6 +80,9 @@ class LedgerRow:
     mlflow_run_id: str | None
     attempts: int
     owner: str | None
+    lease_expires: float | None = None
+    started_at: float | None = None  # when the current (or last) attempt was claimed
+    epoch: int | None = None  # epochs the current (or last) attempt finished
 
 
 
@@ -102,6 +110,9 @@ class RunLedger(Protocol):
         """Extend the lease; False once the worker no longer owns the run."""
 
     def set_mlflow_run(self, key: str, worker: str, run_id: str) -> None: ...
+
+    def progress(self, key: str, worker: str, epoch: int) -> None:
+        """Record that the worker's run finished ``epoch`` epochs (nothing once it no longer owns it)."""
 
     def finish(self, key: str, worker: str, status: str, reason: str = "") -> None: ...
 
@@ -132,9 +143,11 @@ class Ledger:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             sa.event.listen(self.engine, "begin", _sqlite_begin_immediate)
             _metadata.create_all(self.engine)  # BEGIN IMMEDIATE serialises workers starting together
+            add_missing_columns(self.engine, runs_table)
         else:
             with initialization_lock(url):  # else each would CREATE TABLE
                 _metadata.create_all(self.engine)
+                add_missing_columns(self.engine, runs_table)
 
     def plan(self, experiment: str, runs: list[dict[str, Any]]) -> None:
         """Insert the grid's runs that the ledger does not know yet as PENDING.
@@ -209,7 +222,8 @@ class Ledger:
                     .where(runs_table.c.experiment == experiment, runs_table.c.key == candidate,
                            runs_table.c.status.in_(statuses))
                     .values(status=RUNNING, owner=worker, lease_expires=now + lease_seconds, reason="",
-                            mlflow_run_id=None, attempts=runs_table.c.attempts + 1, updated_at=now)
+                            mlflow_run_id=None, attempts=runs_table.c.attempts + 1, updated_at=now,
+                            started_at=now, epoch=0)
                 ).rowcount
                 if taken == 1:
                     return self.get(experiment, candidate, connection)
@@ -229,6 +243,14 @@ class Ledger:
             connection.execute(
                 sa.update(runs_table).where(runs_table.c.key == key, runs_table.c.owner == worker)
                 .values(mlflow_run_id=run_id)
+            )
+
+    def progress(self, key: str, worker: str, epoch: int) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.update(runs_table)
+                .where(runs_table.c.key == key, runs_table.c.owner == worker, runs_table.c.status == RUNNING)
+                .values(epoch=epoch)
             )
 
     def finish(self, key: str, worker: str, status: str, reason: str = "") -> None:
@@ -289,7 +311,8 @@ def ledger_row(mapping: Any) -> LedgerRow:
         key=mapping["key"], experiment=mapping["experiment"], position=mapping["position"], cell=mapping["cell"],
         task=mapping["task"], seed=mapping["seed"], spec=json.loads(mapping["spec"]), status=mapping["status"],
         reason=mapping["reason"] or "", mlflow_run_id=mapping["mlflow_run_id"], attempts=mapping["attempts"],
-        owner=mapping["owner"],
+        owner=mapping["owner"], lease_expires=mapping.get("lease_expires"), started_at=mapping.get("started_at"),
+        epoch=mapping.get("epoch"),
     )
 
 

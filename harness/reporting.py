@@ -242,6 +242,7 @@ def _write_csv(path: Path, runs: Sequence[_Run], tasks: dict[str, _Task]) -> Non
             primary = run.metrics.get(task.primary) if task.primary and run.finished else None
             tags = {"cell": run.cell, "task": run.task, "seed": run.seed, "status": run.status,
                     "failure_reason": run.reason, "run_id": run.run_id, "path": run.record.artifact_uri,
+                    "hidden_size": run.record.hidden_size,
                     "primary_metric": task.primary_name, "higher_is_better": str(task.higher).lower(),
                     "primary_value": "" if primary is None else _csv_number(primary)}
             row = [tags[c] if c in tags else
@@ -353,7 +354,7 @@ def _cell_table(task: _Task, board: Leaderboard) -> Table:
         wall = task.values(label, "wall_time_s")
         row: list[Cell] = [label, *values, str(len(done)), str(len(runs) - len(done)),
                             _distinct(r.record.tag("param_count") for r in runs),
-                            _distinct(r.record.tag("hidden_size") for r in runs),
+                            _distinct(r.record.hidden_size for r in runs),
                             _distinct(r.record.tag("execution_path") for r in done),
                             _fmt(sum(wall) / len(wall)) if wall else "—"]
         if label == best:

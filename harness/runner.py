@@ -29,16 +29,18 @@ from harness.disk import best_effort, check_free_space, release_reserve, reserve
 from harness.config import LoadedExperiment, ResolvedChoice, content_hash, resolve
 from harness.errors import BadInputError, ConfigError
 from harness.families import NonFiniteLossError
+from harness.grid_clock import GridClock
 from harness.interrupts import Interrupts, RunInterrupted
 from harness.ledger import (CLAIMABLE, CLAIMABLE_BY_WORKERS, DEFAULT_LEASE_SECONDS, DONE, FAILED, KILLED, RUNNING,
                             LedgerRow, open_ledger, worker_id)
 from harness.plugins import LoadedPlugins
 from harness.resume import discard_checkpoints, record_resume, run_checkpoints
 from harness.run_diagnostics import RunDiagnostics
+from harness.progress import progress_minutes
 from harness.storage import StorageChoice, default_storage, tracking_uri_for
 from harness.sweeps import sweep_tags
 from harness.tasks import Task, TaskData
-from harness.tracking import Tracker, flatten
+from harness.tracking import Tracker, run_params
 from harness.training import build_network, plan_network, train_run
 
 #: Heartbeats per lease: a worker renews its claim every lease / 6 (20 s of the default 120 s).
@@ -149,6 +151,7 @@ class Runner:
                                              loaded.where("tracking_uri"))
         self.lease_seconds = lease_seconds
         self.resume = resume  # False (--no-resume): runs ignore and delete their checkpoints
+        progress_minutes()  # a bad $HARNESS_PROGRESS_MINUTES stops here (exit 2), not in every run
         self.worker = worker_id()
         self._task_data: dict[str, tuple[Task, TaskData]] = {}
         self._interrupts = Interrupts()
@@ -196,6 +199,7 @@ class Runner:
         summary.skipped = done_before
         total = len(self.specs)
         attempted: set[str] = set()
+        clock = GridClock()
         self._say(f"{self.loaded.name}: {total} runs, {done_before} already finished"
                   f" (ledger {self.storage.describe()})")
         with self._interrupts.installed():
@@ -207,14 +211,17 @@ class Runner:
                         if row is not None:
                             attempted.add(row.key)
                             spec = by_key[row.key]
-                            self._say(f"[{done_before + len(attempted)}/{total}] {spec.cell.label} × "
+                            position = done_before + len(attempted)
+                            self._say(f"[{position}/{total}] {spec.cell.label} × "
                                       f"{spec.task.label} × seed {spec.seed} (hidden {spec.hidden_size}, "
-                                      f"attempt {row.attempts})")
+                                      f"attempt {row.attempts}); {clock.describe(total - position + 1)}")
                     if row is None:
                         if not wait or not self._wait_for_others(by_key):
                             break
                         continue
+                    clock.start_run()
                     status = self._execute(spec)  # handles its own interruption: ends KILLED
+                    clock.end_run()
                     if status == DONE:
                         summary.finished += 1
                     elif status == FAILED:
@@ -272,8 +279,7 @@ class Runner:
         stop_heartbeat = self._start_heartbeat(spec.key)
         try:
             with self._interrupts.critical():
-                run_id = self.tracker.start_run(spec.run_name, self._tags(spec), {
-                    **flatten(spec.config), "config_hash": spec.key})
+                run_id = self.tracker.start_run(spec.run_name, self._tags(spec), run_params(spec.config, spec.key))
                 self.ledger.set_mlflow_run(spec.key, self.worker, run_id)
                 self.tracker.log_text(run_id, json.dumps(spec.config, indent=2, sort_keys=True), "config.json")
             self._check_interrupt()
@@ -339,13 +345,15 @@ class Runner:
                             data.input_size)
         net = build_network(spec.cell.plugin_class, spec.cell.config, task, data, experiment.model, plan)
         check_free_space(self.output_dir, net)
-        self.tracker.set_tags(run_id, {"hidden_size": plan.hidden_size, "param_count": plan.param_count})
+        self.tracker.log_resolved_hidden_size(run_id, spec.config, plan.hidden_size)
+        self.tracker.set_tags(run_id, {"param_count": plan.param_count})
         self.tracker.log_metrics(run_id, {"stack_param_count": plan.stack_param_count})
         self._log_vocabularies(run_id, data)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             with self._interrupts.critical():
                 self.tracker.log_metrics(run_id, metrics, step=epoch)
+                self.ledger.progress(spec.key, self.worker, epoch + 1)
             self._check_interrupt()
 
         checkpoints = None if experiment.training.devices > 1 else run_checkpoints(
@@ -412,8 +420,7 @@ class Runner:
             "group_name": getattr(task_class, "group_name", "distance"),
             "plugin_versions": json.dumps(spec.config["plugin_versions"], sort_keys=True),
             "git_commit": _git_commit(), "device": _device_name(self.loaded.experiment.device),
-            "experiment_file": str(self.loaded.path), "hidden_size": spec.hidden_size,
-            "param_count": spec.stack_param_count, "worker": self.worker,
+            "experiment_file": str(self.loaded.path), "param_count": spec.stack_param_count, "worker": self.worker,
             **sweep_tags(spec.task.sweep),
         }
 

@@ -4,12 +4,15 @@ Layout (the report reads only this):
 
 * one MLflow experiment per experiment file, named after it;
 * one MLflow run per grid run attempt, named ``<cell>-<task>-s<seed>``;
-* tags ``harness.<name>`` (see :data:`TAGS`): run key, cell (display label), cell
-  name, task, family, seed, execution path, parameter count, hidden size, plugin
-  versions (JSON), git commit, device, primary metric and its direction, the final
-  status and the failure reason, the worker (``host:pid:id``) that ran it, and
-  ``reconciled=1`` on an attempt closed as KILLED because its worker died;
-* params: the resolved config flattened to dotted keys, plus ``config_hash``;
+* tags ``harness.<name>`` (see :data:`TAGS`), one per fact: who the run is (run key, cell
+  label and name, task label and name, seed, family), how it ran (execution path, parameter
+  count, plugin versions as JSON, git commit, device, worker ``host:pid:id``), how it is
+  judged (primary metric and its direction) and how it ended (status FINISHED, FAILED,
+  KILLED or, for a pruned tuning trial, PRUNED; the failure reason; ``reconciled=1`` on an
+  attempt closed as KILLED because its worker died);
+* params (:func:`run_params`): the settings, i.e. the resolved config flattened to dotted keys
+  without what the tags already say, with ``model.hidden_size`` the hidden size actually built
+  (also when a ``parameter_budget`` chose it), plus ``config_hash``;
 * metrics: per epoch (step = epoch) ``train_loss``, ``val_loss``, ``val_<metric>``;
   once (step 0) ``test_<metric>`` (grouped ones as ``test_accuracy/<group>``),
   ``wall_time_s``, ``train_tokens_per_s``, ``peak_memory_mb``, ``epochs``;
@@ -34,10 +37,31 @@ from typing import Any
 
 TAG_PREFIX = "harness."
 TAGS = (
-    "run_key", "cell", "cell_name", "task", "family", "seed", "execution_path", "param_count", "hidden_size",
+    "run_key", "cell", "cell_name", "task", "task_name", "family", "seed", "execution_path", "param_count",
     "plugin_versions", "git_commit", "device", "primary_metric", "higher_is_better", "status", "failure_reason",
     "experiment_file", "memory_measure", "worker", "reconciled", "group_name",
 )
+
+
+#: Config keys that are tags (``harness.cell`` …), so never repeated as params.
+TAGGED_CONFIG_KEYS = {"cell.name": "cell_name", "cell.label": "cell", "task.name": "task_name",
+                      "task.label": "task", "seed": "seed"}
+TAGGED_CONFIG_PREFIXES = ("plugin_versions.",)  # the tag harness.plugin_versions holds them all
+#: The status tag of a pruned tuning trial (its MLflow run ends FINISHED: it stopped on purpose).
+PRUNED = "PRUNED"
+
+
+def run_params(config: dict[str, Any], key: str) -> dict[str, Any]:
+    """The params of a run: its flattened config less the tagged facts, plus ``config_hash``.
+
+    A ``model.hidden_size`` of None (a parameter budget decides it) is left out here and logged
+    once known, by :meth:`Tracker.log_resolved_hidden_size`: MLflow params cannot change.
+    """
+    flat = {k: v for k, v in flatten(config).items()
+            if k not in TAGGED_CONFIG_KEYS and not k.startswith(TAGGED_CONFIG_PREFIXES)}
+    if flat.get("model.hidden_size") is None:
+        flat.pop("model.hidden_size", None)
+    return {**flat, "config_hash": key}
 
 
 def default_tracking_uri(output_dir: Path) -> str:
@@ -58,6 +82,12 @@ class RunRecord:
 
     def tag(self, name: str, default: str = "") -> str:
         return self.tags.get(TAG_PREFIX + name, default)
+
+    @property
+    def hidden_size(self) -> str:
+        """The hidden size built: the ``model.hidden_size`` param (older stores: the ``hidden_size`` tag)."""
+        value = self.params.get("model.hidden_size", "")
+        return value if value not in ("", "None") else self.tag("hidden_size")
 
 
 class Tracker:
@@ -107,6 +137,11 @@ class Tracker:
         self.client.log_batch(run_id, tags=[RunTag(TAG_PREFIX + "status", "RUNNING")])
         return run_id
 
+    def log_resolved_hidden_size(self, run_id: str, config: dict[str, Any], hidden_size: int) -> None:
+        """Log ``model.hidden_size`` when the config left it to a parameter budget (see :func:`run_params`)."""
+        if config.get("model", {}).get("hidden_size") is None:
+            self.client.log_param(run_id, "model.hidden_size", str(hidden_size))
+
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
 
@@ -130,12 +165,17 @@ class Tracker:
         self.client.log_text(run_id, text, artifact_file)
 
     def end_run(self, run_id: str, status: str, reason: str = "") -> None:
-        """Close a run as FINISHED, FAILED or KILLED, recording why in tags."""
+        """Close a run as FINISHED, FAILED, KILLED or PRUNED, recording why in tags.
+
+        MLflow has no pruned state: a PRUNED run ends FINISHED (it stopped on purpose, as
+        Optuna's own MLflow callback records it), with ``harness.status`` PRUNED and the
+        pruner's reason in ``harness.pruned_reason``.
+        """
         tags = {"status": status}
         if reason:
-            tags["failure_reason"] = reason[:4000]
+            tags["pruned_reason" if status == PRUNED else "failure_reason"] = reason[:4000]
         self.set_tags(run_id, tags)
-        self.client.set_terminated(run_id, status=status)
+        self.client.set_terminated(run_id, status="FINISHED" if status == PRUNED else status)
 
     def runs(self) -> list[RunRecord]:
         """Every run of the experiment, oldest first."""

@@ -41,6 +41,7 @@ from harness.models import (
     hidden_size_for_budget,
     stack_param_count,
 )
+from harness.progress import has_bar, progress_callbacks
 from harness.tasks import Task, TaskData
 
 
@@ -233,7 +234,7 @@ def _train(net: nn.Module, task: Task, data: TaskData, training: TrainingSetting
            extra_callbacks: Sequence[pl.Callback], checkpoints: RunCheckpoints | None = None) -> TrainingResult:
     module = FAMILY_MODULES[task.family](net, task, data, training, hyperparameters)
     reporter = _EpochReporter(on_epoch, training.max_epochs, verbose)
-    callbacks: list[pl.Callback] = [reporter, *extra_callbacks]
+    callbacks: list[pl.Callback] = [*progress_callbacks(verbose), reporter, *extra_callbacks]
     if training.weight_noise:
         callbacks.append(WeightNoise(training.weight_noise))
     if training.early_stopping is not None:
@@ -255,7 +256,7 @@ def _train(net: nn.Module, task: Task, data: TaskData, training: TrainingSetting
         trainer = pl.Trainer(
             accelerator=accelerator, devices=training.devices, max_epochs=training.max_epochs, logger=False,
             enable_model_summary=False, num_sanity_val_steps=0,
-            enable_progress_bar=verbose and sys.stderr.isatty(), callbacks=callbacks,
+            enable_progress_bar=has_bar(callbacks), callbacks=callbacks,
             gradient_clip_val=training.gradient_clip_norm, gradient_clip_algorithm="norm",
             deterministic="warn", **parallel,
         )

@@ -8,7 +8,7 @@ How it ends, in Optuna and in MLflow:
 what happened          Optuna trial            MLflow run (``harness.status`` tag)
 =====================  ======================  ==============================================
 trained to the end     COMPLETE (the value)    FINISHED
-pruned after epoch k   PRUNED                  KILLED, tag ``pruned`` (stopped on purpose)
+pruned after epoch k   PRUNED                  FINISHED, status tag ``PRUNED`` (stopped on purpose)
 NaN/±inf loss/metric   FAIL (``fail_reason``)  FAILED, reason ``nonfinite: …``
 SIGINT/SIGTERM         FAIL, queued again      KILLED, reason ``interrupted by SIGINT``
 tuning.metric unknown  FAIL, queued again      FAILED, reason ``bad_input: …`` (search stops, exit 2)
@@ -37,7 +37,8 @@ from harness.families import NonFiniteLossError
 from harness.interrupts import Interrupts, RunInterrupted
 from harness.runner import RunSpec, expand_grid
 from harness.tasks import Task, TaskData
-from harness.tracking import Tracker, flatten
+from harness.tracking import PRUNED as PRUNED_STATUS
+from harness.tracking import Tracker, run_params
 from harness.training import build_network, plan_network, train_run
 from harness.tuning_space import StudyPlan, apply_params
 
@@ -143,12 +144,12 @@ class TrialExecutor:
             "run_key": spec.key, "cell": spec.cell.label, "cell_name": spec.cell.name, "task": spec.task.label,
             "task_name": spec.task.name, "family": task_class.family, "seed": spec.seed,
             "primary_metric": task_class.primary_metric, "higher_is_better": task_class.higher_is_better,
-            "hidden_size": spec.hidden_size, "param_count": spec.stack_param_count,
+            "param_count": spec.stack_param_count,
             "experiment_file": str(self.loaded.path), "study": plan.name, "trial_number": trial.number,
             "trial_params": json.dumps(params, sort_keys=True), "objective": f"{plan.monitor} ({plan.direction})",
         }
         run_id = self.tracker.start_run(f"{spec.cell.label}-{spec.task.label}-t{trial.number}", tags,
-                                        {**flatten(spec.config), "config_hash": spec.key})
+                                        run_params(spec.config, spec.key))
         self.tracker.log_text(run_id, json.dumps(spec.config, indent=2, sort_keys=True), "config.json")
         trial.set_user_attr("mlflow_run_id", run_id)
         return run_id
@@ -159,6 +160,7 @@ class TrialExecutor:
         experiment = trial_loaded.experiment  # the file's settings with the trial's values
         plan = plan_network(spec.cell.plugin_class, spec.cell.config, task.family, experiment.model, data.input_size)
         net = build_network(spec.cell.plugin_class, spec.cell.config, task, data, experiment.model, plan)
+        self.tracker.log_resolved_hidden_size(run_id, spec.config, plan.hidden_size)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             with self.guard.critical():
@@ -184,9 +186,7 @@ class TrialExecutor:
             if outcome.state == COMPLETE:
                 self.tracker.end_run(run_id, "FINISHED")
             elif outcome.state == PRUNED:
-                # Stopped on purpose, not broken: KILLED in MLflow's vocabulary, tagged pruned.
-                self.tracker.end_run(run_id, "KILLED", outcome.reason)
-                self.tracker.set_tags(run_id, {"status": "pruned"})
+                self.tracker.end_run(run_id, PRUNED_STATUS, outcome.reason)  # stopped on purpose, not broken
             else:
                 status = "KILLED" if isinstance(outcome.stop, RunInterrupted) else "FAILED"
                 self.tracker.end_run(run_id, status, outcome.reason)

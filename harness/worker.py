@@ -182,6 +182,7 @@ def run_worker(loaded: LoadedExperiment, storage: StorageChoice, load_plugins: C
             f"{len(slots)} worker processes cannot share SQLite storage ({storage.describe()}); use a journal "
             "file for one machine (--storage journal:///abs/path/ledger.journal) or PostgreSQL for several "
             "(--storage postgresql://user@host:5432/db)")
+    from harness.progress import PROGRESS_BAR_ENV
     from harness.runner import Runner, expand_grid
 
     plugins = load_plugins()
@@ -205,6 +206,7 @@ def run_worker(loaded: LoadedExperiment, storage: StorageChoice, load_plugins: C
 
     import mlflow.tracking  # noqa: F401 - imported once here, before forking, not once per worker
 
+    os.environ[PROGRESS_BAR_ENV] = "0"  # the workers share this terminal: plain lines, no bars to garble
     return supervise(slots, start, say)
 
 
