@@ -16,7 +16,7 @@ import pytest
 from harness.cells import RecurrentCell
 from harness.conformance import CellContract
 from harness.config import load_experiment
-from harness.plugins import load_plugins
+from harness.plugins import LoadedPlugins, load_plugins
 from harness.registry import Registry
 from harness.runner import expand_grid
 from harness.tasks import Task
@@ -72,7 +72,15 @@ def experiment_blocks() -> list[tuple[str, str]]:
 def test_every_experiment_file_in_the_docs_validates(where: str, block: str, tmp_path: Path) -> None:
     path = tmp_path / "shown.yaml"
     path.write_text(block, encoding="utf-8")
-    assert expand_grid(load_experiment(path), load_plugins()), where
+    assert expand_grid(load_experiment(path), plugins_shown_with(where)), where
+
+
+def plugins_shown_with(where: str) -> LoadedPlugins:
+    """The installed plugins, plus the task guide's example task for the task guide's files."""
+    if not where.startswith("writing-a-task.md"):
+        return load_plugins()
+    example = ROOT / "examples" / "task_plugin" / "harness_parity.py"
+    return load_plugins(extra_plugins=[("parity", as_module("harness_parity", example.read_text(encoding="utf-8")))])
 
 
 def guide_plugin() -> types.ModuleType:
