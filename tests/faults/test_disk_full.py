@@ -51,11 +51,11 @@ def _fill(disk: Path) -> Path:
     """Write a file until the tmpfs is full; returns it (delete it to free the space)."""
     filler = disk / "filler"
     block = b"\0" * 65536
-    with filler.open("wb") as handle:
+    # Unbuffered: a buffered file would keep the block that did not fit and raise ENOSPC again on close.
+    with filler.open("wb", buffering=0) as handle:
         try:
             while True:
                 handle.write(block)
-                handle.flush()
         except OSError as error:
             assert error.errno == errno.ENOSPC
     return filler
