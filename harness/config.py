@@ -311,6 +311,16 @@ class TuningSettings(_Strict):
     max_retries: int = Field(3, ge=0)
 
 
+class RunResources(_Strict):
+    """What one run of the grid asks of a Ray cluster (``executor: ray``): CPUs and a GPU share."""
+
+    #: CPU cores reserved per run.
+    cpus: float = Field(1.0, gt=0)
+    #: GPUs per run; a fraction packs runs onto one GPU (0.25: four runs share it). With
+    #: ``training.devices: N`` > 1 a run asks for N whole GPUs instead.
+    gpus: float = Field(0.0, ge=0)
+
+
 class Experiment(_Strict):
     """The schema of an experiment file."""
 
@@ -337,6 +347,13 @@ class Experiment(_Strict):
     reference: Reference | None = None
     #: The hyper-parameter search of ``harness tune`` (``harness run`` ignores it).
     tuning: TuningSettings | None = None
+    #: Who trains the runs: ``local`` (this process) or ``ray`` (Ray tasks on the cluster that
+    #: ``--ray-address``/$RAY_ADDRESS names, else a Ray instance started here; pip extra ``rnn-harness[ray]``).
+    executor: Literal["local", "ray"] = "local"
+    #: Per run, with ``executor: ray``: ``{cpus: 1, gpus: 0.25}``.
+    resources: RunResources = Field(default_factory=RunResources)
+
+    _omit_when_default = frozenset({"executor", "resources"})
 
     @field_validator("storage")
     @classmethod
