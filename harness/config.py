@@ -351,7 +351,7 @@ class Experiment(_Strict):
     #: ``--ray-address``/$RAY_ADDRESS names, else a Ray instance started here; pip extra ``rnn-harness[ray]``).
     executor: Literal["local", "ray"] = "local"
     #: Per run, with ``executor: ray``: ``{cpus: 1, gpus: 0.25}``.
-    resources: RunResources = Field(default_factory=RunResources)
+    resources: RunResources = RunResources()  # frozen: one shared default is safe, and _omit_when_default sees it
 
     _omit_when_default = frozenset({"executor", "resources"})
 
