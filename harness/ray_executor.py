@@ -122,7 +122,7 @@ class RayRunner(Runner):
             data_refs[data_key] = ray.put(self._load_task(spec.task))
         if self._remote is None:  # one remote function: Ray exports it to the workers once
             self._remote = ray.remote(_train_on_worker)
-        ref = self._remote.options(name=spec.run_name, **self.task_options).remote(spec, data_refs[data_key], self.loaded.experiment, self.verbose)
+        ref = self._remote.options(name=f"train {spec.run_name}", **self.task_options).remote(spec, data_refs[data_key], self.loaded.experiment, self.verbose)
         self._in_flight[ref] = (spec, run_id)
 
     def _collect(self, ray: Any, summary: GridSummary, submitted: int) -> None:
