@@ -1,0 +1,43 @@
+"""Ctrl-C of ``harness run --executor ray``: the driver cancels its Ray tasks and records them KILLED."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+from harness_processes import mlflow_runs, start_harness, tag, write_experiment
+from ray_cluster import RAY_TIMEOUT, LocalCluster, training_processes, wait_until
+
+pytestmark = pytest.mark.slow
+
+#: Two runs long enough (hundreds of epochs) to be interrupted while they train.
+LONG = {
+    "cells": ["vanilla"],
+    "tasks": [{"name": "agreement", "options": {"train_size": 256, "validation_size": 32, "test_size": 32}}],
+    "seeds": [0, 1],
+    "model": {"hidden_size": 8, "embedding_size": 4},
+    "training": {"max_epochs": 500, "batch_size": 16},
+    "device": "cpu",
+    "output_dir": "out",
+    "reports_dir": "reports",
+}
+
+
+def test_sigint_cancels_the_tasks_and_ends_every_run_killed(ray_cluster: LocalCluster, tmp_path: Path) -> None:
+    write_experiment(tmp_path, "long", LONG)
+    started = start_harness(tmp_path, "run", "long.yaml", "--executor", "ray", "--ray-address", ray_cluster.address)
+    wait_until(lambda: training_processes() or started.process.poll() is not None, "a run training")
+    assert started.process.poll() is None, started.finish().explain()
+    started.signal(signal.SIGINT)
+    finished = started.finish(RAY_TIMEOUT)
+    assert finished.returncode == 130, finished.explain()
+    with sqlite3.connect(tmp_path / "out" / "ledger.db") as connection:
+        rows = connection.execute("SELECT status, reason FROM runs").fetchall()
+    assert rows == [("KILLED", "interrupted by SIGINT")] * 2
+    runs = mlflow_runs(tmp_path / "out", "long")
+    assert [r.info.status for r in runs] == ["KILLED"] * 2
+    assert {tag(r, "failure_reason") for r in runs} == {"interrupted by SIGINT"}
+    # The tasks were cancelled, not left training on the cluster.
+    wait_until(lambda: not training_processes(), "no run still training after the driver stopped", timeout=60)
