@@ -26,7 +26,8 @@ def require_ray(where: str = "") -> Any:
     return ray
 
 
-def choose_executor(loaded: LoadedExperiment, flag: str | None, ray_address_flag: str | None = None) -> LoadedExperiment:
+def choose_executor(loaded: LoadedExperiment, flag: str | None,
+                    ray_address_flag: str | None = None) -> LoadedExperiment:
     """The experiment with ``executor`` set from ``--executor`` (else the file's); Ray checked when asked for.
 
     ``ray_address_flag``: a ``--ray-address`` given on the command line (not from $RAY_ADDRESS),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from typing import Any
 
@@ -29,6 +30,8 @@ from harness.tracking import flatten
 TASK_RETRIES = 3
 #: Longest pause between looks at the finished tasks (and at a pending Ctrl-C).
 POLL_SECONDS = 0.5
+#: How long to wait for the cluster's address to answer before calling it unreachable.
+CONNECT_TIMEOUT_S = 10.0
 
 
 def _train_on_worker(spec: RunSpec, task_and_data: tuple[Any, Any], experiment: Any,
@@ -44,6 +47,8 @@ def connect_ray(address: str | None) -> Any:
     ray = require_ray()
     if ray.is_initialized():
         return ray
+    if address:
+        check_reachable(address)
     try:
         if address:
             ray.init(address=address, logging_level=logging.WARNING)
@@ -56,6 +61,21 @@ def connect_ray(address: str | None) -> Any:
     return ray
 
 
+def check_reachable(address: str) -> None:
+    """Fail fast (exit 2) when nothing listens at a ``host:port`` address: Ray would retry for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        if address in ("auto", "local"):
+            return
+        raise BadInputError(f"--ray-address {address}: expected host:port (the head's GCS, e.g. 10.0.0.5:6379) "
+                            "or ray://host:10001 for Ray Client")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise BadInputError(f"--ray-address {address}: nothing answers there ({error}); start the cluster "
+                            "(`ray start --head`) or give the address it printed") from None
+
+
 class RayRunner(Runner):
     """Runs a validated grid as Ray tasks; ledger and MLflow written by this process only."""
 
@@ -66,6 +86,12 @@ class RayRunner(Runner):
         self._in_flight: dict[Any, tuple[RunSpec, str]] = {}  # ObjectRef → (spec, MLflow run id)
         self._lost: set[str] = set()  # keys whose lease another worker took over
         self._remote: Any = None
+        self._ray: Any = None  # the ray module, once open() has joined the cluster
+
+    def open(self) -> None:
+        """Join Ray first: an unreachable cluster must stop the grid before anything is recorded."""
+        self._ray = connect_ray(self.ray_address)
+        super().open()
 
     def run(self, *, retry_failed: bool = True, wait: bool = True) -> GridSummary:
         """Submit every claimable run, record each as it ends, then (``wait``) wait for other workers."""
@@ -75,7 +101,7 @@ class RayRunner(Runner):
         summary.skipped = sum(1 for r in self._grid_rows(by_key) if r.status == DONE)
         self._say(f"{self.loaded.name}: {len(self.specs)} runs, {summary.skipped} already finished"
                   f" (ledger {self.storage.describe()}); Ray tasks of {self.task_options}")
-        ray = connect_ray(self.ray_address)
+        ray = self._ray
         stop_heartbeat = self._start_heartbeats()
         attempted: set[str] = set()
         try:
@@ -122,7 +148,8 @@ class RayRunner(Runner):
             data_refs[data_key] = ray.put(self._load_task(spec.task))
         if self._remote is None:  # one remote function: Ray exports it to the workers once
             self._remote = ray.remote(_train_on_worker)
-        ref = self._remote.options(name=f"train {spec.run_name}", **self.task_options).remote(spec, data_refs[data_key], self.loaded.experiment, self.verbose)
+        remote = self._remote.options(name=f"train {spec.run_name}", **self.task_options)
+        ref = remote.remote(spec, data_refs[data_key], self.loaded.experiment, self.verbose)
         self._in_flight[ref] = (spec, run_id)
 
     def _collect(self, ray: Any, summary: GridSummary, submitted: int) -> None:

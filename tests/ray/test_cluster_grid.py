@@ -122,4 +122,5 @@ def test_results_and_weights_equal_the_local_executors(scenario: Scenario) -> No
         assert on_ray[key]["status"] == "FINISHED"
         assert {c: on_ray[key][c] for c in metric_columns} == {c: row[c] for c in metric_columns}, key
     digests = {tag(r, "run_key"): tag(r, "model_sha256") for r in mlflow_runs(scenario.ray_dir / "out", "grid")}
-    assert digests == {tag(r, "run_key"): tag(r, "model_sha256") for r in mlflow_runs(scenario.local_dir / "out", "grid")}
+    local_runs = mlflow_runs(scenario.local_dir / "out", "grid")
+    assert digests == {tag(r, "run_key"): tag(r, "model_sha256") for r in local_runs}

@@ -101,3 +101,12 @@ def test_ray_executor_without_ray_exits_2_naming_the_extra(tmp_path: Path) -> No
         assert 'pip install "rnn-harness[ray]"' in finished.stderr and "Traceback" not in finished.stderr
         assert not (tmp_path / "out").exists()
     assert yaml.safe_load((tmp_path / "tiny.yaml").read_text())["executor"] == "ray"
+
+
+def test_an_unreachable_ray_address_exits_2_before_recording_anything(tmp_path: Path) -> None:
+    write_experiment(tmp_path, "tiny", TINY)
+    finished = run_harness(tmp_path, "run", "tiny.yaml", "--executor", "ray", "--ray-address", "127.0.0.1:1")
+    assert finished.returncode == 2, finished.explain()
+    assert "--ray-address 127.0.0.1:1: nothing answers there" in finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert not (tmp_path / "out").exists()
