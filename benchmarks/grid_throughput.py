@@ -34,7 +34,7 @@ import yaml
 #: The quickstart's kind of run, shrunk so a grid takes minutes on a 2-core CPU.
 GRID: dict[str, Any] = {
     "cells": ["vanilla"],
-    "tasks": [{"name": "agreement", "options": {"train_size": 1024, "validation_size": 128, "test_size": 128}}],
+    "tasks": [{"name": "agreement", "options": {"train_size": 4096, "validation_size": 256, "test_size": 256}}],
     "model": {"hidden_size": 32, "embedding_size": 16},
     "training": {"max_epochs": 2, "batch_size": 32, "cpu_threads": 1},
     "device": "cpu",
@@ -71,6 +71,7 @@ def row(name: str, runs: int, wall: float | None, baseline: float | None, note: 
 
 def measure(runs: int) -> dict[str, Any]:
     cores = os.cpu_count() or 1
+    load_before = os.getloadavg()[0]  # a shared machine's other work slows every row
     local = timed_run(runs)
     rows = [row("local, one at a time", runs, local, local)]
     for concurrent in (1, 2):
@@ -93,11 +94,14 @@ def measure(runs: int) -> dict[str, Any]:
     return {"machine": f"{platform.processor() or platform.machine()}, {cores} cores, "
                        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "grid": {**GRID, "seeds": runs},
+            "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
             "rows": rows, "ray_overhead": overhead}
 
 
 def show(result: dict[str, Any]) -> str:
-    lines = [f"{result['machine']} ({result['date']})", "",
+    load = result["load_average_1min"]
+    lines = [f"{result['machine']} ({result['date']}; load average {load['before']:.1f} before, "
+             f"{load['after']:.1f} after)", "",
              "| setting | runs | wall s | runs/hour | vs one at a time |", "|---|---|---|---|---|"]
     for r in result["rows"]:
         if r["wall_s"] is None:

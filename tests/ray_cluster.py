@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psutil
-import pytest
 
 #: Ray starts slowly on a loaded 2-core machine: nodes and worker processes get minutes.
 RAY_TIMEOUT = 300
