@@ -132,7 +132,7 @@ class RayRunner(Runner):
                     attempted.add(row.key)
                     self._submit(ray, by_key[row.key], data_refs)
                 if self._in_flight:
-                    self._collect(ray, summary, len(attempted) + summary.skipped)
+                    self._collect(ray, summary)
                     continue
             if not wait or not self._wait_for_others(by_key):
                 return
@@ -152,7 +152,7 @@ class RayRunner(Runner):
         ref = remote.remote(spec, data_refs[data_key], self.loaded.experiment, self.verbose)
         self._in_flight[ref] = (spec, run_id)
 
-    def _collect(self, ray: Any, summary: GridSummary, submitted: int) -> None:
+    def _collect(self, ray: Any, summary: GridSummary) -> None:
         """Record the tasks that ended within :data:`POLL_SECONDS` (ledger and MLflow, here only)."""
         ready, _ = ray.wait(list(self._in_flight), num_returns=len(self._in_flight), timeout=POLL_SECONDS)
         for ref in ready:
