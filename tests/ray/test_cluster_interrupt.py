@@ -1,4 +1,4 @@
-"""Ctrl-C of ``harness run --executor ray``: the driver cancels its Ray tasks and records them KILLED."""
+"""Ctrl-C or SIGTERM of ``harness run --executor ray``: the driver cancels its Ray tasks and records them KILLED."""
 
 from __future__ import annotations
 
@@ -25,19 +25,21 @@ LONG = {
 }
 
 
-def test_sigint_cancels_the_tasks_and_ends_every_run_killed(ray_cluster: LocalCluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_cancels_the_tasks_and_ends_every_run_killed(ray_cluster: LocalCluster, tmp_path: Path,
+                                                              number: signal.Signals) -> None:
     write_experiment(tmp_path, "long", LONG)
     started = start_harness(tmp_path, "run", "long.yaml", "--executor", "ray", "--ray-address", ray_cluster.address)
     wait_until(lambda: training_processes() or started.process.poll() is not None, "a run training")
     assert started.process.poll() is None, started.finish().explain()
-    started.signal(signal.SIGINT)
+    started.signal(number)
     finished = started.finish(RAY_TIMEOUT)
-    assert finished.returncode == 130, finished.explain()
+    assert finished.returncode == 128 + number, finished.explain()
     with sqlite3.connect(tmp_path / "out" / "ledger.db") as connection:
         rows = connection.execute("SELECT status, reason FROM runs").fetchall()
-    assert rows == [("KILLED", "interrupted by SIGINT")] * 2
+    assert rows == [("KILLED", f"interrupted by {number.name}")] * 2
     runs = mlflow_runs(tmp_path / "out", "long")
     assert [r.info.status for r in runs] == ["KILLED"] * 2
-    assert {tag(r, "failure_reason") for r in runs} == {"interrupted by SIGINT"}
+    assert {tag(r, "failure_reason") for r in runs} == {f"interrupted by {number.name}"}
     # The tasks were cancelled, not left training on the cluster.
     wait_until(lambda: not training_processes(), "no run still training after the driver stopped", timeout=60)
