@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from harness_processes import mlflow_runs, start_harness, tag, write_experiment
+from harness_processes import mlflow_runs, run_harness, start_harness, tag, write_experiment
 from ray_cluster import RAY_TIMEOUT, LocalCluster, training_processes, wait_until
 
 pytestmark = pytest.mark.slow
@@ -43,3 +43,24 @@ def test_a_signal_cancels_the_tasks_and_ends_every_run_killed(ray_cluster: Local
     assert {tag(r, "failure_reason") for r in runs} == {f"interrupted by {number.name}"}
     # The tasks were cancelled, not left training on the cluster.
     wait_until(lambda: not training_processes(), "no run still training after the driver stopped", timeout=60)
+
+
+def test_a_killed_driver_leaves_no_training_and_the_next_run_reconciles(ray_cluster: LocalCluster,
+                                                                        tmp_path: Path) -> None:
+    write_experiment(tmp_path, "long", LONG)
+    started = start_harness(tmp_path, "run", "long.yaml", "--executor", "ray", "--ray-address", ray_cluster.address)
+    wait_until(lambda: training_processes() or started.process.poll() is not None, "a run training")
+    started.signal(signal.SIGKILL)
+    assert started.finish().returncode == -signal.SIGKILL
+    # Ray stops a dead driver's tasks; nothing trains on for nobody.
+    wait_until(lambda: not training_processes(), "no run still training after the driver died", timeout=120)
+    # The next run (a shorter grid: other keys) closes the dead driver's runs before its own.
+    rerun = run_harness(tmp_path, "run", "long.yaml", "--executor", "ray", "--ray-address", ray_cluster.address,
+                        "--set", "training.max_epochs=1", "--quiet")
+    assert rerun.returncode == 0, rerun.explain()
+    with sqlite3.connect(tmp_path / "out" / "ledger.db") as connection:
+        statuses = sorted(s for (s,) in connection.execute("SELECT status FROM runs"))
+    assert statuses == ["DONE", "DONE", "KILLED", "KILLED"]
+    runs = mlflow_runs(tmp_path / "out", "long")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED", "KILLED", "KILLED"]
+    assert sorted(tag(r, "reconciled") or "" for r in runs) == ["", "", "1", "1"]
