@@ -110,6 +110,25 @@ def lease_option(command):  # type: ignore[no-untyped-def]
     )(command)
 
 
+def executor_options(command):  # type: ignore[no-untyped-def]
+    """``--executor local|ray`` and ``--ray-address ADDRESS`` (or $RAY_ADDRESS)."""
+    command = click.option(
+        "--ray-address", default=None, metavar="ADDRESS", envvar="RAY_ADDRESS",
+        help="The Ray cluster to train on (host:6379, or ray://host:10001 for Ray Client); left out: a Ray "
+             "instance started on this machine. Also $RAY_ADDRESS. Needs --executor ray (or executor: ray).",
+    )(command)
+    return click.option(
+        "--executor", type=click.Choice(["local", "ray"]), default=None,
+        help="Who trains the runs, overriding the file's `executor`: local (this process, the default) or "
+             'ray (one Ray task per run with the file\'s `resources`; pip install "rnn-harness[ray]").',
+    )(command)
+
+
+def _from_command_line(ctx: click.Context, name: str, value: str | None) -> str | None:
+    """The value if it was typed on the command line (not taken from the environment)."""
+    return value if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE else None
+
+
 @cli.command()
 @strict_plugins_option
 @click.argument("experiment_file", type=click.Path(dir_okay=False, path_type=Path))
@@ -122,9 +141,11 @@ def lease_option(command):  # type: ignore[no-untyped-def]
 @lease_option
 @click.option("--no-resume", is_flag=True,
               help="Start interrupted runs afresh instead of from their last checkpoint (deletes it).")
+@executor_options
 @click.pass_context
 def run(ctx: click.Context, experiment_file: Path, overrides: tuple[str, ...], quiet: bool,
-        storage_url: str | None, no_wait: bool, lease_seconds: float, no_resume: bool) -> None:
+        storage_url: str | None, no_wait: bool, lease_seconds: float, no_resume: bool,
+        executor: str | None, ray_address: str | None) -> None:
     """Train every cell × task × seed of EXPERIMENT_FILE, then write its report.
 
     Finished runs are skipped; interrupted or failed ones run again. With shared storage,
@@ -137,16 +158,18 @@ def run(ctx: click.Context, experiment_file: Path, overrides: tuple[str, ...], q
     (results.csv, report.md, index.html, plots/) under <reports_dir>/<name>/ (default reports/<name>/).
     """
     from harness.config import load_experiment
+    from harness.executors import choose_executor, make_runner
     from harness.storage import experiment_storage
 
     loaded = load_experiment(experiment_file, overrides)  # before heavy imports: bad files fail fast
+    loaded = choose_executor(loaded, executor, _from_command_line(ctx, "ray_address", ray_address))
     storage = experiment_storage(loaded, storage_url)
-    from harness.runner import Runner, RunInterrupted, expand_grid
+    from harness.runner import RunInterrupted, expand_grid
 
     plugins = loaded_plugins(ctx)
     specs = expand_grid(loaded, plugins)
-    runner = Runner(loaded, plugins, specs, verbose=not quiet, storage=storage, lease_seconds=lease_seconds,
-                    resume=not no_resume)
+    runner = make_runner(loaded, plugins, specs, ray_address=ray_address, verbose=not quiet, storage=storage,
+                         lease_seconds=lease_seconds, resume=not no_resume)
     started = time.perf_counter()
     try:
         runner.open()

@@ -357,6 +357,16 @@ class ReportSettings(_Strict):
     reference_cell: str = Field("lstm", description="The cell label the forest plot subtracts from every other.")
 
 
+class RunResources(_Strict):
+    """What one run of the grid asks of a Ray cluster (``executor: ray``): CPUs and a GPU share."""
+
+    #: CPU cores reserved per run.
+    cpus: float = Field(1.0, gt=0)
+    #: GPUs per run; a fraction packs runs onto one GPU (0.25: four runs share it). With
+    #: ``training.devices: N`` > 1 a run asks for N whole GPUs instead.
+    gpus: float = Field(0.0, ge=0)
+
+
 class Experiment(_Strict):
     """The schema of an experiment file."""
 
@@ -391,7 +401,13 @@ class Experiment(_Strict):
     #: How the report compares cells (correction, reference cell of the forest plot).
     report: ReportSettings = Field(default_factory=ReportSettings)
 
-    _omit_when_default = frozenset({"diagnostics", "checkpoint_minutes"})
+    #: Who trains the runs: ``local`` (this process) or ``ray`` (Ray tasks on the cluster that
+    #: ``--ray-address``/$RAY_ADDRESS names, else a Ray instance started here; pip extra ``rnn-harness[ray]``).
+    executor: Literal["local", "ray"] = "local"
+    #: Per run, with ``executor: ray``: ``{cpus: 1, gpus: 0.25}``.
+    resources: RunResources = RunResources()  # frozen: one shared default is safe, and _omit_when_default sees it
+
+    _omit_when_default = frozenset({"diagnostics", "checkpoint_minutes", "executor", "resources"})
 
     @field_validator("storage")
     @classmethod

@@ -96,7 +96,7 @@ def expand_grid(loaded: LoadedExperiment, plugins: LoadedPlugins) -> list[RunSpe
     """Validate plugin options and family constraints, and build every RunSpec (no side effects)."""
     experiment = loaded.experiment
     cells, tasks = resolve(loaded, plugins)
-    if experiment.device == "gpu" and not torch.cuda.is_available():
+    if experiment.device == "gpu" and experiment.executor == "local" and not torch.cuda.is_available():
         raise ConfigError(f"{loaded.where('device')}device is 'gpu' but no CUDA device is visible; use auto or cpu")
     specs = []
     for task_index, task in enumerate(tasks):
