@@ -50,7 +50,7 @@ PROCESSING_VERSION = 1
 
 class CharLMConfig(TaskConfig):
     data_dir: str | None = Field(None, description=(
-        "Folder that contains ``subfolder``; null: the environment variable HARNESS_DATA_DIR."))
+        "Folder that contains ``subfolder``; null: $HARNESS_DATA_DIR, else the per-user data folder (`harness data list` shows it)."))
     subfolder: str = Field("tinyshakespeare", description="The data set's folder inside data_dir.")
     file: str = Field("input.txt", description="The text file inside subfolder; the whole text is one stream.")
     train_fraction: float = Field(0.9, gt=0, lt=1, description=(

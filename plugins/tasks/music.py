@@ -63,7 +63,7 @@ class MusicConfig(TaskConfig):
     dataset: Literal["jsb_chorales", "nottingham", "musedata", "piano_midi"] = Field("jsb_chorales", description=(
         "Which of the four data sets."))
     data_dir: str | None = Field(None, description=(
-        "Folder that contains ``polyphonic-music/``; null: the environment variable HARNESS_DATA_DIR."))
+        "Folder that contains ``polyphonic-music/``; null: $HARNESS_DATA_DIR, else the per-user data folder (`harness data list` shows it)."))
     max_sequences: int | None = Field(None, ge=1, le=MAX_SLICE, description=(
         "Keep only the first N pieces of each split (a quick slice); null: all."))
     max_steps: int | None = Field(None, ge=1, le=MAX_SLICE, description=(

@@ -58,7 +58,7 @@ _TAG = re.compile(r"^(?:O|[BIES]-\S+)$")
 
 class NerConfig(TaskConfig):
     data_dir: str | None = Field(None, description=(
-        "Folder that contains ``subfolder``; null: the environment variable HARNESS_DATA_DIR."))
+        "Folder that contains ``subfolder``; null: $HARNESS_DATA_DIR, else the per-user data folder (`harness data list` shows it)."))
     subfolder: str = Field("conll2003", description="The data set's folder inside data_dir.")
     train_file: str = Field("eng.train", description="The training split's file inside subfolder (CoNLL columns).")
     validation_file: str = Field("eng.testa", description=(

@@ -55,7 +55,7 @@ Labelled = tuple[list[str], int]  # (tokens, class id)
 
 class SentimentConfig(TaskConfig):
     data_dir: str | None = Field(None, description=(
-        "Folder that contains ``subfolder``; null: the environment variable HARNESS_DATA_DIR."))
+        "Folder that contains ``subfolder``; null: $HARNESS_DATA_DIR, else the per-user data folder (`harness data list` shows it)."))
     subfolder: str = Field("sst2", description="The data set's folder inside data_dir.")
     train_file: str = Field("stsa.binary.train", description=(
         "The training split's file, relative to the data set's folder."))

@@ -66,7 +66,7 @@ class TranslationConfig(TaskConfig):
     target_lang: str = Field("en", pattern=r"^[A-Za-z][A-Za-z_-]*$", description=(
         "Target language code, used like source_lang."))
     data_dir: str | None = Field(None, description=(
-        "Folder that contains ``subfolder``; null: the environment variable HARNESS_DATA_DIR."))
+        "Folder that contains ``subfolder``; null: $HARNESS_DATA_DIR, else the per-user data folder (`harness data list` shows it)."))
     subfolder: str = Field("multi30k", description="The data set's folder inside data_dir.")
     train_stem: str = Field("train", description=(
         "Stem of the line-aligned training files (train.de, train.en: Multi30k's names)."))

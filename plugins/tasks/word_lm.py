@@ -58,7 +58,7 @@ class WordLMConfig(TaskConfig):
     layout: Literal["ptb", "wikitext"] = Field("ptb", description=(
         "ptb: <name>.{train,valid,test}.txt; wikitext: wiki.{train,valid,test}.tokens."))
     data_dir: str | None = Field(None, description=(
-        "Folder that contains ``subfolder``; null: the environment variable HARNESS_DATA_DIR."))
+        "Folder that contains ``subfolder``; null: $HARNESS_DATA_DIR, else the per-user data folder (`harness data list` shows it)."))
     subfolder: str | None = Field(None, description=(
         "The corpus folder inside data_dir; null: ``ptb`` or ``wikitext-2`` by layout."))
     vocab_size: int | None = Field(None, ge=1, le=MAX_VOCAB_SIZE, description=(
