@@ -121,7 +121,8 @@ def experiment_file_page() -> str:
                 (config.SamplerSettings, "`tuning.sampler:`."),
                 (config.PrunerSettings, "`tuning.pruner:`."),
                 (config.DiagnosticsSettings, "`diagnostics:`: measurements per run that never change training."),
-                (config.ReportSettings, "`report:`: how the report compares cells.")]
+                (config.ReportSettings, "`report:`: how the report compares cells."),
+                (config.RunResources, "`resources:`: what each run asks of a Ray cluster (`executor: ray`).")]
     text = HEADER + ("# Experiment file reference\n\nAn experiment file is YAML validated against this schema "
                      "(`harness/config.py`) before anything starts; an unknown key is refused with the file, "
                      "the line and the valid keys. Each cell's and task's `options:` are listed on the "
