@@ -115,12 +115,7 @@ class RayRunner(Runner):
         finally:
             stop_heartbeat()
             ray.shutdown()
-        if self._interrupts.pending is not None:
-            summary.interrupted_by = self._interrupts.pending.signal_number
-        summary.grid = {}
-        for row in self._grid_rows(by_key):
-            summary.grid[row.status] = summary.grid.get(row.status, 0) + 1
-        return summary
+        return self._closing_summary(summary, by_key)
 
     def _loop(self, ray: Any, by_key: dict[str, RunSpec], statuses: tuple[str, ...], attempted: set[str],
               summary: GridSummary, wait: bool) -> None:

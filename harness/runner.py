@@ -238,6 +238,10 @@ class Runner:
         if summary.stopped:
             self._say(f"stopping the grid: {summary.stopped} (the next run would fail the same way); "
                       "free space and run the command again to finish the missing runs")
+        return self._closing_summary(summary, by_key)
+
+    def _closing_summary(self, summary: GridSummary, by_key: dict[str, RunSpec]) -> GridSummary:
+        """The summary with the signal that interrupted the grid, if any, and the ledger's counts by state."""
         if self._interrupts.pending is not None:
             summary.interrupted_by = self._interrupts.pending.signal_number
         summary.grid = {}

@@ -29,6 +29,27 @@ def write_experiment(directory: Path, name: str, data: dict[str, Any], *, comman
     return path
 
 
+def tuning_experiment(*, cell: str, budget: int, train_size: int, length: int, max_epochs: int) -> dict[str, Any]:
+    """A small ``harness tune`` experiment: one cell on ``adding``, learning rate searched at random."""
+    return {
+        "cells": [cell],
+        "tasks": [{"name": "adding", "options": {"train_size": train_size, "validation_size": 32, "test_size": 32,
+                                                 "length": length}}],
+        "seeds": [0],
+        "model": {"hidden_size": 8},
+        "training": {"max_epochs": max_epochs, "batch_size": 16, "cpu_threads": 1},
+        "device": "cpu",
+        "output_dir": "out",
+        "reports_dir": "reports",
+        "tuning": {
+            "trials": budget,
+            "sampler": {"name": "random", "seed": 0},
+            "pruner": "none",
+            "search_space": {"training.learning_rate": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}},
+        },
+    }
+
+
 def harness_command() -> list[str]:
     """The installed ``harness`` console script of this interpreter's environment."""
     script = Path(sys.executable).parent / "harness"

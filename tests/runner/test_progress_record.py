@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from postgres_cluster import PostgresCluster, postgres_cluster  # noqa: F401 - a fixture
 
 from harness.grid_clock import GridClock, format_duration
 from harness.ledger import DONE, FAILED, PENDING, RUNNING, Ledger, open_ledger
@@ -145,48 +146,34 @@ def test_a_pruned_trial_ends_finished_with_status_pruned_not_killed(tmp_path: Pa
     assert [r.info.run_id for r in found] == [run_id]
 
 
-def test_an_older_postgresql_ledger_gets_the_progress_columns(tmp_path: Path) -> None:
-    import os
-
+def test_an_older_postgresql_ledger_gets_the_progress_columns(postgres_cluster: PostgresCluster) -> None:  # noqa: F811
     import sqlalchemy as sa
-    from runner.test_workers import PostgresCluster, postgres_binaries
 
     from harness.storage import with_default_driver
 
-    bindir = postgres_binaries()
-    if bindir is None:
-        message = "PostgreSQL binaries not found under /usr/lib/postgresql/*/bin"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI installs the postgresql package in .ci/run")
-        pytest.skip(message + "; apt-get install postgresql")
-    cluster = PostgresCluster(bindir)
-    try:
-        cluster.start()
-        url = with_default_driver(cluster.url("ledger"))
-        engine = sa.create_engine(url)
-        with engine.begin() as connection:  # the schema before progress was recorded
-            connection.execute(sa.text(
-                "CREATE TABLE runs (experiment VARCHAR(200) NOT NULL, key VARCHAR(64) NOT NULL, position INTEGER "
-                "NOT NULL, cell VARCHAR(200) NOT NULL, task VARCHAR(200) NOT NULL, seed INTEGER NOT NULL, spec TEXT "
-                "NOT NULL, status VARCHAR(16) NOT NULL, reason TEXT NOT NULL, mlflow_run_id VARCHAR(64), attempts "
-                "INTEGER NOT NULL, owner VARCHAR(200), lease_expires DOUBLE PRECISION, updated_at DOUBLE PRECISION "
-                "NOT NULL, PRIMARY KEY (experiment, key))"))
-            connection.execute(sa.text("INSERT INTO runs VALUES ('grid', 'k0', 0, 'gru', 'adding', 0, '{}', 'DONE', "
-                                       "'', 'r0', 1, NULL, NULL, 0)"))
-        engine.dispose()
-        for _ in range(2):  # the second open finds nothing to add
-            Ledger(url).close()
-        ledger = Ledger(url)
-        columns = {c["name"]: c for c in sa.inspect(ledger.engine).get_columns("runs")}
-        assert {"started_at", "epoch"} <= set(columns) and columns["epoch"]["nullable"]
-        ledger.plan("grid", RUNS)
-        assert [(r.key, r.status, r.epoch) for r in ledger.rows("grid")][0] == ("k0", DONE, None)
-        assert ledger.claim("grid", "w", 60.0).key == "k1"
-        ledger.progress("k1", "w", 2)
-        assert ledger.rows("grid")[1].epoch == 2
-        ledger.close()
-    finally:
-        cluster.stop()
+    url = with_default_driver(postgres_cluster.new_database())
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:  # the schema before progress was recorded
+        connection.execute(sa.text(
+            "CREATE TABLE runs (experiment VARCHAR(200) NOT NULL, key VARCHAR(64) NOT NULL, position INTEGER "
+            "NOT NULL, cell VARCHAR(200) NOT NULL, task VARCHAR(200) NOT NULL, seed INTEGER NOT NULL, spec TEXT "
+            "NOT NULL, status VARCHAR(16) NOT NULL, reason TEXT NOT NULL, mlflow_run_id VARCHAR(64), attempts "
+            "INTEGER NOT NULL, owner VARCHAR(200), lease_expires DOUBLE PRECISION, updated_at DOUBLE PRECISION "
+            "NOT NULL, PRIMARY KEY (experiment, key))"))
+        connection.execute(sa.text("INSERT INTO runs VALUES ('grid', 'k0', 0, 'gru', 'adding', 0, '{}', 'DONE', "
+                                   "'', 'r0', 1, NULL, NULL, 0)"))
+    engine.dispose()
+    for _ in range(2):  # the second open finds nothing to add
+        Ledger(url).close()
+    ledger = Ledger(url)
+    columns = {c["name"]: c for c in sa.inspect(ledger.engine).get_columns("runs")}
+    assert {"started_at", "epoch"} <= set(columns) and columns["epoch"]["nullable"]
+    ledger.plan("grid", RUNS)
+    assert [(r.key, r.status, r.epoch) for r in ledger.rows("grid")][0] == ("k0", DONE, None)
+    assert ledger.claim("grid", "w", 60.0).key == "k1"
+    ledger.progress("k1", "w", 2)
+    assert ledger.rows("grid")[1].epoch == 2
+    ledger.close()
 
 
 def test_a_bar_only_on_a_terminal_and_never_for_workers_sharing_one(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,27 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness_processes import tuning_experiment
 from postgres_cluster import PostgresCluster, postgres_binaries
 
 NAME = "pgtune"
 BUDGET = 2
-EXPERIMENT: dict[str, Any] = {
-    "cells": ["gru_simple"],
-    "tasks": [{"name": "adding", "options": {"train_size": 64, "validation_size": 32, "test_size": 32,
-                                             "length": 8}}],
-    "seeds": [0],
-    "model": {"hidden_size": 8},
-    "training": {"max_epochs": 1, "batch_size": 16, "cpu_threads": 1},
-    "device": "cpu",
-    "output_dir": "out",
-    "reports_dir": "reports",
-    "tuning": {
-        "trials": BUDGET,
-        "sampler": {"name": "random", "seed": 0},
-        "pruner": "none",
-        "search_space": {"training.learning_rate": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}},
-    },
-}
+EXPERIMENT = tuning_experiment(cell="gru_simple", budget=BUDGET, train_size=64, length=8, max_epochs=1)
 
 
 @dataclass

@@ -19,27 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness_processes import tuning_experiment
 
 NAME = "resume"
 BUDGET = 3
 STUDY = f"{NAME}/gru/adding"
-EXPERIMENT: dict[str, Any] = {
-    "cells": ["gru"],
-    "tasks": [{"name": "adding", "options": {"train_size": 480, "validation_size": 32, "test_size": 32,
-                                             "length": 10}}],
-    "seeds": [0],
-    "model": {"hidden_size": 8},
-    "training": {"max_epochs": 3, "batch_size": 16, "cpu_threads": 1},
-    "device": "cpu",
-    "output_dir": "out",
-    "reports_dir": "reports",
-    "tuning": {
-        "trials": BUDGET,
-        "sampler": {"name": "random", "seed": 0},
-        "pruner": "none",
-        "search_space": {"training.learning_rate": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}},
-    },
-}
+EXPERIMENT = tuning_experiment(cell="gru", budget=BUDGET, train_size=480, length=10, max_epochs=3)
 
 
 @dataclass
