@@ -125,3 +125,22 @@ def test_a_value_error_from_load_is_bad_input_in_one_line() -> None:
     assert isinstance(raised.value.__cause__, ValueError)
     with pytest.raises(TaskOptionError, match="^task 'pickier': "):  # inherited load: wrapped once, named right
         PickierTask().load()
+
+
+def test_harness_run_stops_on_a_value_error_from_load_with_exit_2_and_creates_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import harness.cli
+
+    picky_plugin = types.ModuleType("harness_fx_picky")
+    picky_plugin.register_tasks = hookimpl(lambda register: register(PickyTask))  # type: ignore[attr-defined]
+    monkeypatch.setattr(harness.cli, "load_plugins",
+                        lambda **options: load_plugins(extra_plugins=[("picky", picky_plugin)], **options))
+    monkeypatch.chdir(tmp_path)
+    Path("picky.yaml").write_text("cells: [gru]\ntasks: [picky]\nseeds: [0]\ndevice: cpu\n", encoding="utf-8")
+    result = CliRunner().invoke(harness.cli.cli, ["run", "picky.yaml"])
+    assert result.exit_code == 2, result.output
+    assert result.output == ("Error: task 'picky': vocabulary file 'missing.txt' does not exist; "
+                             "set vocabulary_file to an existing file\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["picky.yaml"]
