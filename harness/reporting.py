@@ -89,21 +89,22 @@ def build_report(experiment_name: str, tracker: Tracker, report_dir: Path, *,
     report_dir = Path(report_dir)
     plot_dir = report_dir / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
-    tasks = [_Task(name, [r for r in runs if r.task == name]) for name in sorted({r.task for r in runs})]
+    tasks = [_Task(name, [r for r in runs if r.task == name]) for name in sorted({r.task for r in runs}, key=_natural)]
     csv_path = report_dir / "results.csv"
     _write_csv(csv_path, runs, {t.name: t for t in tasks})
 
     board = build_leaderboard([t.scores() for t in tasks if t.primary], correction)
+    # Memory horizons, gradient flow, clipping (harness.diagnostics_report): first, since the verdict cites them.
+    diagnostic_blocks, diagnostic_keys = diagnostics_section([r.record for r in runs], report_dir)
+    board.extra.update(diagnostic_keys)
     top, plots = verdict_blocks(board, {r.cell: r.cell_name for r in runs}, plot_dir, reference_cell)
     for section in sections:
         extra_blocks, keys = section(board, plot_dir)
         top += extra_blocks
         plots += [report_dir / b.path for b in extra_blocks if isinstance(b, Image)]
         board.extra.update(keys)
-    diagnostic_blocks, diagnostic_keys = diagnostics_section([r.record for r in runs], report_dir)
-    top += diagnostic_blocks  # memory horizons, gradient flow, clipping (harness.diagnostics_report)
+    top += diagnostic_blocks
     plots += [report_dir / b.path for b in diagnostic_blocks if isinstance(b, Image)]
-    board.extra.update(diagnostic_keys)
     header = _header(experiment_name, experiment_file, note, runs, len(all_records) - len(runs))
     reference = json.loads(tracker.experiment_tag("reference") or "null")
     task_blocks = _task_sections(tasks, board, tracker, plot_dir, reference, task_extras, plots)
@@ -141,6 +142,12 @@ def _task_sections(tasks: Sequence[_Task], board: Leaderboard, tracker: Tracker,
 # ---------------------------------------------------------------------------
 # Runs and tasks as the report sees them.
 # ---------------------------------------------------------------------------
+
+
+def _natural(label: str) -> list[tuple[int, float | str]]:
+    """Sort key that orders a sweep's variants by value: agreement[max_distance=8] before [max_distance=24]."""
+    return [(0, float(part)) if index % 2 else (1, part)
+            for index, part in enumerate(re.split(r"(\d+(?:\.\d+)?)", label)) if part]
 
 
 class _Run:

@@ -6,6 +6,8 @@ than its corrected tests support; every number in it is also in ``summary.json``
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -87,7 +89,7 @@ def verdict_paragraph(board: Leaderboard, names: Mapping[str, str]) -> str:
     """Best overall, GRU vs LSTM, where vanilla fails, and how many seeds would settle what is open."""
     if not board.tasks:
         return "No task has a finished run with its primary metric yet, so there is no verdict."
-    parts = [_overall(board), _gru_lstm(board, names), _vanilla(board, names), _seeds(board)]
+    parts = [_overall(board), _gru_lstm(board, names), _vanilla(board, names), _horizons(board), _seeds(board)]
     return " ".join(p for p in parts if p)
 
 
@@ -143,14 +145,19 @@ def _gru_lstm(board: Leaderboard, names: Mapping[str, str]) -> str:
     won = [f"{c.better} beats {c.b if c.better == c.a else c.a} on {c.task} (adjusted p = {c.p_adjusted:.3g})"
            for c in pairs if c.better]
     tied = sorted({c.task for c in pairs if c.tested and not c.better})
-    untested = sorted({c.task for c in pairs if not c.tested})
+    # Enough seeds but nothing to test: every paired difference is zero (e.g. all cells at 1.0).
+    same = sorted({c.task for c in pairs if not c.tested and c.n >= MIN_SEEDS})
+    untested = sorted({c.task for c in pairs if not c.tested and c.n < MIN_SEEDS})
     parts = []
     if won:
         parts.append("; ".join(won))
     if tied:
-        parts.append(f"no significant difference on {', '.join(tied)}")
+        pairs_word = "for the other pairs " if won else ""
+        parts.append(f"no significant difference {pairs_word}on {', '.join(tied)}")
+    if same:
+        parts.append(f"the same score on every seed on {', '.join(same)}")
     if untested:
-        sizes = [c.seeds_needed for c in pairs if not c.tested and c.seeds_needed]
+        sizes = [c.seeds_needed for c in pairs if not c.tested and c.n < MIN_SEEDS and c.seeds_needed]
         advice = f" (at the observed differences, {min(sizes)} to {max(sizes)} seeds per cell)" if sizes else ""
         parts.append(f"too few seeds to test on {', '.join(untested)}{advice}")
     return "GRU vs LSTM: " + "; ".join(parts) + "."
@@ -180,6 +187,27 @@ def _vanilla(board: Leaderboard, names: Mapping[str, str]) -> str:
         if fine:
             sentences.append(f"On {', '.join(fine)} {cell} is not behind every other cell.")
     return " ".join(sentences)
+
+
+def _horizons(board: Leaderboard) -> str:
+    """The memory horizons of swept tasks (``harness.diagnostics_report`` puts them in ``board.extra``)."""
+    horizons = board.extra.get("memory_horizon") or {}
+    sentences = []
+    for task, cells in sorted(horizons.items()):  # type: ignore[union-attr]
+        ordered = sorted(cells.items(), key=lambda item: -(item[1]["value"] if item[1]["value"] is not None
+                                                          else -math.inf))
+        listed = ", ".join(f"{cell} {_horizon_text(entry)}" for cell, entry in ordered)
+        sentences.append(f"Memory horizon on {task} (the hardest swept value still solved, 95% bootstrap "
+                         f"interval over seeds): {listed}.")
+    return " ".join(sentences)
+
+
+def _horizon_text(entry: Mapping[str, object]) -> str:
+    def shown(value: object) -> str:
+        return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    low, high = entry.get("interval") or (None, None)  # type: ignore[misc]
+    return f"{shown(entry['value'])} [{shown(low)}, {shown(high)}]"
 
 
 def _worst_mean(board: Leaderboard, task: str) -> str:

@@ -302,7 +302,7 @@ def test_harness_run_exits_2_on_a_missing_file(tmp_path: Path, monkeypatch: pyte
 # ---------------------------------------------------------------------------
 
 
-def test_quickstart_expands_its_sweeps_to_75_runs_with_matched_parameter_counts(plugins: Any) -> None:
+def test_quickstart_expands_its_sweeps_to_125_runs_with_matched_parameter_counts(plugins: Any) -> None:
     loaded = load_experiment(EXPERIMENTS / "quickstart.yaml")
     budget = loaded.experiment.model.parameter_budget
     assert budget is not None and loaded.name == "quickstart"
@@ -311,10 +311,10 @@ def test_quickstart_expands_its_sweeps_to_75_runs_with_matched_parameter_counts(
     cells = ["vanilla", "gru_simple", "gru", "lstm", "peephole_lstm"]
     tasks = ["agreement[max_distance=8]", "agreement[max_distance=24]", "agreement[max_distance=48]",
              "adding[length=10]", "adding[length=30]"]
-    assert len(specs) == 75
-    assert len({s.key for s in specs}) == 75
+    assert len(specs) == 125
+    assert len({s.key for s in specs}) == 125
     assert sorted((s.cell.name, s.task.label, s.seed) for s in specs) == sorted(
-        (c, t, s) for c in cells for t in tasks for s in (0, 1, 2))
+        (c, t, s) for c in cells for t in tasks for s in range(5))
     for spec in specs:
         assert abs(spec.stack_param_count - budget) <= 0.05 * budget, (spec.run_name, spec.stack_param_count)
     # Matching by size means a different width per cell: the simplest cell is the widest.

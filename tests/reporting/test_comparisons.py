@@ -132,3 +132,18 @@ def test_friedman_and_nemenyi_over_tasks() -> None:
     # Demšar (2006), Table 5: q_0.05 for k = 3 is 2.343; CD = q * sqrt(k (k + 1) / (6 N)).
     assert board.friedman.critical_difference == pytest.approx(2.343 * math.sqrt(12 / 24), abs=1e-3)
     assert build_leaderboard(tasks[:2]).friedman is None
+
+
+def test_the_verdict_says_same_on_every_seed_not_too_few_seeds_and_cites_memory_horizons() -> None:
+    from harness.verdict import verdict_paragraph
+
+    solved = TaskScores("agreement[max_distance=8]", "accuracy", True, {
+        "gru": _seeded([1.0] * 6), "lstm": _seeded([1.0] * 6), "vanilla": _seeded([1.0] * 6)})
+    board = build_leaderboard([solved])
+    board.extra["memory_horizon"] = {"agreement": {
+        "gru": {"value": 24, "interval": [24, 24]}, "lstm": {"value": 48, "interval": [24, 48]},
+        "vanilla": {"value": None, "interval": [None, 8]}}}
+    text = verdict_paragraph(board, {"gru": "gru", "lstm": "lstm", "vanilla": "vanilla"})
+    assert "GRU vs LSTM: the same score on every seed on agreement[max_distance=8]." in text
+    assert "too few seeds" not in text
+    assert "Memory horizon on agreement" in text and "lstm 48 [24, 48], gru 24 [24, 24], vanilla none [none, 8]" in text
