@@ -484,7 +484,8 @@ def _write_report(loaded, tracker, storage_url=None):  # type: ignore[no-untyped
 
     settings = loaded.experiment.report
     paths = build_report(loaded.name, tracker, loaded.report_dir, experiment_file=str(loaded.path),
-                         task_extras=extras, correction=settings.correction, reference_cell=settings.reference_cell)
+                         task_extras=extras, correction=settings.correction, reference_cell=settings.reference_cell,
+                         horizon_fraction=settings.memory_horizon_fraction)
     log_comparison(tracker, paths)  # the verdict in MLflow too, as the experiment's comparison run
     return paths
 

@@ -355,6 +355,9 @@ class ReportSettings(_Strict):
     correction: Literal["holm", "fdr_bh"] = Field(
         "holm", description="Multiple-comparison correction: Holm–Bonferroni or Benjamini–Hochberg (fdr_bh).")
     reference_cell: str = Field("lstm", description="The cell label the forest plot subtracts from every other.")
+    memory_horizon_fraction: float = Field(0.95, gt=0, le=1, description=(
+        "A swept task counts as solved at a value where the cell's mean is at least this share of the way "
+        "from chance to the best cell's mean at the easiest value (the memory horizon's criterion)."))
 
 
 class RunResources(_Strict):

@@ -21,6 +21,7 @@ from pathlib import Path
 from harness import report_plots as figures
 from harness.comparisons import MIN_SEEDS
 from harness.diagnostics_report import diagnostics_section
+from harness.memory_horizon import DEFAULT_FRACTION
 from harness.intervals import METHODS, metric_scale, summarize
 from harness.leaderboard import Leaderboard, TaskScores, build_leaderboard
 from harness.report_document import (Block, Bullets, Cell, Contents, Heading, Image, Para, Strong, Table,
@@ -63,7 +64,7 @@ SummarySection = Callable[[Leaderboard, Path], tuple[list[Block], dict[str, obje
 def build_report(experiment_name: str, tracker: Tracker, report_dir: Path, *,
                  experiment_file: str | None = None, note: str = "",
                  task_extras: TaskExtras | None = None, correction: str = "holm", reference_cell: str = "lstm",
-                 sections: Sequence[SummarySection] = ()) -> ReportPaths:
+                 horizon_fraction: float = DEFAULT_FRACTION, sections: Sequence[SummarySection] = ()) -> ReportPaths:
     """(Re)write the report of one experiment from its MLflow runs.
 
     Only the latest attempt of every run key counts (a killed attempt is superseded by
@@ -80,6 +81,7 @@ def build_report(experiment_name: str, tracker: Tracker, report_dir: Path, *,
             plot folder and be shown through Image blocks (so stale-plot clean-up keeps them).
         correction: the multiple-comparison correction (statsmodels' name: holm, fdr_bh).
         reference_cell: the cell the forest plot subtracts.
+        horizon_fraction: the memory horizon's criterion (:mod:`harness.memory_horizon`).
         sections: extra sections after the verdict, each adding keys to summary.json.
     Returns:
         The paths written. Rebuilding gives identical files apart from the timestamp.
@@ -95,7 +97,8 @@ def build_report(experiment_name: str, tracker: Tracker, report_dir: Path, *,
 
     board = build_leaderboard([t.scores() for t in tasks if t.primary], correction)
     # Memory horizons, gradient flow, clipping (harness.diagnostics_report): first, since the verdict cites them.
-    diagnostic_blocks, diagnostic_keys = diagnostics_section([r.record for r in runs], report_dir)
+    diagnostic_blocks, diagnostic_keys = diagnostics_section([r.record for r in runs], report_dir,
+                                                             fraction=horizon_fraction)
     board.extra.update(diagnostic_keys)
     top, plots = verdict_blocks(board, {r.cell: r.cell_name for r in runs}, plot_dir, reference_cell)
     for section in sections:

@@ -17,11 +17,13 @@ BASE = "cells: [gru, lstm]\ntasks: [adding]\nseeds: [0]\n"
 def test_report_settings_never_change_run_keys(tmp_path: Path) -> None:
     plain, tuned = tmp_path / "plain.yaml", tmp_path / "tuned.yaml"
     plain.write_text(BASE)
-    tuned.write_text(BASE + "report: {correction: fdr_bh, reference_cell: gru}\n")
+    tuned.write_text(BASE + "report: {correction: fdr_bh, reference_cell: gru, memory_horizon_fraction: 0.8}\n")
     plugins = load_plugins()
     first, second = load_experiment(plain), load_experiment(tuned)
     assert (first.experiment.report.correction, first.experiment.report.reference_cell) == ("holm", "lstm")
     assert (second.experiment.report.correction, second.experiment.report.reference_cell) == ("fdr_bh", "gru")
+    assert (first.experiment.report.memory_horizon_fraction, second.experiment.report.memory_horizon_fraction) == (
+        0.95, 0.8)
     assert [s.key for s in expand_grid(first, plugins)] == [s.key for s in expand_grid(second, plugins)]
 
 
