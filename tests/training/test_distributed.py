@@ -90,13 +90,21 @@ def test_batches_must_split_evenly_over_the_devices() -> None:
         TrainingSettings(batch_size=4, eval_batch_size=3, devices=2)
 
 
+def _children() -> set[int]:
+    return {int(pid) for pid in Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()}
+
+
 class _KillARank(pl.Callback):
-    """SIGKILLs one child rank at the third training batch, as the kernel's OOM killer would."""
+    """SIGKILLs one child rank at the third training batch, as the kernel's OOM killer would.
+
+    ``before``: this process's children before the run (another test's servers), never touched."""
+
+    def __init__(self, before: set[int]) -> None:
+        self.before = before
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         if batch_idx == 2:
-            children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
-            os.kill(int(children[0]), signal.SIGKILL)
+            os.kill(min(_children() - self.before), signal.SIGKILL)
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the child ranks through /proc")
@@ -107,13 +115,12 @@ def test_a_killed_rank_fails_the_run_promptly_and_leaves_no_process_behind(tmp_p
     net = build_network(cell, cell.Config(), task, data, model, plan_network(cell, cell.Config(), "language_model",
                                                                              model, None))
     settings = TrainingSettings(batch_size=6, bptt_steps=10, max_epochs=50, cpu_threads=1, devices=3)
-    started = time.monotonic()
+    started, before = time.monotonic(), _children()
     with pytest.raises(DistributedRunError, match=r"rank 1 of 3 ended with signal SIGKILL during the run"):
         train_run(net, task, data, settings, seed=0, device="cpu", hyperparameters={}, verbose=False,
-                  extra_callbacks=[_KillARank()])
+                  extra_callbacks=[_KillARank(before)])
     assert time.monotonic() - started < 120, "rank 0 waited for the dead rank instead of failing"
-    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
-    assert children == [], "the surviving rank was left running"
+    assert _children() - before == set(), "the surviving rank was left running"
     assert not torch.distributed.is_initialized()
 
 
