@@ -9,7 +9,6 @@ and the vocabularies.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from torch import nn
 
 from harness.config import ModelSettings
 from harness.errors import BadInputError
+from harness.file_hash import sha256_of
 from harness.safe_files import check_sidecar, load_weights_only
 from harness.tasks import Task, TaskData
 from harness.training import NetworkPlan, build_network
@@ -37,7 +37,7 @@ def save_network(tracker: Any, run_id: str, net: nn.Module, plan: NetworkPlan, d
         folder_path = Path(folder)
         weights = folder_path / MODEL_FILE
         torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, weights)
-        digest = _sha256(weights)
+        digest = sha256_of(weights)
         (folder_path / f"{MODEL_FILE}.sha256").write_text(digest + "\n")
         (folder_path / NETWORK_FILE).write_text(json.dumps({
             "hidden_size": plan.hidden_size, "stack_input_size": plan.input_size,
@@ -123,6 +123,3 @@ def _vocab(folder: Path, name: str) -> Vocabulary | None:
     path = folder / f"{name}.json"
     return Vocabulary.from_json(path.read_text()) if path.exists() else None
 
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

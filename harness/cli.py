@@ -297,19 +297,12 @@ def report(experiment_file: Path, overrides: tuple[str, ...], storage_url: str |
     (default reports/<name>/), overwriting the previous report; reads runs/<name>/mlflow.db.
     """
     from harness.config import load_experiment
-    from harness.errors import BadInputError
-    from harness.tracking import Tracker, default_tracking_uri
+    from harness.results import open_tracker
 
     loaded = load_experiment(experiment_file, overrides)
     if storage_url is not None or loaded.experiment.storage is not None:
         click.echo(_ledger_counts(loaded, storage_url))
-    uri = loaded.experiment.tracking_uri
-    if uri is None:
-        if not (loaded.output_dir / "mlflow.db").exists():
-            raise BadInputError(f"{experiment_file}: no runs recorded in {loaded.output_dir}; "
-                                f"run `harness run {experiment_file}` first")
-        uri = default_tracking_uri(loaded.output_dir)
-    tracker = Tracker(uri, loaded.name, loaded.output_dir / "artifacts")
+    tracker = open_tracker(loaded)
     if loaded.experiment.reference is not None:  # the file's published numbers, recorded with the runs
         tracker.set_experiment_tag("reference", loaded.experiment.reference.model_dump_json())
     paths = _write_report(loaded, tracker, storage_url)

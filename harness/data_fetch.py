@@ -20,8 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from harness.datasets import DataFile, DataSet, file_state, sha256_of
+from harness.datasets import DataFile, DataSet, file_state
 from harness.errors import BadInputError, HarnessError
+from harness.file_hash import sha256_of
 
 DOWNLOADS = ".downloads"
 _BLOCK = 1 << 16

@@ -7,7 +7,6 @@ fetches and verifies them. This module only describes and checks files; download
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from harness.errors import PluginError
+from harness.file_hash import sha256_of
 
 ENV_DATA_DIR = "HARNESS_DATA_DIR"
 APP_NAME = "rnn-harness"
@@ -155,14 +155,6 @@ def data_root(explicit: str | os.PathLike[str] | None = None, *, option: str = "
     if configured:
         return DataRoot(Path(configured).expanduser(), f"${ENV_DATA_DIR}")
     return DataRoot(default_data_dir(), "default (platformdirs)")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_state(root: Path, data_set: DataSet, file: DataFile, *, check_hash: bool = True) -> FileState:

@@ -17,7 +17,7 @@ import torch
 
 from harness.config import ModelSettings, TrainingSettings
 from harness.tasks import Task, TaskData
-from harness.training import NetworkPlan, TrainingResult, build_network, plan_network, train_run
+from harness.training import NetworkPlan, TrainingResult, device_name, seeded_network, train_run
 
 
 @dataclass
@@ -49,21 +49,11 @@ def train_detached(cell_class: type, cell_config: Any, seed: int, task: Task, da
                    model: ModelSettings, training: TrainingSettings, device: str,
                    hyperparameters: dict[str, Any], verbose: bool = False) -> DetachedOutcome:
     """Seed, build and train one run exactly as ``Runner._train`` does; return what it produced."""
-    import pytorch_lightning as pl
-
-    torch.manual_seed(seed)
-    pl.seed_everything(seed, workers=True, verbose=False)
-    plan = plan_network(cell_class, cell_config, task.family, model, data.input_size)
-    net = build_network(cell_class, cell_config, task, data, model, plan)
+    plan, net = seeded_network(cell_class, cell_config, task, data, model, seed)
     epochs: list[tuple[int, dict[str, float]]] = []
     result = train_run(net, task, data, training, seed=seed, device=device, hyperparameters=hyperparameters,
                        on_epoch=lambda epoch, metrics: epochs.append((epoch, dict(metrics))), verbose=verbose)
     weights = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     return DetachedOutcome(result, plan, epochs, weights, f"{socket.gethostname()}:{os.getpid()}",
-                           _device_name(result.device))
+                           device_name(result.device))
 
-
-def _device_name(device: str) -> str:
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return f"cuda:{torch.cuda.get_device_name(0)}"
-    return "cpu"

@@ -15,7 +15,6 @@ import socket
 import threading
 from typing import Any
 
-from harness.checkpoints import save_network
 from harness.config import content_hash
 from harness.detached_training import DetachedOutcome, StateDictOf, train_detached
 from harness.errors import BadInputError
@@ -182,25 +181,12 @@ class RayRunner(Runner):
     def _log_outcome(self, spec: RunSpec, run_id: str, outcome: DetachedOutcome) -> None:
         """Replay what the worker produced into MLflow, as ``Runner._execute`` logs it live."""
         task, data = self._load_task(spec.task)
-        result, plan = outcome.result, outcome.plan
-        self.tracker.set_tags(run_id, {"hidden_size": plan.hidden_size, "param_count": plan.stack_param_count,
-                                       "worker": outcome.worker, "device": outcome.device_name})
-        self.tracker.log_metrics(run_id, {"stack_param_count": plan.stack_param_count})
-        self._log_vocabularies(run_id, data)
+        self.tracker.set_tags(run_id, {"worker": outcome.worker, "device": outcome.device_name})
+        self._log_network(spec, run_id, outcome.plan, data)
         for epoch, metrics in outcome.epochs:
             self.tracker.log_metrics(run_id, metrics, step=epoch)
-        digest = save_network(self.tracker, run_id, StateDictOf(outcome.weights), plan, data)
-        self.tracker.set_tags(run_id, {"model_sha256": digest,
-                                       **{f"note.{key}": value for key, value in task.notes.items()}})
-        self.tracker.log_metrics(run_id, {
-            **result.test_metrics, "wall_time_s": result.wall_time_s, "train_tokens_per_s": result.train_tokens_per_s,
-            "peak_memory_mb": result.peak_memory_mb, "epochs": result.epochs,
-            "model_param_count": result.model_param_count})
-        self.tracker.set_tags(run_id, {"execution_path": result.execution_path,
-                                       "memory_measure": result.memory_measure})
-        if result.samples:
-            self.tracker.log_text(run_id, "\n".join(task.detokenize(s) for s in result.samples) + "\n",
-                                  "samples.txt")
+        self._log_weights(run_id, task, StateDictOf(outcome.weights), outcome.plan, data)
+        self._log_result(spec, run_id, outcome.result)
 
     def _cancel_in_flight(self, ray: Any, interrupted: RunInterrupted) -> None:
         """Ctrl-C/SIGTERM: stop every task of ours (running or queued) and end its run KILLED."""

@@ -22,8 +22,8 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from harness.safe_files import (atomic_write_bytes, check_sidecar, describe_load_error, load_weights_only,
-                                sha256_of)
+from harness.file_hash import sha256_of
+from harness.safe_files import atomic_write_bytes, check_sidecar, describe_load_error, load_weights_only
 
 #: Checkpoint files are ``step-<global step>.ckpt``: the newest has the largest step.
 PREFIX, SUFFIX = "step-", ".ckpt"

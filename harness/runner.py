@@ -41,7 +41,7 @@ from harness.storage import StorageChoice, default_storage, tracking_uri_for
 from harness.sweeps import sweep_tags
 from harness.tasks import Task, TaskData
 from harness.tracking import Tracker, run_params
-from harness.training import build_network, plan_network, train_run
+from harness.training import device_name, plan_network, seeded_network, train_run
 
 #: Heartbeats per lease: a worker renews its claim every lease / 6 (20 s of the default 120 s).
 HEARTBEATS_PER_LEASE = 6
@@ -322,37 +322,45 @@ class Runner:
 
     def _record_success(self, spec: RunSpec, run_id: str, result: Any) -> str:
         with self._interrupts.critical():
-            metrics = {**result.test_metrics, "wall_time_s": result.wall_time_s,
-                       "train_tokens_per_s": result.train_tokens_per_s, "peak_memory_mb": result.peak_memory_mb,
-                       "epochs": result.epochs, "model_param_count": result.model_param_count}
-            self.tracker.log_metrics(run_id, metrics)
-            self.tracker.set_tags(run_id, {"execution_path": result.execution_path,
-                                           "memory_measure": result.memory_measure})
-            if result.samples:
-                task = self._load_task(spec.task)[0]  # its detokenize: characters join without spaces
-                self.tracker.log_text(run_id, "\n".join(task.detokenize(s) for s in result.samples) + "\n",
-                                      "samples.txt")
+            self._log_result(spec, run_id, result)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in result.test_metrics.items() if "/" not in k)
             self._say(f"    done in {result.wall_time_s:.1f}s: {shown}")
             status = self._end(spec, run_id, DONE, "")
         discard_checkpoints(self.output_dir, spec.key)  # the run's model.pt artifact replaces them
         return status
 
-    def _train(self, spec: RunSpec, run_id: str) -> Any:
-        task, data = self._load_task(spec.task)
-        torch.manual_seed(spec.seed)
-        import pytorch_lightning as pl
+    def _log_result(self, spec: RunSpec, run_id: str, result: Any) -> None:
+        """A finished run's test metrics, costs, execution path and samples."""
+        metrics = {**result.test_metrics, "wall_time_s": result.wall_time_s,
+                   "train_tokens_per_s": result.train_tokens_per_s, "peak_memory_mb": result.peak_memory_mb,
+                   "epochs": result.epochs, "model_param_count": result.model_param_count}
+        self.tracker.log_metrics(run_id, metrics)
+        self.tracker.set_tags(run_id, {"execution_path": result.execution_path,
+                                       "memory_measure": result.memory_measure})
+        if result.samples:
+            task = self._load_task(spec.task)[0]  # its detokenize: characters join without spaces
+            self.tracker.log_text(run_id, "\n".join(task.detokenize(s) for s in result.samples) + "\n",
+                                  "samples.txt")
 
-        pl.seed_everything(spec.seed, workers=True, verbose=False)
-        experiment = self.loaded.experiment
-        plan = plan_network(spec.cell.plugin_class, spec.cell.config, task.family, experiment.model,
-                            data.input_size)
-        net = build_network(spec.cell.plugin_class, spec.cell.config, task, data, experiment.model, plan)
-        check_free_space(self.output_dir, net)
+    def _log_network(self, spec: RunSpec, run_id: str, plan: Any, data: TaskData) -> None:
+        """The built network's size (hidden size as a param, parameter counts) and the vocabularies."""
         self.tracker.log_resolved_hidden_size(run_id, spec.config, plan.hidden_size)
         self.tracker.set_tags(run_id, {"param_count": plan.param_count})
         self.tracker.log_metrics(run_id, {"stack_param_count": plan.stack_param_count})
         self._log_vocabularies(run_id, data)
+
+    def _log_weights(self, run_id: str, task: Task, net: Any, plan: Any, data: TaskData) -> None:
+        """``model.pt`` with its sha256, and the task's notes."""
+        digest = save_network(self.tracker, run_id, net, plan, data)
+        self.tracker.set_tags(run_id, {"model_sha256": digest,
+                                       **{f"note.{key}": value for key, value in task.notes.items()}})
+
+    def _train(self, spec: RunSpec, run_id: str) -> Any:
+        task, data = self._load_task(spec.task)
+        experiment = self.loaded.experiment
+        plan, net = seeded_network(spec.cell.plugin_class, spec.cell.config, task, data, experiment.model, spec.seed)
+        check_free_space(self.output_dir, net)
+        self._log_network(spec, run_id, plan, data)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             with self._interrupts.critical():
@@ -374,9 +382,7 @@ class Runner:
             with self._interrupts.critical():
                 diagnostics.log(self.tracker, run_id)
         with self._interrupts.critical():
-            digest = save_network(self.tracker, run_id, net, plan, data)
-            self.tracker.set_tags(run_id, {"model_sha256": digest,
-                                           **{f"note.{key}": value for key, value in task.notes.items()}})
+            self._log_weights(run_id, task, net, plan, data)
         return result
 
     def _record_resume(self, run_id: str, resumed: Any) -> None:
@@ -423,7 +429,7 @@ class Runner:
             "primary_metric": task_class.primary_metric, "higher_is_better": task_class.higher_is_better,
             "group_name": getattr(task_class, "group_name", "distance"),
             "plugin_versions": json.dumps(spec.config["plugin_versions"], sort_keys=True),
-            "git_commit": _git_commit(), "device": _device_name(self.loaded.experiment.device),
+            "git_commit": _git_commit(), "device": device_name(self.loaded.experiment.device),
             "experiment_file": str(self.loaded.path), "param_count": spec.stack_param_count, "worker": self.worker,
             **sweep_tags(spec.task.sweep),
         }
@@ -463,9 +469,3 @@ def _git_commit() -> str:
                               cwd=Path(__file__).parent).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def _device_name(device: str) -> str:
-    if device != "cpu" and torch.cuda.is_available():
-        return f"cuda:{torch.cuda.get_device_name(0)}"
-    return "cpu"

@@ -7,7 +7,6 @@ the safe loader refuses because unpickling it would run code.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -18,14 +17,7 @@ from typing import Any
 import torch
 
 from harness.errors import BadInputError
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from harness.file_hash import sha256_of
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 from harness.datasets import ENV_DATA_DIR, data_root
 from harness.errors import BadInputError, ConfigError
+from harness.file_hash import sha256_of
 
 ENV_CACHE_DIR = "HARNESS_CACHE_DIR"
 
@@ -89,8 +90,7 @@ def file_digest(path: Path) -> str:
     stat = Path(path).stat()
     key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _digests:
-        with open(path, "rb") as handle:
-            _digests[key] = hashlib.file_digest(handle, "sha256").hexdigest()
+        _digests[key] = sha256_of(Path(path))
     return _digests[key]
 
 

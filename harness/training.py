@@ -111,6 +111,23 @@ def build_network(cell_class: type[RecurrentCell], cell_config: CellConfig, task
     return net
 
 
+def seeded_network(cell_class: type[RecurrentCell], cell_config: CellConfig, task: Task, data: TaskData,
+                   model: ModelSettings, seed: int) -> tuple[NetworkPlan, nn.Module]:
+    """Seed every generator with the run's seed, then plan and build its network: the same weights
+    whichever executor (this process, a Ray worker) trains the run."""
+    torch.manual_seed(seed)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    plan = plan_network(cell_class, cell_config, task.family, model, data.input_size)
+    return plan, build_network(cell_class, cell_config, task, data, model, plan)
+
+
+def device_name(device: str) -> str:
+    """The device a run names in its ``device`` tag: ``cpu``, or ``cuda:<GPU model>``."""
+    if device != "cpu" and torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(0)}"
+    return "cpu"
+
+
 def initialize(net: nn.Module, scheme: str, scale: float) -> None:
     """Overwrite every parameter with U(-scale, scale) or N(0, scale²); ``default`` keeps each layer's own."""
     if scheme == "default":
