@@ -28,14 +28,32 @@ NORM_BIN_EDGES = [0.0, *np.logspace(-4, 4, 17).tolist(), math.inf]
 class GradientNormMonitor(pl.Callback):
     """The global L2 norm of the gradient at every optimizer step, read before Lightning clips it."""
 
+    #: Norms stay on the device this many steps, then move to the host together: reading each one
+    #: at once would make every step wait for the GPU.
+    FLUSH_EVERY = 256
+
     def __init__(self) -> None:
-        self.norms: list[float] = []
+        self._host: list[float] = []
+        self._pending: list[torch.Tensor] = []  # 0-d norms not yet read
+
+    @property
+    def norms(self) -> list[float]:
+        """Every step's norm so far, in order."""
+        self._flush()
+        return self._host
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, module: pl.LightningModule, optimizer: Any) -> None:
         # Lightning calls this hook after backward and before its gradient clipping (precision plugin).
         grads = [p.grad.detach() for p in module.parameters() if p.grad is not None]
         if grads:
-            self.norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+            self._pending.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+            if len(self._pending) >= self.FLUSH_EVERY:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._host += torch.stack(self._pending).float().cpu().tolist()
+            self._pending.clear()
 
 
 def clipping_summary(norms: list[float], threshold: float | None) -> tuple[dict[str, float], dict[str, Any]]:
