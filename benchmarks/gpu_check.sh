@@ -27,7 +27,7 @@ try:
     print("triton", triton.__version__)
 except Exception as error:
     print("triton does not import:", error)
-from harness.plugins import load_plugins
+from harness.core.loading import load_plugins
 print("cells", ", ".join(load_plugins(autoload=False).cells.names()) or "none: install this project (pip install -e .)")
 EOF
 

@@ -40,10 +40,10 @@ from torch import Tensor, nn
 if __package__ in (None, ""):  # run as a script from a checkout: make `harness` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.allocator import retain_freed_memory  # noqa: E402
-from harness.fused import kernel_for  # noqa: E402
-from harness.plugins import load_plugins  # noqa: E402
-from harness.stack import RecurrentStack  # noqa: E402
+from harness.training.allocator import retain_freed_memory  # noqa: E402
+from harness.fused import kernel_for, on_device  # noqa: E402
+from harness.core.loading import load_plugins  # noqa: E402
+from harness.networks.stack import RecurrentStack  # noqa: E402
 
 SIZES = ("32-64-128-128", "64-128-256-512", "128-256-512-1024")
 #: (cell, options) of every built-in variant.
@@ -120,7 +120,7 @@ def build_cases(size: tuple[int, int, int, int], device: torch.device, cells: li
                 continue
             executed = stack.execution_path(device)
             kernel = kernel_for(stack.layers[0][0]) if executed == "fused" else None
-            steps = None if kernel is None else kernel.for_device(device).path_name  # fused-triton, fused-native
+            steps = None if kernel is None else on_device(kernel, device).path_name  # fused-triton, fused-native
             run = _step(stack, lambda s=stack: s(x)[0], x, grad)
             for variant, environment in _fused_variants(executed, device, steps):
                 cases.append(Case(_label(name, options), name, options, variant, _with_environment(environment, run)))

@@ -4,7 +4,7 @@ The configuration is issue #4's: Penn Treebank, batch 20, BPTT 20, a 2-layer LST
 units and 200-wide embeddings, no dropout, SGD with gradient-norm clipping, on the CPU.
 
 * **ours** is the path every ``harness run`` takes: ``word_lm``'s stream, the network from
-  ``harness.training.build_network`` (cell ``lstm``), ``harness.training.train_run`` with its
+  ``harness.training.trainer.build_network`` (cell ``lstm``), ``harness.training.trainer.train_run`` with its
   LightningModule, stream loader, optimizer and clipping;
 * **reference** is a plain loop written here with the structure of pytorch/examples
   ``word_language_model`` (``main.py``'s ``train()``): ``nn.Embedding`` → ``nn.LSTM(200, 200, 2)``
@@ -22,7 +22,7 @@ it is the time the work itself took).
 By default each side runs in a fresh Python process of its own, as users run ``harness run`` and
 ``python main.py``: a process's allocator state changes a step's cost (glibc returning freed
 blocks to the kernel costs the plain loop thousands of page faults per step;
-``harness.allocator`` keeps them). ``--same-process`` instead runs both in this process with the
+``harness.training.allocator`` keeps them). ``--same-process`` instead runs both in this process with the
 harness's allocator settings applied to both, which compares the code paths alone. Sides
 alternate (in turn first) for ``--rounds`` rounds so a shared machine's slow moments hit both;
 the ratio ours / reference is the median of the per-round ratios, and the wall median gives the
@@ -56,13 +56,13 @@ if __package__ in (None, ""):  # run as a script from a checkout: make `harness`
 
 import pytorch_lightning as pl  # noqa: E402
 
-from harness.allocator import retain_freed_memory  # noqa: E402
-from harness.config import ModelSettings, TrainingSettings  # noqa: E402
-from harness.plugins import load_plugins  # noqa: E402
-from harness.streams import batchify, detach_state  # noqa: E402
-from harness.tasks import Example, TaskData  # noqa: E402
-from harness.training import build_network, plan_network, train_run  # noqa: E402
-from plugins.tasks.word_lm import WordLMConfig, WordLMTask  # noqa: E402
+from harness.training.allocator import retain_freed_memory  # noqa: E402
+from harness.experiment import ModelSettings, TrainingSettings  # noqa: E402
+from harness.core.loading import load_plugins  # noqa: E402
+from harness.training.streams import batchify, detach_state  # noqa: E402
+from harness.core.tasks import Example, TaskData  # noqa: E402
+from harness.training.trainer import build_network, plan_network, train_run  # noqa: E402
+from harness.plugins.tasks.word_lm import WordLMConfig, WordLMTask  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: What the issue measured for pytorch/examples word_language_model on this configuration (2-core CPU).
@@ -273,8 +273,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # disturbed by a shared machine's load, which changes between rounds more than within one.
     ratio = statistics.median(r["ratio_wall"] for r in rounds)
     cpu_ratio = statistics.median(r["ratio_cpu"] for r in rounds)
-    # HARNESS_RETAIN_FREED_MEMORY=0 (inherited by the fresh processes) measures ours without harness.allocator.
-    ours_allocator = ("harness.allocator" if os.environ.get("HARNESS_RETAIN_FREED_MEMORY", "1") != "0"
+    # HARNESS_RETAIN_FREED_MEMORY=0 (inherited by the fresh processes) measures ours without harness.training.allocator.
+    ours_allocator = ("harness.training.allocator" if os.environ.get("HARNESS_RETAIN_FREED_MEMORY", "1") != "0"
                       else "glibc defaults (HARNESS_RETAIN_FREED_MEMORY=0)")
     report = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

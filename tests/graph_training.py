@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.config import ModelSettings, TrainingSettings
-from harness.plugins import load_plugins
-from harness.training import TrainingResult, build_network, plan_network, train_run
+from harness.experiment import ModelSettings, TrainingSettings
+from harness.core.loading import load_plugins
+from harness.training.trainer import TrainingResult, build_network, plan_network, train_run
 
 
 def train_adding(cell: str, graphs: str, monkeypatch, device: str = "auto") -> TrainingResult:

@@ -56,7 +56,7 @@ def harness_command() -> list[str]:
     if script.exists():
         return [str(script)]
     found = shutil.which("harness")
-    return [found] if found else [sys.executable, "-m", "harness.cli"]
+    return [found] if found else [sys.executable, "-m", "harness.cli.main"]
 
 
 def harness_env() -> dict[str, str]:

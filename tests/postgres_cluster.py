@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.storage import with_default_driver
+from harness.experiment.storage_url import with_default_driver
 
 
 

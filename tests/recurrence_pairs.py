@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from harness.cells import RecurrentCell, State
-from harness.plugins import load_plugins
-from harness.stack import RecurrentStack
+from harness.core.cells import RecurrentCell, State
+from harness.core.loading import load_plugins
+from harness.networks.stack import RecurrentStack
 
 CELL_CASES = [
     pytest.param("vanilla", {"activation": "tanh"}, id="vanilla-tanh"),

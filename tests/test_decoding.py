@@ -15,10 +15,10 @@ import itertools
 import pytest
 import torch
 
-from harness.config import ModelSettings
-from harness.decoding import DecodingSettings, Hypothesis, beam_search, decode
-from harness.models import Encoder, Seq2SeqNet, build_stack
-from harness.plugins import load_plugins
+from harness.experiment import ModelSettings
+from harness.training.decoding import DecodingSettings, Hypothesis, beam_search, decode
+from harness.networks.models import Encoder, Seq2SeqNet, build_stack
+from harness.core.loading import load_plugins
 
 CELLS = load_plugins().cells
 BOS, EOS = 2, 3  # the Vocabulary specials' ids: <PAD> 0, <UNK> 1, <BOS> 2, <EOS> 3

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner, Result
 from real_data import real_data_root
 
-from harness.cli import cli
+from harness.cli.main import cli
 
 SENTIMENT = {"max_examples": 200, "vocab_size": 800}
 
@@ -49,7 +49,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, d
 def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HARNESS_CACHE_DIR": str(cwd / "cache"),
            "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "harness.cli.main", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -107,7 +107,7 @@ def test_other_data_with_the_same_vocabulary_is_scored(trained) -> None:
 
 
 def test_a_changed_vocab_size_is_refused_with_both_hashes(trained) -> None:
-    from plugins.tasks.sentiment import SentimentConfig, SentimentTask
+    from harness.plugins.tasks.sentiment import SentimentConfig, SentimentTask
 
     folder, rows = trained
     row = rows["sentiment"]

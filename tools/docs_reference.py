@@ -1,7 +1,7 @@
 """Write the generated reference pages of docs/ from the code, so they cannot drift from it.
 
 ``python tools/docs_reference.py`` rewrites ``docs/reference/{experiment-file,cells,tasks,hooks}.md``
-from the pydantic schema (harness/config.py), the built-in plugins' Config classes and the
+from the pydantic schema (harness/experiment/schema.py), the built-in plugins' Config classes and the
 hookspecs; ``tests/docs`` fails when a committed page differs from what this prints.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from harness.plugin_options import one_line
+from harness.core.plugin_options import one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "docs" / "reference"
@@ -106,7 +106,7 @@ def fields_table(model: type[BaseModel]) -> str:
 
 
 def experiment_file_page() -> str:
-    from harness import config
+    from harness.experiment import config
 
     sections = [(config.Experiment, "The top level of the file."),
                 (config.PluginChoice, "An entry of `cells:` or `tasks:`: a name, or a mapping with these keys."),
@@ -122,7 +122,7 @@ def experiment_file_page() -> str:
                 (config.ReportSettings, "`report:`: how the report compares cells."),
                 (config.RunResources, "`resources:`: what each run asks of a Ray cluster (`executor: ray`).")]
     text = HEADER + ("# Experiment file reference\n\nAn experiment file is YAML validated against this schema "
-                     "(`harness/config.py`) before anything starts; an unknown key is refused with the file, "
+                     "(`harness/experiment/schema.py`) before anything starts; an unknown key is refused with the file, "
                      "the line and the valid keys. Each cell's and task's `options:` are listed on the "
                      "[cells](cells.md) and [tasks](tasks.md) pages.\n")
     for model, intro in sections:
@@ -132,7 +132,7 @@ def experiment_file_page() -> str:
 
 
 def plugins_page(kind: str) -> str:
-    from harness.plugins import load_plugins
+    from harness.core.loading import load_plugins
 
     registry = getattr(load_plugins(autoload=False), kind)
     title = "Built-in cells" if kind == "cells" else "Built-in tasks"
@@ -150,7 +150,7 @@ def plugins_page(kind: str) -> str:
 HOOK_EXAMPLES = {
     "register_cells": '''\
 from harness import hookimpl
-from harness.cells import RecurrentCell
+from harness.core.cells import RecurrentCell
 
 
 class DoublingCell(RecurrentCell):
@@ -169,7 +169,7 @@ def register_cells(register):
 ''',
     "register_tasks": '''\
 from harness import hookimpl
-from plugins.tasks.adding import AddingTask
+from harness.plugins.tasks.adding import AddingTask
 
 
 class ShortAddingTask(AddingTask):
@@ -186,9 +186,9 @@ def register_tasks(register):
 
 
 def hooks_page() -> str:
-    from harness import hookspecs
+    from harness.core import hookspecs
 
-    text = HEADER + ("# Hook reference\n\nThe hookspecs in `harness/hookspecs.py` are the whole contract "
+    text = HEADER + ("# Hook reference\n\nThe hookspecs in `harness/core/hookspecs.py` are the whole contract "
                      "between the harness and its plugins. Each hook below shows its exact signature, its "
                      "documentation and a minimal implementation (run by the tests).\n")
     for name, function in inspect.getmembers(hookspecs, inspect.isfunction):

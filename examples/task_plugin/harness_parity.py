@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pydantic import Field, model_validator
 
 from harness import hookimpl
-from harness.tasks import Example, Task, TaskConfig, TaskData
-from harness.vocab import Vocabulary
+from harness.core.tasks import Example, Task, TaskConfig, TaskData
+from harness.core.vocab import Vocabulary
 
 
 class ParityConfig(TaskConfig):

@@ -44,8 +44,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from harness.cells import State
-from harness.fused import FusedKernel, Padding, Recurrence, backward_pass, forward_pass
+from harness.core.cells import State
+from harness.fused.kernel import FusedKernel, Padding
+from harness.fused.passes import Recurrence, backward_pass, forward_pass
 
 __all__ = ["COPIES", "GRAPH_TYPES", "SIGNATURES", "CudaGraph", "active", "enabled", "replay_for"]
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from harness.cells import RecurrentCell, State
-from harness.fused import FusedKernel, native_enabled, reorder_rows, restore_rows, triton_enabled
+from harness.core.cells import RecurrentCell, State
+from harness.fused.kernel import FusedKernel, reorder_rows, restore_rows
 
 __all__ = ["VanillaKernel", "SimpleGRUKernel", "GRUKernel", "LSTMKernel", "PeepholeLSTMKernel"]
 
@@ -55,26 +55,6 @@ def _transposed(weight: Tensor) -> Tensor:
 def _weight_gradient(d_rows: Tensor, operand: Tensor) -> Tensor:
     """The sum over t and b of d_rows[t, b]^T operand[t, b]: one product over all steps."""
     return d_rows.reshape(-1, d_rows.shape[-1]).t().mm(operand.reshape(-1, operand.shape[-1]))
-
-
-class _WithStepVariants(FusedKernel):
-    """A built-in kernel with one-call-per-step variants (:mod:`harness.fused.step_kernels`),
-    which it hands over: on CUDA the Triton one where :func:`triton_enabled`, on the CPU the
-    compiled one where :func:`native_enabled` and the parameters are float32 or float64.
-
-    Only the exact built-in class does: a third-party subclass may compute something else.
-    (Vanilla has none: its step is one product and one activation already.)
-    """
-
-    def for_device(self, device: torch.device) -> FusedKernel:
-        if triton_enabled(device):
-            from harness.fused.triton_kernels import VARIANTS  # imports triton
-        elif native_enabled(device) and self.cell.weight_a.dtype in (torch.float32, torch.float64):
-            from harness.fused.native_kernels import VARIANTS
-        else:
-            return self
-        variant = VARIANTS.get(type(self))
-        return self if variant is None else variant(self.cell)
 
 
 class VanillaKernel(FusedKernel):
@@ -109,7 +89,7 @@ class VanillaKernel(FusedKernel):
         return self.d_pre, (_weight_gradient(self.d_pre, states[0][:-1]),)
 
 
-class SimpleGRUKernel(_WithStepVariants):
+class SimpleGRUKernel(FusedKernel):
     """Rows [c~ ; Γu]: [c~ ; Γu] = [tanh ; σ](P + W c<t-1>), c<t> = c<t-1> + Γu (c~ - c<t-1>)."""
 
     state_count = 1
@@ -148,7 +128,7 @@ class SimpleGRUKernel(_WithStepVariants):
         return self.d_pre, (_weight_gradient(self.d_pre, states[0][:-1]),)
 
 
-class GRUKernel(_WithStepVariants):
+class GRUKernel(FusedKernel):
     """Rows [Γr ; Γu ; c~]; reset ``before``: c~ = tanh(P_c + W_cc (Γr c<t-1>)),
     ``after``: c~ = tanh(P_c + Γr (W_cc c<t-1> + b_cc)); c<t> = c<t-1> + Γu (c~ - c<t-1>)."""
 
@@ -247,7 +227,7 @@ class GRUKernel(_WithStepVariants):
         return d_pre, (d_weight, d_bias)
 
 
-class LSTMKernel(_WithStepVariants):
+class LSTMKernel(FusedKernel):
     """[Γu ; Γf ; c~ ; Γo] = [σ ; σ ; tanh ; σ](P + W a<t-1>) (+ peepholes in the subclass);
     c<t> = Γu c~ + Γf c<t-1>, a<t> = Γo tanh(c<t>). Internally [Γo ; Γu ; Γf ; 2 c~]."""
 

@@ -12,7 +12,7 @@ and backward loops are one C call each, the recurrent products included
 (:meth:`FusedKernel.forward_loop`); otherwise the generic Python loop calls a product and
 a C step function per step.
 
-:meth:`FusedKernel.for_device` of the built-in kernels returns these on the CPU for
+:func:`harness.fused.variants.on_device` of the built-in kernels returns these on the CPU for
 float32 and float64 parameters where :func:`harness.fused.native_enabled`;
 ``HARNESS_FUSED_NATIVE=0`` keeps the ATen kernels, as does an install whose extension was
 not built (no C compiler: the build skips it and says so).
@@ -22,17 +22,20 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib
 import os
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from harness.cells import State
-from harness.fused import Padding, _native_steps
+from harness.core.cells import State
+from harness.fused.kernel import NATIVE_MODULE, Padding
 from harness.fused.kernels import GRUKernel, LSTMKernel, PeepholeLSTMKernel, SimpleGRUKernel
 from harness.fused.step_kernels import (StepGRUKernel, StepLSTMKernel, StepPeepholeLSTMKernel, StepSimpleGRUKernel,
                                         _OneCallSteps)
+
+_native_steps = importlib.import_module(NATIVE_MODULE)
 
 __all__ = ["NativeGRUKernel", "NativeLSTMKernel", "NativePeepholeLSTMKernel", "NativeSimpleGRUKernel", "VARIANTS"]
 

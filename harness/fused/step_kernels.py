@@ -13,7 +13,7 @@ The step functions come from a backend, a subclass of :class:`_OneCallSteps`:
 :mod:`harness.fused.triton_kernels` on CUDA (Triton, :mod:`harness.fused.triton_steps`),
 :mod:`harness.fused.native_kernels` on the CPU (compiled C, ``harness/fused/_native_steps.c``).
 Both implement the same functions with the same arguments and layouts (see
-:mod:`harness.fused.triton_steps`). :meth:`FusedKernel.for_device` of the built-in kernels
+:mod:`harness.fused.triton_steps`). :func:`harness.fused.variants.on_device` of the built-in kernels
 picks the variant.
 """
 
@@ -25,8 +25,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from harness.cells import RecurrentCell, State
-from harness.fused import reorder_rows
+from harness.core.cells import RecurrentCell, State
+from harness.fused.kernel import reorder_rows
 from harness.fused.kernels import (GRUKernel, LSTMKernel, PeepholeLSTMKernel, SimpleGRUKernel, _transposed,
                                    _weight_gradient)
 

@@ -5,7 +5,7 @@ operation of a step is a kernel launch. The variants here launch one kernel of
 :mod:`harness.fused.triton_steps` per step each way instead (two for ``gru`` with reset
 before).
 
-:meth:`FusedKernel.for_device` of the built-in kernels returns these on CUDA when Triton
+:func:`harness.fused.variants.on_device` of the built-in kernels returns these on CUDA when Triton
 imports (:func:`harness.fused.triton_enabled`); ``HARNESS_FUSED_TRITON=0`` keeps the ATen kernels.
 """
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.conformance import ENV_CELLS, ENV_OPTIONS, CellContract, run_conformance
-from harness.plugins import load_plugins
+from harness.conformance.pytest_contract import ENV_CELLS, ENV_OPTIONS, CellContract, run_conformance
+from harness.core.loading import load_plugins
 
 CELL_CASES = [
     pytest.param(("vanilla", {"activation": "tanh"}), id="vanilla-tanh"),
@@ -44,10 +44,10 @@ import dataclasses
 
 import torch
 from torch import nn
-from harness.cells import CellConfig, RecurrentCell
-from harness.conformance import CellContract
-from harness.registry import Registry
-from plugins.cells.vanilla import VanillaCell, VanillaConfig
+from harness.core.cells import CellConfig, RecurrentCell
+from harness.conformance.pytest_contract import CellContract
+from harness.core.registry import Registry
+from harness.plugins.cells.vanilla import VanillaCell, VanillaConfig
 
 
 class Miscounted(VanillaCell):
@@ -213,7 +213,7 @@ def test_run_conformance_needs_a_cell() -> None:
 
 
 def test_the_contract_runs_without_pytest_with_the_same_checks(capsys: pytest.CaptureFixture[str]) -> None:
-    from harness.conformance_runner import run_conformance as run_directly
+    from harness.conformance.runner import run_conformance as run_directly
 
     assert run_directly(["vanilla"], {"activation": "relu"}, use_pytest=False) == 0
     report = capsys.readouterr().out

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.cells import RecurrentCell
-from harness.plugins import load_plugins
+from harness.core.cells import RecurrentCell
+from harness.core.loading import load_plugins
 
 BATCH, STEPS, INPUT, HIDDEN = 3, 6, 3, 4
 TOLERANCE = dict(rtol=1e-12, atol=1e-15)

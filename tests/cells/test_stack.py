@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.plugins import load_plugins
-from harness.stack import RecurrentStack
+from harness.core.loading import load_plugins
+from harness.networks.stack import RecurrentStack
 
 INPUT, HIDDEN = 3, 4
 

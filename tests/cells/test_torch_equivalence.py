@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from harness.plugins import load_plugins
-from harness.stack import RecurrentStack
+from harness.core.loading import load_plugins
+from harness.networks.stack import RecurrentStack
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)  # float32
 INPUT, HIDDEN = 3, 4

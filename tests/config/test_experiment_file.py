@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from harness.config import Experiment, TrainingSettings, load_experiment
-from harness.errors import ConfigError
+from harness.experiment import Experiment, TrainingSettings, load_experiment
+from harness.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "experiments"
@@ -126,7 +126,7 @@ def _no_harness_switches(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def plugins() -> Any:
-    from harness.plugins import load_plugins
+    from harness.core.loading import load_plugins
 
     return load_plugins(strict=False, autoload=False)
 
@@ -138,7 +138,7 @@ def write(directory: Path, text: str, name: str = "exp.yaml") -> Path:
 
 
 def load_and_expand(path: Path, plugins: Any, overrides: tuple[str, ...] | list[str] = ()) -> list[Any]:
-    from harness.runner import expand_grid
+    from harness.runs.grid import expand_grid
 
     return expand_grid(load_experiment(path, overrides), plugins)
 
@@ -162,7 +162,7 @@ SUBPROCESS_CASES = {
 def cli_subprocesses(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Path, subprocess.Popen]]]:
     """``harness run exp.yaml`` for each SUBPROCESS_CASES entry, each in its own folder, all started now."""
     script = Path(sys.executable).parent / "harness"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "harness.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "harness.cli.main"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_")}
     env.update(OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
     bad = {b.id: b for b in BAD_FILES}
@@ -261,7 +261,7 @@ def test_set_overrides_values_of_the_file(tmp_path: Path, plugins: Any) -> None:
 def invoke_run(directory: Path, *args: str) -> Any:
     from click.testing import CliRunner
 
-    from harness.cli import cli
+    from harness.cli.main import cli
 
     return CliRunner().invoke(cli, ["run", *args], catch_exceptions=False)
 

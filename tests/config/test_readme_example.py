@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.config import load_experiment
-from harness.plugins import load_plugins
-from harness.runner import expand_grid
+from harness.experiment import load_experiment
+from harness.core.loading import load_plugins
+from harness.runs.grid import expand_grid
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_experiment
-from harness.errors import ConfigError
-from harness.plugins import load_plugins
-from harness.runner import expand_grid
+from harness.experiment import load_experiment
+from harness.core.errors import ConfigError
+from harness.core.loading import load_plugins
+from harness.runs.grid import expand_grid
 
 BASE = "cells: [gru, lstm]\ntasks: [adding]\nseeds: [0]\n"
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from harness_processes import harness_command, harness_env
-from plugins.tasks.word_lm import WordLMConfig, WordLMTask
-from plugins.tasks.data_sets import BUILTIN_DATA_SETS, MUSEDATA, piano_roll_json
+from harness.plugins.tasks.word_lm import WordLMConfig, WordLMTask
+from harness.plugins.tasks.data_sets import BUILTIN_DATA_SETS, MUSEDATA, piano_roll_json
 
 REQUIRED = os.environ.get("HARNESS_REQUIRE_DATA") == "1" or bool(os.environ.get("CI"))
 

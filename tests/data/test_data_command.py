@@ -24,13 +24,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from harness.cli import cli
+from harness.cli.main import cli
 from harness_processes import harness_command, harness_env
 
 PLUGIN = '''
 from harness import hookimpl
-from harness.datasets import DataFile, DataSet
-from harness.tasks import Task
+from harness.data.datasets import DataFile, DataSet
+from harness.core.tasks import Task
 
 BASE = {base!r}
 SETS = {sets!r}

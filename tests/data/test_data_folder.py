@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.datasets import DataFile, DataSet, data_root
-from harness.errors import ConfigError, PluginError
-from harness.textdata import data_folder
+from harness.data.datasets import DataFile, DataSet, data_root
+from harness.core.errors import ConfigError, PluginError
+from harness.data.reading import data_folder
 
 
 def test_the_option_wins_then_the_variable_then_the_per_user_folder(tmp_path, monkeypatch) -> None:

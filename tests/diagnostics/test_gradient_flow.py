@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from harness.cells import RecurrentCell, State
-from harness.gradient_flow import probe_network
-from harness.plugins import load_plugins
-from harness.stack import RecurrentStack
+from harness.core.cells import RecurrentCell, State
+from harness.training.gradient_flow import probe_network
+from harness.core.loading import load_plugins
+from harness.networks.stack import RecurrentStack
 
 
 class LinearCell(RecurrentCell):
@@ -116,9 +116,9 @@ def test_an_lstm_with_forget_bias_1_loses_it_more_slowly() -> None:
     ("adding", {"length": 6}),                         # regression (vector inputs)
 ])
 def test_every_family_s_own_loss_can_be_probed(task_name: str, options: dict) -> None:
-    from harness.config import DiagnosticsSettings, ModelSettings, TrainingSettings
-    from harness.run_diagnostics import RunDiagnostics
-    from harness.training import build_network, plan_network
+    from harness.experiment import DiagnosticsSettings, ModelSettings, TrainingSettings
+    from harness.training.diagnostics import RunDiagnostics
+    from harness.training.trainer import build_network, plan_network
 
     plugins = load_plugins()
     task_class, cell = plugins.tasks.get(task_name), plugins.cells.get("lstm")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import SweepPoint
-from harness.diagnostics_report import diagnostics_section
-from harness.memory_horizon import memory_horizons, swept_tasks
-from harness.sweeps import sweep_tags
-from harness.tracking import TAG_PREFIX, RunRecord
+from harness.experiment import SweepPoint
+from harness.reports.diagnostics import diagnostics_section
+from harness.reports.memory_horizon import memory_horizons, swept_tasks
+from harness.runs.sweeps import sweep_tags
+from harness.runs.tracking import TAG_PREFIX, RunRecord
 
 VALUES = [10, 25, 50, 100]
 

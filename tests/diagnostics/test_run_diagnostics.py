@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.config import load_experiment
-from harness.diagnostics_report import diagnostics_section, read_artifact_json
-from harness.plugins import load_plugins
-from harness.reporting import build_report
-from harness.runner import Runner, expand_grid
-from harness.tracking import Tracker, default_tracking_uri, latest_per_key
+from harness.experiment import load_experiment
+from harness.reports.diagnostics import diagnostics_section, read_artifact_json
+from harness.core.loading import load_plugins
+from harness.reports.report import build_report
+from harness.runs.grid import expand_grid
+from harness.runs.runner import Runner
+from harness.runs.tracking import Tracker, default_tracking_uri, latest_per_key
 
 
 def run_grid(tmp_path: Path, name: str, *, gradient_flow: bool, clip: float | str, sweep: bool = True) -> list:

@@ -14,14 +14,15 @@ from typing import Literal
 import pytest
 
 from harness import hookimpl
-from harness.config import PluginChoice, load_experiment
-from harness.errors import ConfigError
-from harness.plugins import LoadedPlugins, load_plugins
-from harness.runner import Runner, expand_grid
-from harness.sweeps import sweep_point
-from harness.tasks import Example, Task, TaskConfig, TaskData
-from harness.tracking import Tracker, default_tracking_uri
-from harness.vocab import Vocabulary
+from harness.experiment import PluginChoice, load_experiment
+from harness.core.errors import ConfigError
+from harness.core.loading import LoadedPlugins, load_plugins
+from harness.runs.grid import expand_grid
+from harness.runs.runner import Runner
+from harness.runs.sweeps import sweep_point
+from harness.core.tasks import Example, Task, TaskConfig, TaskData
+from harness.runs.tracking import Tracker, default_tracking_uri
+from harness.core.vocab import Vocabulary
 
 
 class RecallConfig(TaskConfig):

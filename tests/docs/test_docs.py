@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.cells import RecurrentCell
-from harness.conformance import CellContract
-from harness.config import load_experiment
-from harness.plugins import LoadedPlugins, load_plugins
-from harness.registry import Registry
-from harness.runner import expand_grid
-from harness.tasks import Task
+from harness.core.cells import RecurrentCell
+from harness.conformance.pytest_contract import CellContract
+from harness.experiment import load_experiment
+from harness.core.loading import LoadedPlugins, load_plugins
+from harness.core.registry import Registry
+from harness.runs.grid import expand_grid
+from harness.core.tasks import Task
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"

@@ -32,7 +32,7 @@ EXPERIMENT: dict[str, Any] = {
 def invoke(*args: str) -> Any:
     from click.testing import CliRunner
 
-    from harness.cli import cli
+    from harness.cli.main import cli
 
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 

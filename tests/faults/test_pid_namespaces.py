@@ -37,8 +37,8 @@ GRID: dict[str, Any] = {
 RECONCILE = """
 import json, sys, time
 from pathlib import Path
-from harness.identity import worker_id
-from harness.journal_ledger import JournalLedger
+from harness.runs.identity import worker_id
+from harness.runs.journal_ledger import JournalLedger
 ledger = JournalLedger(Path(sys.argv[1]))
 held = [r.status for r in ledger.rows(sys.argv[2])]
 reclaimed = []
@@ -99,7 +99,7 @@ def test_a_worker_in_another_pid_namespace_never_reclaims_a_live_run(tmp_path: P
 
 
 def test_a_dead_worker_is_recognised_only_in_its_own_namespace() -> None:
-    from harness.identity import dead_local_owner, worker_id
+    from harness.runs.identity import dead_local_owner, worker_id
 
     gone = subprocess.Popen(["true"])
     gone.wait()

@@ -14,13 +14,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from harness.config import EarlyStopping, TrainingSettings
-from harness.models import ClassifierNet, Encoder, build_stack
-from harness.plugins import load_plugins
-from harness.resume import RunCheckpoints
-from harness.tasks import Example, Task, TaskData
-from harness.training import train_run
-from harness.vocab import Vocabulary
+from harness.experiment import EarlyStopping, TrainingSettings
+from harness.networks.models import ClassifierNet, Encoder, build_stack
+from harness.core.loading import load_plugins
+from harness.training.resume import RunCheckpoints
+from harness.core.tasks import Example, Task, TaskData
+from harness.training.trainer import train_run
+from harness.core.vocab import Vocabulary
 
 
 class _ParityTask(Task):

@@ -14,12 +14,12 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from harness.cells import CellConfig, RecurrentCell, State
-from harness.conformance import CellContract, CellSpec
+from harness.core.cells import CellConfig, RecurrentCell, State
+from harness.conformance.pytest_contract import CellContract, CellSpec
 from harness.fused import FusedKernel, kernel_for
-from harness.registry import Registry
-from harness.stack import RecurrentStack
-from plugins.cells.gru_simple import SimpleGRUCell
+from harness.core.registry import Registry
+from harness.networks.stack import RecurrentStack
+from harness.plugins.cells.gru_simple import SimpleGRUCell
 from recurrence_pairs import (CELL_CASES, LAYOUTS, TOLERANCE, assert_as_close_as_the_reference_in_float32, assert_same,
                               cell_class, forward_backward, make_pair, run_both)
 
@@ -142,7 +142,7 @@ def test_a_subclass_that_changes_the_step_loses_the_inherited_kernel() -> None:
 
 
 def test_the_config_accepts_fused() -> None:
-    from harness.config import ModelSettings
+    from harness.experiment import ModelSettings
 
     assert ModelSettings(implementation="fused").implementation == "fused"
 

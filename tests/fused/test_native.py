@@ -20,7 +20,8 @@ import torch
 from recurrence_pairs import CELL_CASES, LAYOUTS, assert_same, cell_class, make_pair, run_both
 
 import harness.fused
-from harness.fused import kernel_for, native_enabled
+import harness.fused.kernel
+from harness.fused import kernel_for, native_enabled, on_device
 from harness.fused.kernels import LSTMKernel, VanillaKernel
 
 GATED = [case for case in CELL_CASES if case.values[0] != "vanilla"]
@@ -35,7 +36,7 @@ def _the_default_setting(monkeypatch):
 
 def kernel_on(name: str, options: dict, dtype: torch.dtype = torch.float32, device: str = "cpu"):
     cls = cell_class(name)
-    return kernel_for(cls(3, 4, cls.Config(**options)).to(dtype)).for_device(torch.device(device))
+    return on_device(kernel_for(cls(3, 4, cls.Config(**options)).to(dtype)), torch.device(device))
 
 
 def test_the_extension_is_built_from_the_current_sources() -> None:
@@ -79,7 +80,7 @@ def test_other_dtypes_devices_and_the_setting_keep_the_aten_kernels(name, option
 def test_a_missing_build_falls_back_and_is_an_error_only_when_required(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "harness.fused._native_steps", None)  # import now raises ImportError
     monkeypatch.delattr(harness.fused, "_native_steps", raising=False)
-    harness.fused._native_imports.cache_clear()
+    harness.fused.kernel._native_imports.cache_clear()
     try:
         assert type(kernel_on("peephole_lstm", {})).__name__ == "PeepholeLSTMKernel"  # auto: the ATen kernel
         monkeypatch.setenv("HARNESS_FUSED_NATIVE", "1")
@@ -87,7 +88,7 @@ def test_a_missing_build_falls_back_and_is_an_error_only_when_required(monkeypat
             kernel_on("peephole_lstm", {})
     finally:
         monkeypatch.undo()
-        harness.fused._native_imports.cache_clear()
+        harness.fused.kernel._native_imports.cache_clear()
     assert native_enabled(torch.device("cpu"))
 
 
@@ -105,7 +106,7 @@ def test_a_third_party_subclass_of_a_built_in_kernel_keeps_its_own_steps() -> No
         pass
 
     kernel = Tweaked(cell_class("lstm")(3, 4))
-    assert kernel.for_device(torch.device("cpu")) is kernel
+    assert on_device(kernel, torch.device("cpu")) is kernel
 
 
 def test_whole_loops_run_in_c_where_torchs_blas_is_found(monkeypatch) -> None:
@@ -158,7 +159,7 @@ def test_float32_exp_is_within_two_ulp_and_keeps_nan() -> None:
 
 @pytest.mark.parametrize("name, options", GATED)
 def test_a_nan_in_the_inputs_reaches_the_outputs_and_gradients(name, options) -> None:
-    # Training stops on a NaN loss (harness.training): the compiled steps must not hide one.
+    # Training stops on a NaN loss (harness.training.trainer): the compiled steps must not hide one.
     reference, fused = make_pair(name, options, 4, 5)
     x = torch.randn(2, 6, 4)
     x[1, 2, 0] = math.nan

@@ -19,7 +19,7 @@ import torch
 from recurrence_pairs import (CELL_CASES, LAYOUTS, assert_as_close_as_the_reference_in_float32, assert_same, cell_class,
                               make_pair, run_both)
 
-from harness.fused import kernel_for
+from harness.fused import kernel_for, on_device
 from harness.fused.kernels import LSTMKernel, VanillaKernel
 
 pytest.importorskip("triton", reason="the Triton kernels need triton (installed by ./setup.sh)")
@@ -48,7 +48,7 @@ def _no_tf32():
 
 def kernel_on(name: str, options: dict, device: str = DEVICE):
     cls = cell_class(name)
-    return kernel_for(cls(3, 4, cls.Config(**options))).for_device(torch.device(device))
+    return on_device(kernel_for(cls(3, 4, cls.Config(**options))), torch.device(device))
 
 
 # -- where they run ------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def test_a_third_party_subclass_of_a_built_in_kernel_keeps_its_own_steps() -> No
 
     cls = cell_class("lstm")
     kernel = Tweaked(cls(3, 4))
-    assert kernel.for_device(torch.device(DEVICE)) is kernel
+    assert on_device(kernel, torch.device(DEVICE)) is kernel
 
 
 # -- compiled for the GPU ------------------------------------------------------------------------

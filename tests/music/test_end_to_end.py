@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from real_data import real_data_root
 
-from harness.midi import read_midi
-from plugins.tasks.music import MusicConfig, MusicTask
+from harness.data.midi import read_midi
+from harness.plugins.tasks.music import MusicConfig, MusicTask
 
-HARNESS = [sys.executable, "-m", "harness.cli"]
+HARNESS = [sys.executable, "-m", "harness.cli.main"]
 PRESET = Path(__file__).parents[2] / "experiments" / "reproduce" / "chung2014.yaml"
 
 
@@ -76,7 +76,7 @@ def test_language_model_options_are_refused_for_music(trained) -> None:
 
 
 def test_the_preset_carries_the_published_table() -> None:
-    from harness.config import load_experiment
+    from harness.experiment import load_experiment
 
     reference = load_experiment(PRESET).experiment.reference
     assert reference.metrics == ["test_train_nll", "test_nll"]
@@ -86,9 +86,9 @@ def test_the_preset_carries_the_published_table() -> None:
 
 
 def test_the_preset_is_valid_and_matches_their_hidden_sizes() -> None:
-    from harness.config import load_experiment
-    from harness.plugins import load_plugins
-    from harness.runner import expand_grid
+    from harness.experiment import load_experiment
+    from harness.core.loading import load_plugins
+    from harness.runs.grid import expand_grid
 
     specs = expand_grid(load_experiment(PRESET), load_plugins())
     assert len(specs) == 5 * 4 * 3

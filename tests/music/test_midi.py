@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from harness.errors import BadInputError
-from harness.midi import read_midi, roll_to_notes, write_midi
-from harness.sampling import sample_multilabel
-from plugins.tasks.music import MusicConfig, MusicTask, plot_piano_roll
+from harness.core.errors import BadInputError
+from harness.data.midi import read_midi, roll_to_notes, write_midi
+from harness.training.sampling import sample_multilabel
+from harness.plugins.tasks.music import MusicConfig, MusicTask, plot_piano_roll
 
 
 def roll_of(steps: list[list[int]]) -> list[list[int]]:

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from harness.config import EarlyStopping, TrainingSettings
-from harness.data import Collator
-from harness.families import FAMILY_MODULES
-from harness.tasks import Example, Task, TaskData
+from harness.experiment import EarlyStopping, TrainingSettings
+from harness.training.batching import Collator
+from harness.training.families import FAMILY_MODULES
+from harness.core.tasks import Example, Task, TaskData
 
 
 class ConstantLogits(nn.Module):

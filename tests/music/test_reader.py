@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.data import Collator
-from harness.errors import BadInputError, ConfigError
-from harness.tasks import Example, TaskData
-from plugins.tasks.music import DATASETS, MusicConfig, MusicTask, read_pieces
+from harness.training.batching import Collator
+from harness.core.errors import BadInputError, ConfigError
+from harness.core.tasks import Example, TaskData
+from harness.plugins.tasks.music import DATASETS, MusicConfig, MusicTask, read_pieces
 
 
 def test_jsb_splits_have_the_documented_sizes_note_range_and_rests(data_dir: Path) -> None:

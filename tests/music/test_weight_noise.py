@@ -6,8 +6,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from harness.config import TrainingSettings, content_hash
-from harness.training import WeightNoise
+from harness.experiment import TrainingSettings, content_hash
+from harness.training.trainer import WeightNoise
 
 
 class Tiny(pl.LightningModule):

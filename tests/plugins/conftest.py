@@ -132,7 +132,7 @@ def subprocess_env(site: Path | None, extra: Mapping[str, str] | None = None) ->
 def harness_command() -> list[str]:
     """The installed ``harness`` console script next to this interpreter."""
     script = Path(sys.executable).with_name("harness")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "harness.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "harness.cli.main"]
 
 
 @dataclass

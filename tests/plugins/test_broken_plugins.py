@@ -16,10 +16,10 @@ import pytest
 from torch import Tensor
 
 from harness import hookimpl
-from harness.cells import RecurrentCell, State
-from harness.errors import BadInputError, UnknownNameError
-from harness.plugins import load_plugins
-from harness.tasks import Task, TaskData, TaskOptionError
+from harness.core.cells import RecurrentCell, State
+from harness.core.errors import BadInputError, UnknownNameError
+from harness.core.loading import load_plugins
+from harness.core.tasks import Task, TaskData, TaskOptionError
 
 
 class HalfCell(RecurrentCell):
@@ -98,7 +98,7 @@ def test_harness_run_with_the_broken_cell_says_why_in_one_line(
     errors = [line for line in run.stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and "Traceback" not in run.stderr, run.explain()
     assert f"{experiment}:1: cells[0].name: unknown cell 'mgu'. plugin 'mgu' is installed but broken" in errors[0]
-    assert f"harness_fx_syntax_error.py:8)" in errors[0]
+    assert "harness_fx_syntax_error.py:8)" in errors[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["uses_mgu.yaml"]  # nothing created
 
 
@@ -131,15 +131,16 @@ def test_harness_run_stops_on_a_value_error_from_load_with_exit_2_and_creates_no
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    import harness.cli
+    import harness.cli.common
+    import harness.cli.main
 
     picky_plugin = types.ModuleType("harness_fx_picky")
     picky_plugin.register_tasks = hookimpl(lambda register: register(PickyTask))  # type: ignore[attr-defined]
-    monkeypatch.setattr(harness.cli, "load_plugins",
+    monkeypatch.setattr(harness.cli.common, "load_plugins",
                         lambda **options: load_plugins(extra_plugins=[("picky", picky_plugin)], **options))
     monkeypatch.chdir(tmp_path)
     Path("picky.yaml").write_text("cells: [gru]\ntasks: [picky]\nseeds: [0]\ndevice: cpu\n", encoding="utf-8")
-    result = CliRunner().invoke(harness.cli.cli, ["run", "picky.yaml"])
+    result = CliRunner().invoke(harness.cli.main.cli, ["run", "picky.yaml"])
     assert result.exit_code == 2, result.output
     assert result.output == ("Error: task 'picky': vocabulary file 'missing.txt' does not exist; "
                              "set vocabulary_file to an existing file\n")

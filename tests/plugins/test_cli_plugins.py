@@ -29,7 +29,7 @@ BROKEN = {
         "harness-fx-duplicate-cell", "0.4.0", "registered by both plugin 'lstm' and plugin 'duplicate_cell'"
     ),
     "misspelt_hook": ("harness-fx-misspelt-hook", "0.5.0", "Did you mean 'register_cells' instead of 'register_cell'?"),
-    "not_a_cell": ("harness-fx-not-a-cell", "0.6.0", "does not subclass harness.cells.RecurrentCell"),
+    "not_a_cell": ("harness-fx-not-a-cell", "0.6.0", "does not subclass harness.core.cells.RecurrentCell"),
 }
 IMPOSTOR_ERROR = "a plugin named 'vanilla' is already loaded (from rnn-harness)"
 
@@ -100,7 +100,7 @@ def test_json_describes_builtin_and_third_party_plugins(default_run: Any) -> Non
     assert all(set(e) == JSON_KEYS for e in entries)
     assert default_run.plugins()["lstm"] == {
         "name": "lstm",
-        "module": "plugins.cells.lstm",
+        "module": "harness.plugins.cells.lstm",
         "distribution": "rnn-harness",
         "version": metadata.version("rnn-harness"),
         "source": "built-in",

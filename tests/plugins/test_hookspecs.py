@@ -1,6 +1,6 @@
 """Meta-tests that keep the plugin surface honest (in the style of datasette's).
 
-Every hookspec in harness/hookspecs.py has full type hints and a docstring with a
+Every hookspec in harness/core/hookspecs.py has full type hints and a docstring with a
 summary, ``Args:`` for each argument and a ``Returns`` line; every hook has a
 ``test_hook_<name>`` test; and README.md repeats each hook's exact signature.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import hookspecs, registry
-from harness.plugins import make_plugin_manager
+from harness.core import hookspecs, registry
+from harness.core.loading import make_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,7 +55,7 @@ def test_hookspec_has_full_type_hints(name: str) -> None:
     parameters = inspect.signature(function).parameters
     annotations = inspect.get_annotations(function)
     assert set(parameters) | {"return"} == set(annotations), f"{name}: unannotated {set(parameters) - set(annotations)}"
-    # The hints must resolve (names imported under TYPE_CHECKING come from harness.registry).
+    # The hints must resolve (names imported under TYPE_CHECKING come from harness.core.registry).
     hints = typing.get_type_hints(function, globalns={**vars(registry), **vars(hookspecs)})
     assert all(isinstance(hints[p], type) or typing.get_origin(hints[p]) for p in parameters), hints
     for parameter in parameters.values():

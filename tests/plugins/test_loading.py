@@ -16,11 +16,11 @@ import pytest
 from torch import Tensor
 
 from harness import hookimpl
-from harness.cells import RecurrentCell, State
-from harness.errors import DuplicateNameError, PluginError, UnknownNameError
-from harness.plugins import LoadedPlugins, PluginInfo, load_plugins
-from harness.tasks import Task
-from plugins.cells.lstm import LSTMCell
+from harness.core.cells import RecurrentCell, State
+from harness.core.errors import DuplicateNameError, PluginError, UnknownNameError
+from harness.core.loading import LoadedPlugins, PluginInfo, load_plugins
+from harness.core.tasks import Task
+from harness.plugins.cells.lstm import LSTMCell
 
 BUILTIN_CELLS = ("gru", "gru_simple", "lstm", "peephole_lstm", "vanilla")
 
@@ -42,7 +42,7 @@ FAILURES = {
     ),
     "not_a_cell": (
         "plugin 'not_a_cell' registered NotACell as a cell",
-        "does not subclass harness.cells.RecurrentCell",
+        "does not subclass harness.core.cells.RecurrentCell",
     ),
 }
 
@@ -282,7 +282,7 @@ class BadName(MiniCell):
     ("entry", "fragment"),
     [
         pytest.param(MiniCell(2, 3), "register the class itself", id="instance"),
-        pytest.param(MiniTask, "does not subclass harness.cells.RecurrentCell", id="task-as-cell"),
+        pytest.param(MiniTask, "does not subclass harness.core.cells.RecurrentCell", id="task-as-cell"),
         pytest.param(NoName, "with name None", id="no-name"),
         pytest.param(BadName, "with name 'Mini-RNN'", id="bad-name"),
     ],

@@ -1,7 +1,7 @@
 """A cell written outside this repository, packaged and installed like a third party's.
 
 ``harness-mgu`` (fixtures/mgu.py: the minimal gated unit) is a five-line pyproject.toml
-plus one module that subclasses :class:`harness.cells.RecurrentCell`. Installed with the
+plus one module that subclasses :class:`harness.core.cells.RecurrentCell`. Installed with the
 real pip into a private site directory, it must show up in ``harness plugins`` and pass
 the conformance kit both ways a third party would run it: ``harness conformance mgu`` and
 a ``CellContract`` subclass in the package's own test suite. ``harness-liar-rnn``, whose
@@ -23,7 +23,7 @@ CONTRACT_TEST = '''\
 from importlib import metadata
 from pathlib import Path
 
-from harness.conformance import CellContract
+from harness.conformance.pytest_contract import CellContract
 
 
 class TestMinimalGatedUnit(CellContract):
@@ -51,7 +51,7 @@ class NoPytest:
 
 
 sys.meta_path.insert(0, NoPytest())
-from harness.cli import main
+from harness.cli.main import main
 
 sys.argv = ["harness", *sys.argv[1:]]
 main()

@@ -15,11 +15,11 @@ import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel
 
-from harness.cli import cli
-from harness.config import content_hash, load_experiment, resolve
-from harness.errors import ConfigError
-from harness.plugin_options import allowed_values, describe_options
-from harness.plugins import load_plugins
+from harness.cli.main import cli
+from harness.experiment import content_hash, load_experiment, resolve
+from harness.core.errors import ConfigError
+from harness.core.plugin_options import allowed_values, describe_options
+from harness.core.loading import load_plugins
 
 #: content_hash of each built-in Config's dumped defaults, as of 738e021 (before descriptions and
 #: bounds). Run keys hash the dumped config: a change here re-runs every finished experiment.

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from harness_processes import harness_env, run_harness, write_experiment
 
-from harness.config import load_experiment
-from harness.executors import choose_executor, ray_task_options
-from harness.plugins import load_plugins
-from harness.runner import expand_grid
+from harness.experiment import load_experiment
+from harness.runs.executors import choose_executor, ray_task_options
+from harness.core.loading import load_plugins
+from harness.runs.grid import expand_grid
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"cells": ["vanilla"], "tasks": [{"name": "agreement", "options": {"train_size": 16}}], "seeds": [0],
@@ -84,7 +84,7 @@ WITHOUT_RAY = "import sys; sys.modules['ray'] = None; "
 @pytest.mark.slow
 def test_harness_imports_and_runs_locally_without_ray(tmp_path: Path) -> None:
     write_experiment(tmp_path, "tiny", TINY)
-    code = WITHOUT_RAY + "import harness.cli, harness.executors, harness.runner; harness.cli.main()"
+    code = WITHOUT_RAY + "import harness.cli.main, harness.runs.executors, harness.runs.runner; harness.cli.main.main()"
     finished = subprocess.run([sys.executable, "-c", code, "run", "tiny.yaml", "--quiet"], cwd=tmp_path,
                               env=harness_env(), capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
@@ -93,7 +93,7 @@ def test_harness_imports_and_runs_locally_without_ray(tmp_path: Path) -> None:
 
 def test_ray_executor_without_ray_exits_2_naming_the_extra(tmp_path: Path) -> None:
     write_experiment(tmp_path, "tiny", {**TINY, "executor": "ray"})
-    code = WITHOUT_RAY + "import harness.cli; harness.cli.main()"
+    code = WITHOUT_RAY + "import harness.cli.main; harness.cli.main.main()"
     for args in (["run", "tiny.yaml"], ["run", "tiny.yaml", "--executor", "ray"]):
         finished = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, env=harness_env(),
                                   capture_output=True, text=True, timeout=300)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.comparisons import compare, correct, seeds_needed
-from harness.intervals import metric_scale, summarize
-from harness.leaderboard import TaskScores, build_leaderboard
+from harness.reports.comparisons import compare, correct, seeds_needed
+from harness.reports.intervals import metric_scale, summarize
+from harness.reports.leaderboard import TaskScores, build_leaderboard
 
 SEEDS = [str(s) for s in range(6)]
 
@@ -135,7 +135,7 @@ def test_friedman_and_nemenyi_over_tasks() -> None:
 
 
 def test_the_verdict_says_same_on_every_seed_not_too_few_seeds_and_cites_memory_horizons() -> None:
-    from harness.verdict import verdict_paragraph
+    from harness.reports.verdict import verdict_paragraph
 
     solved = TaskScores("agreement[max_distance=8]", "accuracy", True, {
         "gru": _seeded([1.0] * 6), "lstm": _seeded([1.0] * 6), "vanilla": _seeded([1.0] * 6)})

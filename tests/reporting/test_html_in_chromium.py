@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from harness.reporting import build_report
-from harness.tracking import Tracker
+from harness.reports.report import build_report
+from harness.runs.tracking import Tracker
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

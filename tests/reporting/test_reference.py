@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from harness.config import ConfigError, load_experiment
-from harness.reporting import build_report
-from harness.statistics import mean_ci
-from harness.tracking import Tracker
+from harness.experiment import ConfigError, load_experiment
+from harness.reports.report import build_report
+from harness.reports.statistics import mean_ci
+from harness.runs.tracking import Tracker
 
 REFERENCE = {"source": "Someone et al. 2014, Table 9", "metrics": ["test_nll"], "tolerance": 0.1,
              "results": {"jsb": {"gru": [8.54], "lstm": [8.67], "tanh": [None]}}}

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.reporting import ReportPaths, build_report
-from harness.tracking import Tracker
+from harness.reports.report import ReportPaths, build_report
+from harness.runs.tracking import Tracker
 
 SEEDS = (0, 1, 2)
 SCRIPT = "<script>alert(1)</script>"

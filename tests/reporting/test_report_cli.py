@@ -1,4 +1,4 @@
-"""harness export, harness.results.load and harness compare on real MLflow stores (SQLite)."""
+"""harness export, harness.reports.results.load and harness compare on real MLflow stores (SQLite)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from harness.cli import cli
-from harness.results import load
-from harness.tracking import Tracker, default_tracking_uri
+from harness.cli.main import cli
+from harness.reports.results import load
+from harness.runs.tracking import Tracker, default_tracking_uri
 
 
 def _experiment(tmp_path: Path, name: str, accuracy: dict[str, float]) -> Path:

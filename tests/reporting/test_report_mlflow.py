@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.report_mlflow import TAG, comparison_experiment_id, log_comparison
-from harness.reporting import build_report
-from harness.tracking import Tracker
+from harness.reports.to_mlflow import TAG, comparison_experiment_id, log_comparison
+from harness.reports.report import build_report
+from harness.runs.tracking import Tracker
 
 TASKS = {"agreement": ("accuracy", True, {"gru": 0.9, "lstm": 0.88, "vanilla": 0.6}),
          "adding": ("mse", False, {"gru": 0.01, "lstm": 0.012, "vanilla": 0.4}),

@@ -1,4 +1,4 @@
-"""harness.statistics against values worked out by hand (and, once, against scipy's own test)."""
+"""harness.reports.statistics against values worked out by hand (and, once, against scipy's own test)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 from scipy import stats
 
-from harness.statistics import hedges_g, mean_ci, welch
+from harness.reports.statistics import hedges_g, mean_ci, welch
 
 #: Two-sided 95% critical value of Student's t with 2 degrees of freedom (any t table: 4.303).
 T_975_DF2 = 4.302652729749464

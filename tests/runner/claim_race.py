@@ -29,8 +29,10 @@ def runs(count: int) -> list[dict[str, object]]:
 
 
 def claimer(url: str, count: int) -> dict[str, object]:
-    from harness.ledger import DONE, open_ledger, worker_id
-    from harness.storage import parse_storage
+    from harness.runs.run_states import DONE
+    from harness.runs.identity import worker_id
+    from harness.runs.ledger import open_ledger
+    from harness.experiment.storage_url import parse_storage
 
     ledger = open_ledger(parse_storage(url, output_dir=Path(".")))
     worker = worker_id()
@@ -78,8 +80,8 @@ def main() -> None:
         if child.returncode != 0:
             raise SystemExit(f"a claimer exited with {child.returncode}")
         results.append(json.loads(out))
-    from harness.ledger import open_ledger
-    from harness.storage import parse_storage
+    from harness.runs.ledger import open_ledger
+    from harness.experiment.storage_url import parse_storage
 
     ledger = open_ledger(parse_storage(options.url, output_dir=Path(".")))
     rows = [{"key": r.key, "status": r.status, "attempts": r.attempts} for r in ledger.rows(EXPERIMENT)]

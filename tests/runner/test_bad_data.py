@@ -75,7 +75,7 @@ def assert_nothing_created(tmp_path: Path) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[case.task for case in CASES])
 def test_a_bad_data_file_exits_2_naming_its_spot_and_creates_nothing(tmp_path: Path, case: BadData,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.cli import cli
+    from harness.cli.main import cli
 
     experiment = write_case(tmp_path, case)
     monkeypatch.chdir(tmp_path)
@@ -90,7 +90,7 @@ def test_a_bad_data_file_exits_2_naming_its_spot_and_creates_nothing(tmp_path: P
 def test_as_a_process_the_error_is_one_line_on_stderr_without_traceback(tmp_path: Path) -> None:
     experiment = write_case(tmp_path, CASES[0])
     env = {**os.environ, "HARNESS_CACHE_DIR": str(tmp_path / "cache")}
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(experiment)], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "harness.cli.main", "run", str(experiment)], capture_output=True,
                             text=True, cwd=tmp_path, timeout=300, env=env)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("Error: ") and f"{tmp_path / 'data'}/{CASES[0].bad_spot}" in result.stderr

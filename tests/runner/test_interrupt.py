@@ -158,7 +158,8 @@ def test_kill_9_leaves_the_run_running_until_the_next_start(scenario: Scenario, 
 
 
 def test_the_stale_running_row_is_reconciled_to_killed(scenario: Scenario, kit: Any) -> None:
-    from harness.ledger import KILLED, Ledger
+    from harness.runs.run_states import KILLED
+    from harness.runs.ledger import Ledger
 
     step = scenario.steps["SIGKILL"]
     ledger = Ledger(f"sqlite:///{step.snapshot / 'ledger.db'}")

@@ -26,10 +26,10 @@ class Scenario:
 
 def build_scenario(directory: Path, kit: Any) -> Scenario:
     """Plan the grid, let another worker claim its first run, then ``harness run --no-wait``."""
-    from harness.config import load_experiment
-    from harness.ledger import Ledger
-    from harness.plugins import load_plugins
-    from harness.runner import expand_grid
+    from harness.experiment import load_experiment
+    from harness.runs.ledger import Ledger
+    from harness.core.loading import load_plugins
+    from harness.runs.grid import expand_grid
 
     config = kit.tiny_config(cells=["gru_simple"], tasks=kit.TINY["tasks"][:1])
     path = kit.write_experiment(directory, NAME, config)

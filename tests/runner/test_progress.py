@@ -55,7 +55,7 @@ BAR_CHARACTERS = re.compile("[\r\u2580-\u259f]")
 #: `harness status` in a Python that then lists which heavy modules it imported.
 STATUS_PROBE = """
 import sys, time
-from harness.cli import cli
+from harness.cli.main import cli
 started = time.perf_counter()
 try:
     cli(sys.argv[1:], prog_name="harness")

@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 from postgres_cluster import PostgresCluster, postgres_cluster  # noqa: F401 - a fixture
 
-from harness.grid_clock import GridClock, format_duration
-from harness.ledger import DONE, FAILED, PENDING, RUNNING, Ledger, open_ledger
-from harness.status_cli import format_summary, summarize
-from harness.storage import parse_storage
+from harness.core.durations import format_duration
+from harness.runs.grid_clock import GridClock
+from harness.runs.run_states import DONE, FAILED, PENDING, RUNNING
+from harness.runs.ledger import Ledger, open_ledger
+from harness.cli.status import format_summary, summarize
+from harness.experiment.storage_url import parse_storage
 
 RUNS = [{"key": f"k{i}", "cell": "gru", "task": "adding", "seed": i, "spec": {"training": {"max_epochs": 5}}}
         for i in range(3)]
@@ -93,7 +95,7 @@ def test_status_summarises_states_running_epochs_and_reasons(ledger: Any) -> Non
 def test_status_of_an_experiment_that_never_ran_creates_nothing(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from harness.cli import cli
+    from harness.cli.main import cli
 
     (tmp_path / "new.yaml").write_text("cells: [gru]\ntasks: [adding]\nseeds: [0]\noutput_dir: out\n")
     result = CliRunner().invoke(cli, ["status", str(tmp_path / "new.yaml")], catch_exceptions=False)
@@ -120,7 +122,7 @@ def test_durations_read_as_minutes_and_hours(seconds: float | None, shown: str) 
 
 
 def test_params_hold_settings_and_tags_hold_identity() -> None:
-    from harness.tracking import run_params
+    from harness.runs.tracking import run_params
 
     config = {"cell": {"name": "gru", "label": "GRU", "options": {"reset": "after"}},
               "task": {"name": "adding", "label": "adding", "options": {"length": 5}}, "seed": 3,
@@ -132,7 +134,7 @@ def test_params_hold_settings_and_tags_hold_identity() -> None:
 
 
 def test_a_pruned_trial_ends_finished_with_status_pruned_not_killed(tmp_path: Path) -> None:
-    from harness.tracking import PRUNED, Tracker
+    from harness.runs.tracking import PRUNED, Tracker
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "trials", tmp_path / "artifacts")
     run_id = tracker.start_run("t0", {"cell": "gru"}, {"model.hidden_size": 8})
@@ -149,7 +151,7 @@ def test_a_pruned_trial_ends_finished_with_status_pruned_not_killed(tmp_path: Pa
 def test_an_older_postgresql_ledger_gets_the_progress_columns(postgres_cluster: PostgresCluster) -> None:  # noqa: F811
     import sqlalchemy as sa
 
-    from harness.storage import with_default_driver
+    from harness.experiment.storage_url import with_default_driver
 
     url = with_default_driver(postgres_cluster.new_database())
     engine = sa.create_engine(url)
@@ -180,7 +182,7 @@ def test_a_bar_only_on_a_terminal_and_never_for_workers_sharing_one(monkeypatch:
     import os
     import pty
 
-    from harness.progress import RunningLossBar, TimedProgressLines, progress_callbacks
+    from harness.training.progress import RunningLossBar, TimedProgressLines, progress_callbacks
 
     controller, terminal = pty.openpty()
     with os.fdopen(terminal, "w") as shared_terminal:

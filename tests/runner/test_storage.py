@@ -20,12 +20,15 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from harness.errors import ConfigError
-from harness.journal_ledger import JournalLedger
-from harness.ledger import CLAIMABLE_BY_WORKERS, DONE, FAILED, KILLED, PENDING, RUNNING, Ledger, open_ledger
-from harness.storage import FileLock, parse_storage, tracking_uri_for
-from harness.tracking import RetryingClient
-from harness.worker import Slot, plan_slots
+from harness.core.errors import ConfigError
+from harness.runs.journal_ledger import JournalLedger
+from harness.runs.run_states import CLAIMABLE_BY_WORKERS, DONE, FAILED, KILLED, PENDING, RUNNING
+from harness.runs.ledger import Ledger, open_ledger
+from harness.experiment.storage_url import parse_storage
+from harness.runs.storage import FileLock
+from harness.runs.tracking import tracking_uri_for
+from harness.runs.tracking import RetryingClient
+from harness.runs.worker import Slot, plan_slots
 from manual_clock import ManualClock
 from postgres_cluster import postgres_cluster  # noqa: F401 - a fixture
 
@@ -113,7 +116,7 @@ GRID = ("cells: [vanilla]\ntasks:\n  - name: adding\n    options: {train_size: 1
 
 
 def test_a_bad_storage_in_the_file_names_its_line(tmp_path: Path) -> None:
-    from harness.config import load_experiment
+    from harness.experiment import load_experiment
 
     path = tmp_path / "grid.yaml"
     path.write_text(GRID + "storage: redis://host/0\n", encoding="utf-8")
@@ -133,7 +136,7 @@ def test_a_bad_storage_in_the_file_names_its_line(tmp_path: Path) -> None:
 ])
 def test_bad_scale_out_options_exit_2_before_anything_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                 args: list[str], message: str) -> None:
-    from harness.cli import cli
+    from harness.cli.main import cli
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HARNESS_STORAGE", raising=False)

@@ -40,8 +40,8 @@ from typing import Any
 
 import pytest
 
-from harness.storage import parse_storage, with_default_driver
-from harness.tracking import FIRST_RETRY_DELAY, RETRY_JITTER
+from harness.experiment.storage_url import parse_storage, with_default_driver
+from harness.runs.tracking import FIRST_RETRY_DELAY, RETRY_JITTER
 from postgres_cluster import PostgresCluster, postgres_binaries
 
 NAME = "many"
@@ -204,7 +204,7 @@ def start_barrier(storage: str, workers: int) -> Iterator[None]:
     """
     import sqlalchemy as sa
 
-    from harness.ledger import Ledger
+    from harness.runs.ledger import Ledger
 
     ledger = Ledger(parse_storage(storage, output_dir=Path(".")).url)  # creates the table
     try:
@@ -224,7 +224,7 @@ def start_barrier(storage: str, workers: int) -> Iterator[None]:
 
 
 def ledger_rows(storage: str, experiment: str = NAME) -> list[Any]:
-    from harness.ledger import open_ledger
+    from harness.runs.ledger import open_ledger
 
     ledger = open_ledger(parse_storage(storage, output_dir=Path(".")))
     try:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from harness.plugins import load_plugins
-from plugins.tasks.adding import BASELINE_MSE, AddingConfig, AddingTask
+from harness.core.loading import load_plugins
+from harness.plugins.tasks.adding import BASELINE_MSE, AddingConfig, AddingTask
 
 
 @pytest.fixture(scope="module")

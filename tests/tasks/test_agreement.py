@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from harness.plugins import load_plugins
-from plugins.tasks.agreement import NOUN_PAIRS, AgreementConfig, AgreementTask
+from harness.core.loading import load_plugins
+from harness.plugins.tasks.agreement import NOUN_PAIRS, AgreementConfig, AgreementTask
 
 IRREGULAR_PLURALS = {"children", "men", "women", "mice"}
 NOUNS = {noun for pair in NOUN_PAIRS for noun in pair}

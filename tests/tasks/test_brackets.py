@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from harness.errors import ConfigError
-from harness.plugins import load_plugins
-from harness.vocab import SPECIALS
-from plugins.tasks.brackets import BracketsConfig, BracketsTask, is_well_formed
+from harness.core.errors import ConfigError
+from harness.core.loading import load_plugins
+from harness.core.vocab import SPECIALS
+from harness.plugins.tasks.brackets import BracketsConfig, BracketsTask, is_well_formed
 
 
 def reduces_to_empty(text: str) -> bool:

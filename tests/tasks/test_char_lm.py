@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from harness.errors import BadInputError, ConfigError
-from harness.tasks import EmptySplitError
-from harness.textdata import ProcessedCache
-from harness.vocab import UNK
-from plugins.tasks.char_lm import CharLMConfig, CharLMTask, split_boundaries
+from harness.core.errors import BadInputError, ConfigError
+from harness.core.tasks import EmptySplitError
+from harness.data.reading import ProcessedCache
+from harness.core.vocab import UNK
+from harness.plugins.tasks.char_lm import CharLMConfig, CharLMTask, split_boundaries
 
 
 def text_file(root: Path, text: str | bytes, name: str = "input.txt") -> Path:

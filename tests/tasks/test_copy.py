@@ -7,8 +7,8 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from harness.plugins import load_plugins
-from plugins.tasks.copy import CopyConfig, CopyTask, baseline_cross_entropy
+from harness.core.loading import load_plugins
+from harness.plugins.tasks.copy import CopyConfig, CopyTask, baseline_cross_entropy
 
 
 def small(**options) -> CopyTask:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.vocab import EOS
-from plugins.tasks.char_lm import CharLMConfig, CharLMTask
-from plugins.tasks.music import MusicConfig, MusicTask
-from plugins.tasks.ner import NerConfig, NerTask
-from plugins.tasks.sentiment import SentimentConfig, SentimentTask
-from plugins.tasks.translation import TranslationConfig, TranslationTask
-from plugins.tasks.word_lm import WordLMConfig, WordLMTask
+from harness.core.vocab import EOS
+from harness.plugins.tasks.char_lm import CharLMConfig, CharLMTask
+from harness.plugins.tasks.music import MusicConfig, MusicTask
+from harness.plugins.tasks.ner import NerConfig, NerTask
+from harness.plugins.tasks.sentiment import SentimentConfig, SentimentTask
+from harness.plugins.tasks.translation import TranslationConfig, TranslationTask
+from harness.plugins.tasks.word_lm import WordLMConfig, WordLMTask
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 DATA = str(FIXTURES / "data")

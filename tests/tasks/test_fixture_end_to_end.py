@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from harness.cli import cli
-from harness.midi import read_midi
+from harness.cli.main import cli
+from harness.data.midi import read_midi
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 TASKS = ("word_lm", "char_lm", "sentiment", "ner", "translation", "music")
@@ -46,7 +46,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict
     (folder / "fixtures.yaml").write_text(EXPERIMENT.format(tasks=tasks))
     env = {**os.environ, "HARNESS_CACHE_DIR": str(folder / "cache"), "OMP_NUM_THREADS": "1"}
     env.pop("HARNESS_DATA_DIR", None)  # the experiment names its data folder itself
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", "fixtures.yaml", "--quiet"], cwd=folder,
+    result = subprocess.run([sys.executable, "-m", "harness.cli.main", "run", "fixtures.yaml", "--quiet"], cwd=folder,
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     rows = {row["task"]: row for row in csv.DictReader((folder / "reports" / "fixtures" / "results.csv").open())}

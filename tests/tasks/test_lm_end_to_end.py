@@ -21,11 +21,11 @@ import pytest
 import torch
 from real_data import real_data_root
 
-from harness.checkpoints import load_trained_run
-from harness.plugins import load_plugins
-from harness.scoring import score_tokens
+from harness.training.checkpoints import load_trained_run
+from harness.core.loading import load_plugins
+from harness.training.scoring import score_tokens
 
-HARNESS = [sys.executable, "-m", "harness.cli"]
+HARNESS = [sys.executable, "-m", "harness.cli.main"]
 
 
 def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

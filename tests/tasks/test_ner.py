@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import BadInputError, ConfigError
-from harness.plugins import load_plugins
-from harness.tasks import EmptySplitError
-from plugins.tasks.ner import (
+from harness.core.errors import BadInputError, ConfigError
+from harness.core.loading import load_plugins
+from harness.core.tasks import EmptySplitError
+from harness.plugins.tasks.ner import (
     NerConfig,
     NerTask,
     Sentence,
@@ -309,7 +309,7 @@ def test_a_conll2003_slice_trains_end_to_end_and_records_f1_and_the_scheme_note(
           "device: cpu\n")
     env = {**os.environ, "HARNESS_DATA_DIR": str(conll), "HARNESS_CACHE_DIR": str(tmp_path / "cache"),
            "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", "ner.yaml", "--quiet"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "harness.cli.main", "run", "ner.yaml", "--quiet"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     (row,) = csv.DictReader((tmp_path / "reports" / "ner" / "results.csv").open())
@@ -325,8 +325,8 @@ def test_a_conll2003_slice_trains_end_to_end_and_records_f1_and_the_scheme_note(
 
 
 def test_the_preset_is_valid_and_says_what_it_reproduces() -> None:
-    from harness.config import load_experiment
-    from harness.runner import expand_grid
+    from harness.experiment import load_experiment
+    from harness.runs.grid import expand_grid
 
     loaded = load_experiment(PRESET)
     experiment = loaded.experiment

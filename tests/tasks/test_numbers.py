@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from harness.plugins import load_plugins
-from plugins.tasks.numbers import NumbersConfig, NumbersTask, number_to_words
+from harness.core.loading import load_plugins
+from harness.plugins.tasks.numbers import NumbersConfig, NumbersTask, number_to_words
 
 # An independent reader of the target words, to check labels without number_to_words.
 _UNITS = {w: i for i, w in enumerate(

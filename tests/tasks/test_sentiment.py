@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from harness.errors import BadInputError, ConfigError
-from harness.tasks import EmptySplitError
-from plugins.tasks.sentiment import SentimentConfig, SentimentTask, read_labelled_file
+from harness.core.errors import BadInputError, ConfigError
+from harness.core.tasks import EmptySplitError
+from harness.plugins.tasks.sentiment import SentimentConfig, SentimentTask, read_labelled_file
 
 
 @pytest.fixture(autouse=True)
@@ -241,7 +241,7 @@ def test_harness_run_on_a_slice_of_sst2(tmp_path: Path, data_dir: Path) -> None:
     )
     env = {**os.environ, "HARNESS_DATA_DIR": str(data_dir), "HARNESS_CACHE_DIR": str(tmp_path / "cache"),
            "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", "sst2.yaml", "--quiet"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "harness.cli.main", "run", "sst2.yaml", "--quiet"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     (row,) = csv.DictReader((tmp_path / "reports" / "sst2" / "results.csv").open())

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import BadInputError, ConfigError
-from harness.textdata import ProcessedCache, data_folder, load_hub_dataset, read_lines
+from harness.core.errors import BadInputError, ConfigError
+from harness.data.reading import ProcessedCache, data_folder, load_hub_dataset, read_lines
 
 
 def test_read_lines_strips_both_line_endings_and_a_bom(tmp_path):

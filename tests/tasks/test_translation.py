@@ -8,9 +8,9 @@ import pytest
 import sacrebleu
 from pydantic import ValidationError
 
-from harness.errors import BadInputError, ConfigError
-from harness.vocab import Vocabulary
-from plugins.tasks.translation import TranslationConfig, TranslationTask
+from harness.core.errors import BadInputError, ConfigError
+from harness.core.vocab import Vocabulary
+from harness.plugins.tasks.translation import TranslationConfig, TranslationTask
 
 
 def task(**options) -> TranslationTask:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from harness.errors import BadInputError
-from plugins.tasks.translation import TranslationConfig, TranslationTask
+from harness.core.errors import BadInputError
+from harness.plugins.tasks.translation import TranslationConfig, TranslationTask
 
 ENGLISH = [f"The dog {i} runs." for i in range(10)]
 FRENCH = [f"Le chien {i} court." for i in range(10)]
@@ -67,7 +67,7 @@ def test_harness_run_refuses_such_a_file_with_exit_2_one_line_and_nothing_record
         "model: {hidden_size: 8, embedding_size: 8}\n"
         "training: {max_epochs: 1, cpu_threads: 1}\n"
         "device: cpu\n")
-    result = subprocess.run([sys.executable, "-m", "harness.cli", "run", "mt.yaml"], cwd=tmp_path, text=True,
+    result = subprocess.run([sys.executable, "-m", "harness.cli.main", "run", "mt.yaml"], cwd=tmp_path, text=True,
                             capture_output=True, timeout=300, env=_env(tmp_path))
     assert result.returncode == 2, result.stderr
     assert f"{path}:1: the header 'english\\tfrench' has no column 'fr' (source_lang)" in result.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from real_data import real_data_root
 
-HARNESS = [sys.executable, "-m", "harness.cli"]
+HARNESS = [sys.executable, "-m", "harness.cli.main"]
 PRESET = Path(__file__).parents[2] / "experiments" / "reproduce" / "cho2014_multi30k_gru.yaml"
 
 
@@ -81,9 +81,9 @@ def test_translate_refuses_an_empty_sentence(trained) -> None:
 
 
 def test_the_preset_is_the_t2_setup_with_its_published_bleu() -> None:
-    from harness.config import load_experiment
-    from harness.plugins import load_plugins
-    from harness.runner import expand_grid
+    from harness.experiment import load_experiment
+    from harness.core.loading import load_plugins
+    from harness.runs.grid import expand_grid
 
     loaded = load_experiment(PRESET)
     reference = loaded.experiment.reference

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import BadInputError, ConfigError
-from harness.tasks import EmptySplitError
-from harness.textdata import ProcessedCache
-from harness.vocab import EOS, UNK
-from plugins.tasks.word_lm import WordLMConfig, WordLMTask
+from harness.core.errors import BadInputError, ConfigError
+from harness.core.tasks import EmptySplitError
+from harness.data.reading import ProcessedCache
+from harness.core.vocab import EOS, UNK
+from harness.plugins.tasks.word_lm import WordLMConfig, WordLMTask
 
 
 def write_corpus(folder: Path, files: dict[str, str]) -> Path:

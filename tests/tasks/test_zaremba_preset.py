@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from harness.config import load_experiment, resolve
-from harness.families import step_decay_factor
-from harness.plugins import load_plugins
+from harness.experiment import load_experiment, resolve
+from harness.training.families import step_decay_factor
+from harness.core.loading import load_plugins
 
 PRESET = Path(__file__).resolve().parents[2] / "experiments" / "reproduce" / "zaremba2014_ptb_small.yaml"
 

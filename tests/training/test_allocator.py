@@ -1,4 +1,4 @@
-"""harness.allocator: freed CPU memory stays in the process, so training steps stop page-faulting."""
+"""harness.training.allocator: freed CPU memory stays in the process, so training steps stop page-faulting."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ WARM_UP_STEPS, COUNTED_STEPS = 8, 8
 STEPS = f"""
 import resource, torch
 from torch import nn
-from harness.allocator import retain_freed_memory
+from harness.training.allocator import retain_freed_memory
 applied = retain_freed_memory()
 torch.manual_seed(0)
 torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """training.devices > 1: one run trained data-parallel by Lightning's DDP, here as CPU processes over gloo.
 
-The ranks are real processes (harness.distributed starts them); nothing is mocked.
+The ranks are real processes (harness.training.distributed starts them); nothing is mocked.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from pydantic import ValidationError
 from harness_processes import mlflow_runs, run_harness, write_experiment
 from torch import nn
 
-from harness.config import ModelSettings, TrainingSettings
-from harness.data import IGNORE_INDEX, make_loader
-from harness.distributed import DistributedRunError
-from harness.plugins import load_plugins
-from harness.training import build_network, plan_network, train_run
-from plugins.tasks.agreement import AgreementConfig, AgreementTask
-from plugins.tasks.char_lm import CharLMConfig, CharLMTask
+from harness.experiment import ModelSettings, TrainingSettings
+from harness.training.batching import IGNORE_INDEX, make_loader
+from harness.training.distributed import DistributedRunError
+from harness.core.loading import load_plugins
+from harness.training.trainer import build_network, plan_network, train_run
+from harness.plugins.tasks.agreement import AgreementConfig, AgreementTask
+from harness.plugins.tasks.char_lm import CharLMConfig, CharLMTask
 
 
 def _char_lm(tmp_path: Path) -> tuple[CharLMTask, object]:

@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 
-from harness.config import TrainingSettings
-from harness.data import Collator
-from harness.families import FAMILY_MODULES, NonFiniteLossError
-from harness.models import (ClassifierNet, Encoder, LanguageModelNet, Seq2SeqNet, build_stack,
+from harness.experiment import TrainingSettings
+from harness.training.batching import Collator
+from harness.training.families import FAMILY_MODULES, NonFiniteLossError
+from harness.networks.models import (ClassifierNet, Encoder, LanguageModelNet, Seq2SeqNet, build_stack,
                             hidden_size_for_budget, stack_param_count)
-from harness.plugins import load_plugins
-from harness.tasks import Example, Task, TaskData
-from harness.vocab import Vocabulary
+from harness.core.loading import load_plugins
+from harness.core.tasks import Example, Task, TaskData
+from harness.core.vocab import Vocabulary
 
 CELLS = load_plugins().cells
 

@@ -7,10 +7,10 @@ import torch
 
 from graph_training import assert_same_training, train_adding
 
-from harness.config import ModelSettings, TrainingSettings
+from harness.experiment import ModelSettings, TrainingSettings
 from harness.fused import triton_enabled
-from harness.plugins import load_plugins
-from harness.training import build_network, plan_network, train_run
+from harness.core.loading import load_plugins
+from harness.training.trainer import build_network, plan_network, train_run
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

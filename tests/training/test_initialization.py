@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from harness.config import ModelSettings
-from harness.models import Encoder, LanguageModelNet, build_stack
-from harness.training import initialize
-from plugins.cells.lstm import LSTMCell
+from harness.experiment import ModelSettings
+from harness.networks.models import Encoder, LanguageModelNet, build_stack
+from harness.training.trainer import initialize
+from harness.plugins.cells.lstm import LSTMCell
 
 
 def _net() -> LanguageModelNet:

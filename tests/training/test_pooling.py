@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.config import ModelSettings
-from harness.plugins import load_plugins
-from harness.tasks import Task, TaskData
-from harness.training import build_network, plan_network
-from harness.vocab import Vocabulary
+from harness.experiment import ModelSettings
+from harness.core.loading import load_plugins
+from harness.core.tasks import Task, TaskData
+from harness.training.trainer import build_network, plan_network
+from harness.core.vocab import Vocabulary
 
 CELLS = load_plugins(autoload=False).cells
 HIDDEN = 5

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.sampling import sample_sequences
-from harness.vocab import Vocabulary
+from harness.training.sampling import sample_sequences
+from harness.core.vocab import Vocabulary
 
 
 class FixedLM(nn.Module):

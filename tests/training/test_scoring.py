@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from harness.errors import BadInputError
-from harness.sampling import sample_sequences, start_context
-from harness.scoring import score_tokens
-from harness.vocab import BOS, EOS, UNK, Vocabulary
+from harness.core.errors import BadInputError
+from harness.training.sampling import sample_sequences, start_context
+from harness.training.scoring import score_tokens
+from harness.core.vocab import BOS, EOS, UNK, Vocabulary
 
 
 class BigramLM(nn.Module):

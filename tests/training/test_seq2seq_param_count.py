@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.config import ModelSettings
-from harness.models import build_stack
-from harness.plugins import load_plugins
-from harness.training import plan_network
+from harness.experiment import ModelSettings
+from harness.networks.models import build_stack
+from harness.core.loading import load_plugins
+from harness.training.trainer import plan_network
 
 
 @pytest.mark.parametrize("context", ["initial_state", "every_step"])

@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from harness.config import TrainingSettings
-from harness.families import FAMILY_MODULES, step_decay_factor
-from harness.models import Encoder, LanguageModelNet, build_stack
-from harness.plugins import load_plugins
-from harness.streams import StreamWindows, make_stream_loader, predicted_tokens
-from harness.tasks import EmptySplitError, Example, Task, TaskData
-from harness.vocab import EOS, UNK, Vocabulary
+from harness.experiment import TrainingSettings
+from harness.training.families import FAMILY_MODULES, step_decay_factor
+from harness.networks.models import Encoder, LanguageModelNet, build_stack
+from harness.core.loading import load_plugins
+from harness.training.streams import StreamWindows, make_stream_loader, predicted_tokens
+from harness.core.tasks import EmptySplitError, Example, Task, TaskData
+from harness.core.vocab import EOS, UNK, Vocabulary
 
 CELLS = load_plugins().cells
 

@@ -6,12 +6,13 @@ import random
 from types import SimpleNamespace
 
 from harness import hookimpl
-from harness.config import load_experiment
-from harness.plugins import load_plugins
-from harness.runner import Runner, expand_grid
-from harness.tasks import Example, Task, TaskConfig, TaskData
-from harness.tracking import Tracker, default_tracking_uri
-from harness.vocab import Vocabulary
+from harness.experiment import load_experiment
+from harness.core.loading import load_plugins
+from harness.runs.grid import expand_grid
+from harness.runs.runner import Runner
+from harness.core.tasks import Example, Task, TaskConfig, TaskData
+from harness.runs.tracking import Tracker, default_tracking_uri
+from harness.core.vocab import Vocabulary
 
 
 class FirstTokenConfig(TaskConfig):

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from harness.config import load_experiment
-from harness.interrupts import Interrupts
-from harness.plugins import load_plugins
-from harness.storage import parse_storage
-from harness.tracking import Tracker
-from harness.tuning import open_storage
-from harness.tuning_space import plan_studies, suggest
-from harness.tuning_study import StudyDriver, Worker, slot_holders
+from harness.experiment import load_experiment
+from harness.training.interrupts import Interrupts
+from harness.core.loading import load_plugins
+from harness.experiment.storage_url import parse_storage
+from harness.runs.tracking import Tracker
+from harness.tuning.tune import open_storage
+from harness.tuning.space import plan_studies, suggest
+from harness.tuning.study import StudyDriver, Worker, slot_holders
 from manual_clock import ManualClock
 from postgres_cluster import postgres_cluster  # noqa: F401 - a fixture
 
@@ -151,8 +151,8 @@ def test_after_max_retries_a_failed_trial_spends_its_slot(make_driver: Any) -> N
 
 
 def test_a_study_started_under_other_settings_is_refused_not_mixed(tmp_path: Path, plugins: Any) -> None:
-    from harness.errors import ConfigError
-    from harness.tuning import open_study
+    from harness.core.errors import ConfigError
+    from harness.tuning.tune import open_study
 
     storage = open_storage(parse_storage(None, output_dir=tmp_path))
     path = tmp_path / "budget.yaml"

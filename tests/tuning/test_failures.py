@@ -22,11 +22,11 @@ import pytest
 import yaml
 
 from harness import hookimpl
-from harness.config import load_experiment
-from harness.plugins import load_plugins
-from harness.tasks import Example, Task, TaskConfig, TaskData
-from harness.tuning import tune
-from harness.vocab import Vocabulary
+from harness.experiment import load_experiment
+from harness.core.loading import load_plugins
+from harness.core.tasks import Example, Task, TaskConfig, TaskData
+from harness.tuning.tune import tune
+from harness.core.vocab import Vocabulary
 
 
 class InfiniteScore(Task):
@@ -117,7 +117,7 @@ def test_an_infinite_objective_fails_the_trial_instead_of_completing_it(tmp_path
 
 
 def test_a_metric_the_task_never_logs_stops_the_search_without_spending_the_budget(tmp_path: Path) -> None:
-    from harness.errors import BadInputError
+    from harness.core.errors import BadInputError
 
     path = write(tmp_path, "metric", {
         "cells": ["gru"],

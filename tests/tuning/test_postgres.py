@@ -45,8 +45,8 @@ def run_two_tuners(directory: Path, kit: Any, cluster: PostgresCluster) -> Scena
     import optuna
     from mlflow.tracking import MlflowClient
 
-    from harness.storage import parse_storage, with_default_driver
-    from harness.tuning import open_storage
+    from harness.experiment.storage_url import parse_storage, with_default_driver
+    from harness.tuning.tune import open_storage
 
     kit.write_experiment(directory, NAME, {**EXPERIMENT, "tracking_uri": cluster.url("mlflow")})
     storage_url = cluster.url("ledger")
@@ -72,7 +72,7 @@ def scenario(scenario_of: Any) -> Scenario:
 
 
 def test_two_tuners_on_postgresql_run_the_budget_exactly_once(scenario: Scenario) -> None:
-    from harness.tuning import slot_holders
+    from harness.tuning.tune import slot_holders
 
     for result in scenario.results:
         assert result.returncode == 0, result.explain()

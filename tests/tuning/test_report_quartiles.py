@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState, create_trial
 
-from harness.tuning_report import _Study, _trial_table
+from harness.tuning.report import _Study, _trial_table
 
 
 def test_the_quartiles_are_over_the_complete_trials_only() -> None:

@@ -91,7 +91,7 @@ def test_kill_9_leaves_the_trial_running(scenario: Scenario) -> None:
 def test_the_final_run_ends_with_exactly_the_budget(scenario: Scenario, kit: Any) -> None:
     step = scenario.steps["final"]
     assert step.result.returncode == 0, step.result.explain()
-    from harness.tuning import slot_holders
+    from harness.tuning.tune import slot_holders
 
     counted = slot_holders(step.trials)
     assert len(counted) == BUDGET and all(t.state.name == "COMPLETE" for t in counted)

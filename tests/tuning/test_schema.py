@@ -9,11 +9,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from harness.cli import cli
-from harness.config import load_experiment
-from harness.errors import ConfigError
-from harness.plugins import load_plugins
-from harness.tuning_space import plan_studies
+from harness.cli.main import cli
+from harness.experiment import load_experiment
+from harness.core.errors import ConfigError
+from harness.core.loading import load_plugins
+from harness.tuning.space import plan_studies
 
 BASE = """\
 # A tuning file: harness tune this.yaml

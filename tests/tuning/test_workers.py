@@ -37,8 +37,8 @@ def build_scenario(directory: Path, kit: Any) -> Scenario:
     started = [kit.start_harness(directory, "tune", f"{NAME}.yaml", "--storage", f"journal://{journal}",
                                  label=f"worker{i}") for i in (1, 2)]
     results = [s.finish() for s in started]
-    from harness.storage import parse_storage
-    from harness.tuning import open_storage
+    from harness.experiment.storage_url import parse_storage
+    from harness.tuning.tune import open_storage
 
     storage = open_storage(parse_storage(f"journal://{journal}", output_dir=directory), create=False)
     trials = optuna.load_study(study_name=f"{NAME}/gru_simple/adding", storage=storage).get_trials()
@@ -51,7 +51,7 @@ def scenario(scenario_of: Any) -> Scenario:
 
 
 def test_both_workers_finish_and_the_study_has_exactly_its_budget(scenario: Scenario) -> None:
-    from harness.tuning import slot_holders
+    from harness.tuning.tune import slot_holders
 
     for result in scenario.results:
         assert result.returncode == 0, result.explain()

@@ -1,0 +1,1 @@
+"""The ``harness`` command line: one module per command group, each a thin shell over a package."""

@@ -1,0 +1,19 @@
+"""The runner for an experiment's executor: this process for ``executor: local``, Ray tasks for ``ray``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.experiment import LoadedExperiment
+
+
+def make_runner(loaded: LoadedExperiment, plugins: Any, specs: list[Any], *, ray_address: str | None = None,
+                **options: Any) -> Any:
+    """A :class:`harness.runs.runner.Runner` for ``executor: local``, a Ray-backed one for ``executor: ray``."""
+    if loaded.experiment.executor == "ray":
+        from harness.runs.ray_executor import RayRunner
+
+        return RayRunner(loaded, plugins, specs, ray_address=ray_address, **options)
+    from harness.runs.runner import Runner
+
+    return Runner(loaded, plugins, specs, **options)

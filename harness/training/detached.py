@@ -1,0 +1,59 @@
+"""Train one grid run without MLflow or the ledger: everything it would record comes back in memory.
+
+A Ray worker (:mod:`harness.runs.ray_executor`) calls :func:`train_detached`; the driver, the one
+writer, replays the outcome into MLflow and the ledger. The training itself is the local
+runner's: the same seeding, network plan and ``train_run``, so a run's metrics do not depend
+on which executor trained it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from harness.experiment import ModelSettings, TrainingSettings
+from harness.core.tasks import Task, TaskData
+from harness.training.trainer import NetworkPlan, TrainingResult, device_name, seeded_network, train_run
+
+
+@dataclass
+class DetachedOutcome:
+    """What a finished run hands back to the driver, which records it."""
+
+    result: TrainingResult
+    plan: NetworkPlan
+    #: (epoch, metrics) in the order the epochs ended: replayed as MLflow steps.
+    epochs: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    #: The trained network's state_dict on the CPU (saved as model.pt by the driver).
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: Where it trained: ``host:pid`` and the device name (the runs' ``worker`` and ``device`` tags).
+    worker: str = ""
+    device_name: str = "cpu"
+
+
+class StateDictOf:
+    """Stands in for the trained network where only its weights are needed (``save_network``)."""
+
+    def __init__(self, weights: dict[str, torch.Tensor]) -> None:
+        self._weights = weights
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._weights
+
+
+def train_detached(cell_class: type, cell_config: Any, seed: int, task: Task, data: TaskData,
+                   model: ModelSettings, training: TrainingSettings, device: str,
+                   hyperparameters: dict[str, Any], verbose: bool = False) -> DetachedOutcome:
+    """Seed, build and train one run exactly as ``Runner._train`` does; return what it produced."""
+    plan, net = seeded_network(cell_class, cell_config, task, data, model, seed)
+    epochs: list[tuple[int, dict[str, float]]] = []
+    result = train_run(net, task, data, training, seed=seed, device=device, hyperparameters=hyperparameters,
+                       on_epoch=lambda epoch, metrics: epochs.append((epoch, dict(metrics))), verbose=verbose)
+    weights = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    return DetachedOutcome(result, plan, epochs, weights, f"{socket.gethostname()}:{os.getpid()}",
+                           device_name(result.device))
+

@@ -1,0 +1,196 @@
+"""One tuning trial: train one configuration, report every epoch to Optuna, record it in MLflow.
+
+A trial is an ordinary single run (the file narrowed to one cell, one task and the first
+seed, with the trial's values set) recorded as one MLflow run in ``<experiment>-trials``.
+How it ends, in Optuna and in MLflow:
+
+=====================  ======================  ==============================================
+what happened          Optuna trial            MLflow run (``harness.status`` tag)
+=====================  ======================  ==============================================
+trained to the end     COMPLETE (the value)    FINISHED
+pruned after epoch k   PRUNED                  FINISHED, status tag ``PRUNED`` (stopped on purpose)
+NaN/±inf loss/metric   FAIL (``fail_reason``)  FAILED, reason ``nonfinite: …``
+SIGINT/SIGTERM         FAIL, queued again      KILLED, reason ``interrupted by SIGINT``
+tuning.metric unknown  FAIL, queued again      FAILED, reason ``bad_input: …`` (search stops, exit 2)
+any other error        FAIL (``fail_reason``)  FAILED, ``error.txt`` artifact
+=====================  ======================  ==============================================
+
+The objective is the validation metric after the last epoch: the model the re-training
+runs will test is the one at the end of training, not the best epoch's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import pytorch_lightning as pl
+
+from harness.experiment import LoadedExperiment, content_hash
+from harness.core.errors import BadInputError, HarnessError
+from harness.training.families import NonFiniteLossError
+from harness.training.interrupts import Interrupts, RunInterrupted
+from harness.runs.grid import RunSpec, expand_grid
+from harness.core.tasks import Task, TaskData
+from harness.runs.tracking import PRUNED as PRUNED_STATUS
+from harness.runs.tracking import Tracker, run_params
+from harness.training.trainer import build_network, plan_network, train_run
+from harness.tuning.space import StudyPlan, apply_params
+
+COMPLETE, PRUNED, FAIL = "COMPLETE", "PRUNED", "FAIL"
+
+
+class NonFiniteObjectiveError(HarnessError):
+    """The optimised validation metric is NaN or ±inf: the trial fails, it never completes."""
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    state: str  # COMPLETE | PRUNED | FAIL
+    value: float | None = None
+    reason: str = ""
+    epochs: int = 0
+    #: Not the trial's fault (interrupted, bad input): run it again with the same values.
+    retry: bool = False
+    #: Raised again by the tuner once the trial is recorded (it stops the search).
+    stop: BaseException | None = None
+
+
+class PruningCallback(pl.Callback):
+    """Reports the validation metric to the trial after each epoch; raises TrialPruned when the pruner says so.
+
+    Epochs count from 1, so a successive-halving ``min_epochs`` and a median pruner's
+    ``warmup_epochs`` read as epochs trained.
+    """
+
+    def __init__(self, trial: optuna.Trial, monitor: str, guard: Interrupts) -> None:
+        self.trial, self.monitor, self.guard = trial, monitor, guard
+        self.values: list[float] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        metrics = module.current_epoch_metrics()  # type: ignore[operator]
+        epoch = trainer.current_epoch + 1
+        if self.monitor not in metrics:
+            logged = ", ".join(sorted(k[len("val_"):] for k in metrics if k.startswith("val_"))) or "none"
+            raise BadInputError(f"tuning.metric: this task never logs the validation metric "
+                                f"{self.monitor!r}; the metrics it logs: {logged}")
+        value = float(metrics[self.monitor])
+        if not math.isfinite(value):
+            raise NonFiniteObjectiveError(f"{self.monitor} is {value} after epoch {epoch}")
+        self.values.append(value)
+        with self.guard.critical():
+            self.trial.report(value, epoch)
+            prune = self.trial.should_prune()
+        self.guard.check()
+        if prune:
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}: {self.monitor} {value:.4g}")
+
+
+class TrialExecutor:
+    """Trains trials of one experiment; the MLflow store and loaded task data are shared by all."""
+
+    def __init__(self, loaded: LoadedExperiment, plugins: Any, tracker: Tracker, guard: Interrupts,
+                 *, verbose: bool) -> None:
+        self.loaded, self.plugins, self.tracker, self.guard, self.verbose = loaded, plugins, tracker, guard, verbose
+        self.seed = loaded.experiment.seeds[0]
+        self._task_data: dict[str, tuple[Task, TaskData]] = {}
+
+    def run(self, plan: StudyPlan, trial: optuna.Trial, params: dict[str, Any]) -> TrialOutcome:
+        """Train ``params``; always returns how the trial ended (its MLflow run is closed)."""
+        try:
+            trial_loaded = apply_params(self.loaded, plan, params, [self.seed])
+            spec = expand_grid(trial_loaded, self.plugins)[0]
+        except BadInputError as error:  # values the search space allowed but the model rejects
+            return TrialOutcome(FAIL, reason=f"bad_values: {error}")
+        run_id = None
+        pruning = PruningCallback(trial, plan.monitor, self.guard)
+        try:
+            with self.guard.critical():
+                run_id = self._start(plan, trial, spec, params)
+            self.guard.check()
+            result = self._train(trial_loaded, spec, run_id, pruning)
+            value = pruning.values[-1]
+        except optuna.TrialPruned as pruned:
+            outcome = TrialOutcome(PRUNED, pruning.values[-1], str(pruned), len(pruning.values))
+        except RunInterrupted as interrupted:
+            outcome = TrialOutcome(FAIL, reason=str(interrupted), epochs=len(pruning.values), retry=True,
+                                   stop=interrupted)
+        except (NonFiniteLossError, NonFiniteObjectiveError) as error:
+            outcome = TrialOutcome(FAIL, reason=f"nonfinite: {error}", epochs=len(pruning.values))
+        except BadInputError as error:
+            outcome = TrialOutcome(FAIL, reason=f"bad_input: {error}", retry=True, stop=error)
+        except Exception as error:  # noqa: BLE001 - one broken trial must not end the search
+            if run_id is not None:
+                self.tracker.log_text(run_id, traceback.format_exc(), "error.txt")
+            outcome = TrialOutcome(FAIL, reason=f"error: {type(error).__name__}: {error}",
+                                   epochs=len(pruning.values))
+        else:
+            with self.guard.critical():
+                self.tracker.log_metrics(run_id, {**result.test_metrics, "objective": value,
+                                                  "wall_time_s": result.wall_time_s, "epochs": result.epochs})
+            outcome = TrialOutcome(COMPLETE, value, epochs=len(pruning.values))
+        if run_id is not None:
+            self._close(run_id, outcome)
+        return outcome
+
+    def _start(self, plan: StudyPlan, trial: optuna.Trial, spec: RunSpec, params: dict[str, Any]) -> str:
+        task_class = spec.task.plugin_class
+        tags = {
+            "run_key": spec.key, "cell": spec.cell.label, "cell_name": spec.cell.name, "task": spec.task.label,
+            "task_name": spec.task.name, "family": task_class.family, "seed": spec.seed,
+            "primary_metric": task_class.primary_metric, "higher_is_better": task_class.higher_is_better,
+            "param_count": spec.stack_param_count,
+            "experiment_file": str(self.loaded.path), "study": plan.name, "trial_number": trial.number,
+            "trial_params": json.dumps(params, sort_keys=True), "objective": f"{plan.monitor} ({plan.direction})",
+        }
+        run_id = self.tracker.start_run(f"{spec.cell.label}-{spec.task.label}-t{trial.number}", tags,
+                                        run_params(spec.config, spec.key))
+        self.tracker.log_text(run_id, json.dumps(spec.config, indent=2, sort_keys=True), "config.json")
+        trial.set_user_attr("mlflow_run_id", run_id)
+        return run_id
+
+    def _train(self, trial_loaded: LoadedExperiment, spec: RunSpec, run_id: str, pruning: PruningCallback) -> Any:
+        task, data = self._load_task(spec)
+        pl.seed_everything(spec.seed, workers=True, verbose=False)
+        experiment = trial_loaded.experiment  # the file's settings with the trial's values
+        plan = plan_network(spec.cell.plugin_class, spec.cell.config, task.family, experiment.model, data.input_size)
+        net = build_network(spec.cell.plugin_class, spec.cell.config, task, data, experiment.model, plan)
+        self.tracker.log_resolved_hidden_size(run_id, spec.config, plan.hidden_size)
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            with self.guard.critical():
+                self.tracker.log_metrics(run_id, metrics, step=epoch)
+            self.guard.check()
+
+        return train_run(net, task, data, experiment.training, seed=spec.seed, device=experiment.device,
+                         hyperparameters=spec.config, on_epoch=on_epoch, verbose=self.verbose,
+                         extra_callbacks=[pruning])
+
+    def _load_task(self, spec: RunSpec) -> tuple[Task, TaskData]:
+        key = content_hash({"name": spec.task.name, "options": spec.task.options()})
+        if key not in self._task_data:
+            task = spec.task.plugin_class(spec.task.config)
+            data = task.load()
+            data.check(spec.task.name)
+            data.check_declared_input_size(spec.task.plugin_class)
+            self._task_data[key] = (task, data)
+        return self._task_data[key]
+
+    def _close(self, run_id: str, outcome: TrialOutcome) -> None:
+        with self.guard.critical():
+            if outcome.state == COMPLETE:
+                self.tracker.end_run(run_id, "FINISHED")
+            elif outcome.state == PRUNED:
+                self.tracker.end_run(run_id, PRUNED_STATUS, outcome.reason)  # stopped on purpose, not broken
+            else:
+                status = "KILLED" if isinstance(outcome.stop, RunInterrupted) else "FAILED"
+                self.tracker.end_run(run_id, status, outcome.reason)
+
+    def say(self, message: str) -> None:
+        if self.verbose:
+            print(message, file=sys.stderr, flush=True)
