@@ -106,7 +106,7 @@ def fields_table(model: type[BaseModel]) -> str:
 
 
 def experiment_file_page() -> str:
-    from harness.experiment import config
+    import harness.experiment as config
 
     sections = [(config.Experiment, "The top level of the file."),
                 (config.PluginChoice, "An entry of `cells:` or `tasks:`: a name, or a mapping with these keys."),
