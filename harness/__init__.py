@@ -3,7 +3,8 @@
 The public API, for plugin authors and notebooks; everything else is internal:
 
 * writing plugins: :data:`hookimpl`, :class:`RecurrentCell`, :class:`CellConfig`, :class:`Task`,
-  :class:`TaskConfig`;
+  :class:`TaskConfig`, and what a task's ``load`` returns (:class:`TaskData` of :class:`Example`,
+  with :class:`Vocabulary`); the cell contract for a plugin's tests is ``harness.conformance.CellContract``;
 * using results: :func:`run_experiment` (``harness run`` as a function) and :func:`load`
   (an experiment's runs as a pandas DataFrame).
 
@@ -21,12 +22,14 @@ from harness.core.moved_modules import install as _install_moved_modules
 
 if TYPE_CHECKING:
     from harness.core.cells import CellConfig, RecurrentCell
-    from harness.core.tasks import Task, TaskConfig
+    from harness.core.tasks import Example, Task, TaskConfig, TaskData
+    from harness.core.vocab import Vocabulary
     from harness.reports.results import load
     from harness.workflows.experiment import run_experiment
 
 __version__ = "0.1.0"
-__all__ = ["CellConfig", "RecurrentCell", "Task", "TaskConfig", "__version__", "hookimpl", "load", "run_experiment"]
+__all__ = ["CellConfig", "Example", "RecurrentCell", "Task", "TaskConfig", "TaskData", "Vocabulary", "__version__",
+           "hookimpl", "load", "run_experiment"]
 
 # Imported on first use, so that `import harness` (and `harness status`) stays free of torch and MLflow.
 _LAZY = {
@@ -34,6 +37,9 @@ _LAZY = {
     "RecurrentCell": "harness.core.cells",
     "Task": "harness.core.tasks",
     "TaskConfig": "harness.core.tasks",
+    "Example": "harness.core.tasks",
+    "TaskData": "harness.core.tasks",
+    "Vocabulary": "harness.core.vocab",
     "load": "harness.reports.results",
     "run_experiment": "harness.workflows.experiment",
 }

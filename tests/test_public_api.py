@@ -17,12 +17,14 @@ from harness.core.loading import load_plugins
 def test_every_name_in_all_resolves_to_its_implementation() -> None:
     from harness.core.cells import CellConfig, RecurrentCell
     from harness.core.hookspecs import hookimpl
-    from harness.core.tasks import Task, TaskConfig
+    from harness.core.tasks import Example, Task, TaskConfig, TaskData
+    from harness.core.vocab import Vocabulary
     from harness.reports.results import load
     from harness.workflows.experiment import run_experiment
 
     expected = {"CellConfig": CellConfig, "RecurrentCell": RecurrentCell, "Task": Task, "TaskConfig": TaskConfig,
-                "hookimpl": hookimpl, "load": load, "run_experiment": run_experiment}
+                "hookimpl": hookimpl, "load": load, "run_experiment": run_experiment, "Example": Example,
+                "TaskData": TaskData, "Vocabulary": Vocabulary}
     assert set(harness.__all__) == set(expected) | {"__version__"}
     for name, value in expected.items():
         assert getattr(harness, name) is value, name

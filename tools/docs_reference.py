@@ -149,8 +149,7 @@ def plugins_page(kind: str) -> str:
 #: A minimal implementation of each hook; tests/docs runs these examples.
 HOOK_EXAMPLES = {
     "register_cells": '''\
-from harness import hookimpl
-from harness.core.cells import RecurrentCell
+from harness import RecurrentCell, hookimpl
 
 
 class DoublingCell(RecurrentCell):
@@ -196,7 +195,7 @@ def hooks_page() -> str:
             continue
         annotations = inspect.get_annotations(function)
         arguments = ", ".join(f"{arg}: {annotations[arg]}" for arg in inspect.signature(function).parameters)
-        text += (f"\n## `{name}`\n\n```python\ndef {name}({arguments}) -> {annotations['return']}\n```\n\n"
+        text += (f"\n## `{name}`\n\n```python\ndef {name}({arguments}) -> {annotations['return']}: ...\n```\n\n"
                  f"{inspect.cleandoc(function.__doc__ or '')}\n\nExample:\n\n```python\n{HOOK_EXAMPLES[name]}```\n")
     return text
 

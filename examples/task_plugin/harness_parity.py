@@ -13,9 +13,7 @@ from collections.abc import Sequence
 
 from pydantic import Field, model_validator
 
-from harness import hookimpl
-from harness.core.tasks import Example, Task, TaskConfig, TaskData
-from harness.core.vocab import Vocabulary
+from harness import Example, Task, TaskConfig, TaskData, Vocabulary, hookimpl
 
 
 class ParityConfig(TaskConfig):

@@ -45,7 +45,7 @@ import dataclasses
 import torch
 from torch import nn
 from harness.core.cells import CellConfig, RecurrentCell
-from harness.conformance.pytest_contract import CellContract
+from harness.conformance import CellContract
 from harness.core.registry import Registry
 from harness.plugins.cells.vanilla import VanillaCell, VanillaConfig
 

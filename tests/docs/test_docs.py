@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.core.cells import RecurrentCell
-from harness.conformance.pytest_contract import CellContract
+from harness.conformance import CellContract
 from harness.experiment import load_experiment
 from harness.core.loading import LoadedPlugins, load_plugins
 from harness.core.registry import Registry
@@ -117,3 +117,22 @@ def test_each_hook_references_example_registers_what_it_defines(hook: str) -> No
     assert not info.broken and info.hooks == [hook]
     names = info.cells if hook == "register_cells" else info.tasks
     assert len(names) == 1 and issubclass(registry.get(names[0]), RecurrentCell if hook == "register_cells" else Task)
+
+
+def python_blocks() -> list[tuple[str, str]]:
+    blocks = []
+    for page in sorted(DOCS.rglob("*.md")):
+        for index, block in enumerate(code_blocks(page, "python")):
+            blocks.append((f"{page.relative_to(DOCS)}#{index}", block))
+    return blocks
+
+
+@pytest.mark.parametrize(("where", "block"), python_blocks(), ids=[w for w, _ in python_blocks()])
+def test_every_python_example_in_the_docs_runs(where: str, block: str) -> None:
+    """Each block runs as a module: imports resolve, classes and hooks define, declarations validate.
+    Signature blocks are stubs (``...`` bodies); annotations stay unevaluated, as in a .pyi file."""
+    import __future__
+
+    module = types.ModuleType("docs_example_" + re.sub(r"\W", "_", where))
+    code = compile(block, where, "exec", flags=__future__.annotations.compiler_flag, dont_inherit=True)
+    exec(code, module.__dict__)  # noqa: S102 - our own docs' example

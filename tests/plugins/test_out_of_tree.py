@@ -23,7 +23,7 @@ CONTRACT_TEST = '''\
 from importlib import metadata
 from pathlib import Path
 
-from harness.conformance.pytest_contract import CellContract
+from harness.conformance import CellContract
 
 
 class TestMinimalGatedUnit(CellContract):
