@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from harness.experiment import ConfigError, load_experiment
+from harness.core.errors import ConfigError
+from harness.experiment import load_experiment
 from harness.reports.report import build_report
 from harness.reports.statistics import mean_ci
 from harness.runs.tracking import Tracker
