@@ -147,15 +147,18 @@ class RayTrialExecutor(TrialExecutor):
         done = False
         try:
             while not done:
-                done = bool(ray.wait([ref], timeout=POLL_SECONDS)[0])
-                for epoch, metrics in ray.get(self._broker.take.remote(run_id)):
-                    self._answer(run_id, epoch, metrics, pruning)
+                with self.guard.critical():  # a signal must not land inside Ray's C code: raised below
+                    done = bool(ray.wait([ref], timeout=POLL_SECONDS)[0])
+                    for epoch, metrics in ray.get(self._broker.take.remote(run_id)):
+                        self._answer(run_id, epoch, metrics, pruning)
                 self.guard.check()
-            record: TrialRecord = ray.get(ref)
+            with self.guard.critical():
+                record: TrialRecord = ray.get(ref)
         finally:
             if not done:  # interrupted, or the objective broke: stop the task (running or queued)
-                ray.get(self._broker.decide.remote(run_id, len(pruning.values) + 1, STOP, "stopped by the driver"))
-                ray.cancel(ref, force=True)
+                with self.guard.critical():
+                    ray.get(self._broker.decide.remote(run_id, len(pruning.values) + 1, STOP, "stopped by the driver"))
+                    ray.cancel(ref, force=True)
         with self.guard.critical():
             self.tracker.log_resolved_hidden_size(run_id, spec.config, record.plan.hidden_size)
             for epoch, metrics in record.epochs:

@@ -95,16 +95,26 @@ def test_the_ray_study_equals_the_local_one(tuned: dict[str, Tuned], cell: str) 
     assert story(tuned["ray"].trials(cell)) == story(tuned["local"].trials(cell))
 
 
-def test_mlflow_holds_one_record_per_trial(tuned: dict[str, Tuned]) -> None:
-    runs = tuned["ray"].runs(f"{NAME}-trials")
-    assert len(runs) == TRIALS * len(CELLS)
-    trials = {(f"{NAME}/{cell}/adding", t.number): t for cell in CELLS for t in tuned["ray"].trials(cell)}
-    for run in runs:
-        trial = trials[(tag(run, "study"), int(tag(run, "trial_number")))]
-        expected = {"COMPLETE": "FINISHED", "PRUNED": "PRUNED"}[trial.state.name]
-        assert (tag(run, "harness.status") or run.info.status) == expected or run.info.status == "FINISHED"
-        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
-        assert len(run.data.metrics) > 0
+def test_mlflow_holds_one_record_per_trial_as_the_local_tuner_writes_it(tuned: dict[str, Tuned]) -> None:
+    def records(one: Tuned) -> dict[tuple[str | None, str | None], Any]:
+        runs = one.runs(f"{NAME}-trials")
+        found = {(tag(run, "study"), tag(run, "trial_number")): run for run in runs}
+        assert len(found) == len(runs) == TRIALS * len(CELLS)
+        return found
+
+    ray_runs, local_runs = records(tuned["ray"]), records(tuned["local"])
+    assert set(ray_runs) == set(local_runs)
+    trials = {(f"{NAME}/{cell}/adding", str(t.number)): t for cell in CELLS for t in tuned["ray"].trials(cell)}
+    timings = {"wall_time_s", "test_time_s", "train_time_s", "epoch_time_s"}
+    for key, run in ray_runs.items():
+        local = local_runs[key]
+        assert trials[key].user_attrs["mlflow_run_id"] == run.info.run_id
+        assert run.info.status == local.info.status == "FINISHED"
+        assert tag(run, "status") == tag(local, "status")  # PRUNED for a pruned trial
+        assert (tag(run, "status") == "PRUNED") == (trials[key].state.name == "PRUNED")
+        assert set(run.data.metrics) == set(local.data.metrics)
+        same = {k for k in run.data.metrics if k not in timings and not k.endswith("_s")}
+        assert {k: run.data.metrics[k] for k in same} == {k: local.data.metrics[k] for k in same}
 
 
 def test_best_values_are_retrained_on_ray_and_reported(tuned: dict[str, Tuned]) -> None:
@@ -114,3 +124,38 @@ def test_best_values_are_retrained_on_ray_and_reported(tuned: dict[str, Tuned]) 
     assert {tag(run, "executor") for run in retrained} == {"ray"}
     assert {tag(run, "tuned") for run in retrained} == {"1"}
     assert (one.directory / "reports" / NAME / "report.md").exists()
+
+
+def test_ctrl_c_cancels_the_trial_task_and_queues_the_trial_again(ray_cluster: LocalCluster, tmp_path: Path) -> None:
+    import signal
+
+    import psutil
+    from ray_cluster import wait_until
+
+    long = {**EXPERIMENT, "cells": ["vanilla"], "training": {**EXPERIMENT["training"], "max_epochs": 500}}
+    write_experiment(tmp_path, NAME, long, command="tune")
+    started = start_harness(tmp_path, "tune", f"{NAME}.yaml", "--executor", "ray", "--ray-address",
+                            ray_cluster.address, label="tune ray interrupted")
+    started.wait_for("epoch 2/", timeout=RAY_TIMEOUT)  # the trial's Ray task is training
+    started.signal(signal.SIGINT)
+    finished = started.finish(RAY_TIMEOUT)
+    assert finished.returncode == 130, finished.explain()
+
+    trials = Tuned(tmp_path, finished).trials("vanilla")
+    assert [t.state.name for t in trials] == ["FAIL", "WAITING"]  # failed, queued again with its values
+    assert trials[1].params == trials[0].params
+    assert "interrupted by SIGINT" in trials[0].user_attrs["fail_reason"]
+    (run,) = mlflow_runs(tmp_path / "out", f"{NAME}-trials")
+    assert run.info.status == "KILLED"
+
+    def trial_tasks() -> list[Any]:
+        found = []
+        for process in psutil.process_iter():
+            try:
+                if " ".join(process.cmdline()).startswith("ray::trial "):
+                    found.append(process)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return found
+
+    wait_until(lambda: not trial_tasks(), "the trial's Ray task cancelled", timeout=30)
