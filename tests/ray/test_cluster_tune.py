@@ -4,18 +4,21 @@ Two cells on a tiny adding problem, 4 trials each of at most 3 epochs, a seeded 
 and a median pruner that prunes from the second trial on (``startup_trials: 1``). Trials train
 as Ray tasks that ask the driver after each epoch whether to go on; the driver's study decides.
 One trial per study is in flight at a time, so the Ray studies must equal the local ones:
-the same budget, the same states (pruned ones included), the same values.
+the same budget, the same states (pruned ones included), the same values. A third driver,
+interrupted with SIGINT while its trial trains, must cancel the task and queue the trial again.
 """
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from harness_processes import Finished, mlflow_runs, start_harness, tag, write_experiment
-from ray_cluster import RAY_TIMEOUT, LocalCluster
+from ray_cluster import RAY_TIMEOUT, LocalCluster, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -62,14 +65,22 @@ def tuned(ray_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -
     folders = {"ray": tmp_path_factory.mktemp("tune-ray"), "local": tmp_path_factory.mktemp("tune-local")}
     for folder in folders.values():
         write_experiment(folder, NAME, EXPERIMENT, command="tune")
+    # The Ctrl-C story's driver too: all three start together, so their start-ups overlap.
+    folders["interrupted"] = tmp_path_factory.mktemp("tune-ray-interrupted")
+    long = {**EXPERIMENT, "cells": ["vanilla"], "training": {**EXPERIMENT["training"], "max_epochs": 500}}
+    write_experiment(folders["interrupted"], NAME, long, command="tune")
     started = {
         "ray": start_harness(folders["ray"], "tune", f"{NAME}.yaml", "--executor", "ray",
                              "--ray-address", ray_cluster.address, label="tune ray"),
         "local": start_harness(folders["local"], "tune", f"{NAME}.yaml", label="tune local"),
+        "interrupted": start_harness(folders["interrupted"], "tune", f"{NAME}.yaml", "--executor", "ray",
+                                     "--ray-address", ray_cluster.address, label="tune ray interrupted"),
     }
+    started["interrupted"].wait_for("epoch 2/", timeout=RAY_TIMEOUT)  # its trial's Ray task is training
+    started["interrupted"].signal(signal.SIGINT)
     found = {name: Tuned(folders[name], process.finish(RAY_TIMEOUT)) for name, process in started.items()}
-    for name, one in found.items():
-        assert one.result.returncode == 0, f"{name}: {one.result.explain()}"
+    for name in ("ray", "local"):
+        assert found[name].result.returncode == 0, f"{name}: {found[name].result.explain()}"
     return found
 
 
@@ -126,26 +137,14 @@ def test_best_values_are_retrained_on_ray_and_reported(tuned: dict[str, Tuned]) 
     assert (one.directory / "reports" / NAME / "report.md").exists()
 
 
-def test_ctrl_c_cancels_the_trial_task_and_queues_the_trial_again(ray_cluster: LocalCluster, tmp_path: Path) -> None:
-    import signal
-
-    import psutil
-    from ray_cluster import wait_until
-
-    long = {**EXPERIMENT, "cells": ["vanilla"], "training": {**EXPERIMENT["training"], "max_epochs": 500}}
-    write_experiment(tmp_path, NAME, long, command="tune")
-    started = start_harness(tmp_path, "tune", f"{NAME}.yaml", "--executor", "ray", "--ray-address",
-                            ray_cluster.address, label="tune ray interrupted")
-    started.wait_for("epoch 2/", timeout=RAY_TIMEOUT)  # the trial's Ray task is training
-    started.signal(signal.SIGINT)
-    finished = started.finish(RAY_TIMEOUT)
-    assert finished.returncode == 130, finished.explain()
-
-    trials = Tuned(tmp_path, finished).trials("vanilla")
+def test_ctrl_c_cancels_the_trial_task_and_queues_the_trial_again(tuned: dict[str, Tuned]) -> None:
+    interrupted = tuned["interrupted"]
+    assert interrupted.result.returncode == 130, interrupted.result.explain()
+    trials = interrupted.trials("vanilla")
     assert [t.state.name for t in trials] == ["FAIL", "WAITING"]  # failed, queued again with its values
     assert trials[1].params == trials[0].params
     assert "interrupted by SIGINT" in trials[0].user_attrs["fail_reason"]
-    (run,) = mlflow_runs(tmp_path / "out", f"{NAME}-trials")
+    (run,) = interrupted.runs(f"{NAME}-trials")
     assert run.info.status == "KILLED"
 
     def trial_tasks() -> list[Any]:
