@@ -13,6 +13,10 @@ advises against SQLite for parallel work); a journal file for several processes 
 machine (Optuna's JournalFileBackend, beside the ledger's journal); PostgreSQL or MySQL for
 workers on many machines. Trials are MLflow runs of ``<experiment>-trials``; the re-training
 runs belong to the experiment itself, so its normal report shows them.
+
+**Executor.** ``executor: ray`` trains each trial as a Ray task (:mod:`harness.tuning.ray_trials`:
+the studies stay here, pruning decisions reach the task through a broker actor) and re-trains
+with the grid's :class:`harness.runs.ray_executor.RayRunner`; ``local`` trains in this process.
 """
 
 from __future__ import annotations
