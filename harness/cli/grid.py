@@ -78,9 +78,10 @@ def run(ctx: click.Context, experiment_file: Path, overrides: tuple[str, ...], q
 @click.option("--quiet", is_flag=True, help="Print only the summary.")
 @storage_option
 @lease_option
+@executor_options
 @click.pass_context
 def tune(ctx: click.Context, experiment_file: Path, overrides: tuple[str, ...], quiet: bool,
-         storage_url: str | None, lease_seconds: float) -> None:
+         storage_url: str | None, lease_seconds: float, executor: str | None, ray_address: str | None) -> None:
     """Search each cell × task of EXPERIMENT_FILE with Optuna, re-train the best over the seeds, report.
 
     Every (cell, task) study gets the same budget, the file's tuning.trials trials of at most
@@ -89,18 +90,24 @@ def tune(ctx: click.Context, experiment_file: Path, overrides: tuple[str, ...], 
     has a completed trial and every re-training run finished, 1 otherwise, 2 for bad input,
     130/143 when interrupted.
 
+    With --executor ray (or executor: ray) every trial trains as a Ray task and the re-training
+    runs as for `harness run --executor ray`; the studies stay in this process, which decides
+    pruning and writes MLflow (docs/scale-out.md).
+
     Outputs: as for `harness run` (runs/<name>/ and reports/<name>/ by default), plus the Optuna
     studies in the ledger's storage; the report gains each study's trials and importances.
     """
     from harness.experiment import load_experiment
+    from harness.runs.executors import choose_executor
 
     loaded = load_experiment(experiment_file, overrides)  # before heavy imports: bad files fail fast
+    loaded = choose_executor(loaded, executor, from_command_line(ctx, "ray_address", ray_address))
     from harness.runs.tracking import Tracker
     from harness.tuning.tune import tune as tune_experiment
 
     started = time.perf_counter()
     summary = tune_experiment(loaded, loaded_plugins(ctx), storage=storage_url, lease_seconds=lease_seconds,
-                              verbose=not quiet)
+                              verbose=not quiet, ray_address=ray_address)
     elapsed = time.perf_counter() - started
     if summary.interrupted_by is not None:
         click.echo(f"{loaded.name}: interrupted by signal {summary.interrupted_by} after {elapsed:.0f}s; "

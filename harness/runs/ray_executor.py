@@ -87,9 +87,11 @@ class RayRunner(Runner):
         self._lost: set[str] = set()  # keys whose lease another worker took over
         self._remote: Any = None
         self._ray: Any = None  # the ray module, once open() has joined the cluster
+        self._owns_ray = True
 
     def open(self) -> None:
         """Join Ray first: an unreachable cluster must stop the grid before anything is recorded."""
+        self._owns_ray = not require_ray().is_initialized()  # else (harness tune) the caller shuts Ray down
         self._ray = connect_ray(self.ray_address)
         super().open()
 
@@ -114,7 +116,8 @@ class RayRunner(Runner):
                     self._cancel_in_flight(ray, self._interrupts.pending)
         finally:
             stop_heartbeat()
-            ray.shutdown()
+            if self._owns_ray:
+                ray.shutdown()
         return self._closing_summary(summary, by_key)
 
     def _loop(self, ray: Any, by_key: dict[str, RunSpec], statuses: tuple[str, ...], attempted: set[str],

@@ -39,7 +39,7 @@ from harness.runs.grid import RunSpec, expand_grid
 from harness.core.tasks import Task, TaskData
 from harness.runs.tracking import PRUNED as PRUNED_STATUS
 from harness.runs.tracking import Tracker, run_params
-from harness.training.trainer import build_network, plan_network, train_run
+from harness.training.trainer import seeded_network, train_run
 from harness.tuning.space import StudyPlan, apply_params
 
 COMPLETE, PRUNED, FAIL = "COMPLETE", "PRUNED", "FAIL"
@@ -75,6 +75,17 @@ class PruningCallback(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         metrics = module.current_epoch_metrics()  # type: ignore[operator]
         epoch = trainer.current_epoch + 1
+        pruned = self.observe(epoch, metrics)
+        self.guard.check()
+        if pruned is not None:
+            raise optuna.TrialPruned(pruned)
+
+    def observe(self, epoch: int, metrics: dict[str, float]) -> str | None:
+        """Report epoch ``epoch``'s validation metric to the trial: the pruning message if it must stop.
+
+        Shared by both executors: locally this callback calls it inside the training, with
+        ``executor: ray`` the driver calls it for each epoch a Ray task reports (:mod:`harness.tuning.ray_trials`).
+        """
         if self.monitor not in metrics:
             logged = ", ".join(sorted(k[len("val_"):] for k in metrics if k.startswith("val_"))) or "none"
             raise BadInputError(f"tuning.metric: this task never logs the validation metric "
@@ -86,9 +97,7 @@ class PruningCallback(pl.Callback):
         with self.guard.critical():
             self.trial.report(value, epoch)
             prune = self.trial.should_prune()
-        self.guard.check()
-        if prune:
-            raise optuna.TrialPruned(f"pruned after epoch {epoch}: {self.monitor} {value:.4g}")
+        return f"pruned after epoch {epoch}: {self.monitor} {value:.4g}" if prune else None
 
 
 class TrialExecutor:
@@ -99,6 +108,12 @@ class TrialExecutor:
         self.loaded, self.plugins, self.tracker, self.guard, self.verbose = loaded, plugins, tracker, guard, verbose
         self.seed = loaded.experiment.seeds[0]
         self._task_data: dict[str, tuple[Task, TaskData]] = {}
+
+    def open(self) -> None:
+        """Before the first trial (the local executor needs nothing; the Ray one joins the cluster)."""
+
+    def close(self) -> None:
+        """After the last trial, whatever happened."""
 
     def run(self, plan: StudyPlan, trial: optuna.Trial, params: dict[str, Any]) -> TrialOutcome:
         """Train ``params``; always returns how the trial ended (its MLflow run is closed)."""
@@ -156,10 +171,8 @@ class TrialExecutor:
 
     def _train(self, trial_loaded: LoadedExperiment, spec: RunSpec, run_id: str, pruning: PruningCallback) -> Any:
         task, data = self._load_task(spec)
-        pl.seed_everything(spec.seed, workers=True, verbose=False)
         experiment = trial_loaded.experiment  # the file's settings with the trial's values
-        plan = plan_network(spec.cell.plugin_class, spec.cell.config, task.family, experiment.model, data.input_size)
-        net = build_network(spec.cell.plugin_class, spec.cell.config, task, data, experiment.model, plan)
+        plan, net = seeded_network(spec.cell.plugin_class, spec.cell.config, task, data, experiment.model, spec.seed)
         self.tracker.log_resolved_hidden_size(run_id, spec.config, plan.hidden_size)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:

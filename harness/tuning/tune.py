@@ -13,6 +13,10 @@ advises against SQLite for parallel work); a journal file for several processes 
 machine (Optuna's JournalFileBackend, beside the ledger's journal); PostgreSQL or MySQL for
 workers on many machines. Trials are MLflow runs of ``<experiment>-trials``; the re-training
 runs belong to the experiment itself, so its normal report shows them.
+
+**Executor.** ``executor: ray`` trains each trial as a Ray task (:mod:`harness.tuning.ray_trials`:
+the studies stay here, pruning decisions reach the task through a broker actor) and re-trains
+with the grid's :class:`harness.runs.ray_executor.RayRunner`; ``local`` trains in this process.
 """
 
 from __future__ import annotations
@@ -109,20 +113,43 @@ class TuneSummary:
         return 1 if no_result or self.retrain.failed else 0
 
 
-class _TunedRunner(Runner):
-    """The grid runner, with tags saying which study and trial a re-training run's values come from."""
+class _TunedTags:
+    """Mixed into a grid runner: tags saying which study and trial a re-training run's values come from."""
 
-    def __init__(self, *args: Any, tuned_tags: dict[str, Any], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.tuned_tags = tuned_tags
+    tuned_tags: dict[str, Any]
 
     def _tags(self, spec: RunSpec) -> dict[str, Any]:
-        return {**super()._tags(spec), **self.tuned_tags}
+        return {**super()._tags(spec), **self.tuned_tags}  # type: ignore[misc]
+
+
+class _TunedRunner(_TunedTags, Runner):
+    pass
+
+
+def _tuned_runner(tuned: LoadedExperiment, plugins: Any, tags: dict[str, Any], ray_address: str | None,
+                  **options: Any) -> Runner:
+    """The grid executor of the experiment (local or Ray), re-training one study's best values."""
+    if tuned.experiment.executor == "ray":
+        from harness.runs.ray_executor import RayRunner
+
+        class _TunedRayRunner(_TunedTags, RayRunner):
+            pass
+
+        runner: Runner = _TunedRayRunner(tuned, plugins, expand_grid(tuned, plugins), ray_address=ray_address,
+                                         **options)
+    else:
+        runner = _TunedRunner(tuned, plugins, expand_grid(tuned, plugins), **options)
+    runner.tuned_tags = tags  # type: ignore[attr-defined]
+    return runner
 
 
 def tune(loaded: LoadedExperiment, plugins: Any, *, storage: str | None = None,
-         lease_seconds: float = DEFAULT_LEASE_SECONDS, verbose: bool = True) -> TuneSummary:
+         lease_seconds: float = DEFAULT_LEASE_SECONDS, verbose: bool = True,
+         ray_address: str | None = None) -> TuneSummary:
     """Search every study to its budget, then re-train each best configuration over the seeds.
+
+    ``executor: ray`` trains each trial as a Ray task (:mod:`harness.tuning.ray_trials`) and the
+    re-training runs with the grid's Ray executor; the studies stay in this process either way.
 
     Everything is validated before the first side effect. Returns the summary; a signal ends
     the running trial (FAIL, queued again) and returns with ``interrupted_by`` set.
@@ -140,12 +167,13 @@ def tune(loaded: LoadedExperiment, plugins: Any, *, storage: str | None = None,
     assert optuna_storage is not None
     trials_tracker = Tracker(uri, trials_experiment(loaded.name), loaded.output_dir / "artifacts")
     guard, summary = Interrupts(), TuneSummary(tracking_uri=uri)
-    executor = TrialExecutor(loaded, plugins, trials_tracker, guard, verbose=verbose)
+    executor = _trial_executor(loaded, plugins, trials_tracker, guard, verbose, ray_address)
     worker = Worker(worker_id(), lease_seconds, guard, trials_tracker, executor.say)
     executor.say(f"{loaded.name}: {len(plans)} studies × {tuning.trials} trials × at most "
                  f"{loaded.experiment.training.max_epochs} epochs (Optuna storage {describe_storage(choice)})")
     with guard.installed():
         try:
+            executor.open()
             # All studies first: one started under other settings stops the command before any training.
             studies = [open_study(loaded, plan, optuna_storage, tuning) for plan in plans]
             for plan, study in zip(plans, studies):
@@ -153,11 +181,24 @@ def tune(loaded: LoadedExperiment, plugins: Any, *, storage: str | None = None,
                 summary.studies.append(result)
                 executor.say(_summary_line(result))
             # Re-training: the grid runner installs its own signal handling while it trains.
-            summary.retrain = _retrain(loaded, plugins, summary.studies, choice, lease_seconds, verbose)
+            summary.retrain = _retrain(loaded, plugins, summary.studies, choice, lease_seconds, verbose,
+                                       ray_address)
             summary.interrupted_by = summary.retrain.interrupted_by
         except RunInterrupted as interrupted:
             summary.interrupted_by = interrupted.signal_number
+        finally:
+            executor.close()
     return summary
+
+
+def _trial_executor(loaded: LoadedExperiment, plugins: Any, tracker: Tracker, guard: Interrupts, verbose: bool,
+                    ray_address: str | None) -> TrialExecutor:
+    """Trials train in this process (``executor: local``) or as Ray tasks (``executor: ray``)."""
+    if loaded.experiment.executor == "ray":
+        from harness.tuning.ray_trials import RayTrialExecutor
+
+        return RayTrialExecutor(loaded, plugins, tracker, guard, verbose=verbose, ray_address=ray_address)
+    return TrialExecutor(loaded, plugins, tracker, guard, verbose=verbose)
 
 
 def open_study(loaded: LoadedExperiment, plan: StudyPlan, storage: optuna.storages.BaseStorage,
@@ -221,7 +262,7 @@ def _pruner(tuning: TuningSettings) -> optuna.pruners.BasePruner:
 
 
 def _retrain(loaded: LoadedExperiment, plugins: Any, results: list[StudyResult], storage: StorageChoice,
-             lease_seconds: float, verbose: bool) -> GridSummary:
+             lease_seconds: float, verbose: bool, ray_address: str | None = None) -> GridSummary:
     """Each study's best values over the file's seeds, as grid runs of the experiment (its normal report)."""
     total = GridSummary()
     for result in results:
@@ -233,8 +274,8 @@ def _retrain(loaded: LoadedExperiment, plugins: Any, results: list[StudyResult],
         tuned = apply_params(loaded, plan, result.best_params, loaded.experiment.seeds)
         tags = {"tuned": "1", "tuning_study": plan.name, "tuning_trial": result.best_number,
                 "tuning_params": json.dumps(result.best_params, sort_keys=True), "tuning_value": result.best_value}
-        runner = _TunedRunner(tuned, plugins, expand_grid(tuned, plugins), verbose=verbose, storage=storage,
-                             lease_seconds=lease_seconds, tuned_tags=tags)
+        runner = _tuned_runner(tuned, plugins, tags, ray_address, verbose=verbose, storage=storage,
+                               lease_seconds=lease_seconds)
         runner.open()
         summary = runner.run()
         total.finished += summary.finished
