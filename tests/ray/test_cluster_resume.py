@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness_processes import mlflow_client, mlflow_runs, run_harness, start_harness, tag, write_experiment
+from harness_processes import mlflow_client, mlflow_runs, start_harness, tag, write_experiment
 from ray_cluster import RAY_TIMEOUT, LocalCluster, training_processes
 
 pytestmark = pytest.mark.slow
@@ -60,11 +60,13 @@ def test_a_killed_worker_s_task_resumes_from_its_checkpoint_and_equals_an_uninte
     for directory in (reference_dir, killed_dir):
         directory.mkdir()
         write_experiment(directory, NAME, GRID)
+    # The reference: the local executor, trained meanwhile.
+    reference = start_harness(reference_dir, "run", f"{NAME}.yaml", "--quiet", label="reference")
     started = start_harness(killed_dir, "run", f"{NAME}.yaml", "--executor", "ray", "--ray-address",
                             ray_cluster.address, label="ray")
     killed_at = _kill_worker_after_first_checkpoint(killed_dir, started)
-    reference = run_harness(reference_dir, "run", f"{NAME}.yaml", "--quiet")  # the local executor, meanwhile
-    assert reference.returncode == 0, reference.explain()
+    finished_reference = reference.finish(RAY_TIMEOUT)
+    assert finished_reference.returncode == 0, finished_reference.explain()
     finished = started.finish(RAY_TIMEOUT)
     assert finished.returncode == 0, finished.explain()
     assert "resumed from epoch " in finished.stderr, finished.explain()
