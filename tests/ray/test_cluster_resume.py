@@ -84,3 +84,31 @@ def test_a_killed_worker_s_task_resumes_from_its_checkpoint_and_equals_an_uninte
     assert sorted(m.step for m in history) == list(range(EPOCHS))  # restored epochs replayed once each
     checkpoints = killed_dir / "out" / "checkpoints"
     assert not checkpoints.exists() or not any(checkpoints.iterdir())  # discarded once the run was DONE
+
+
+def test_a_rerun_after_the_driver_died_resumes_from_the_checkpoint(ray_cluster: LocalCluster,
+                                                                   tmp_path: Path) -> None:
+    """``kill -9`` of the driver (Ray then stops its task): the next ``harness run --executor ray`` claims
+    the run again and its task resumes from the checkpoint the killed one left."""
+    write_experiment(tmp_path, NAME, GRID)
+    started = start_harness(tmp_path, "run", f"{NAME}.yaml", "--executor", "ray", "--ray-address",
+                            ray_cluster.address, label="driver")
+    folder = tmp_path / "out" / "checkpoints"
+    deadline = time.monotonic() + RAY_TIMEOUT
+    while not any(folder.glob(f"*/step-{STEPS_PER_EPOCH:010d}.ckpt.sha256")):
+        assert started.process.poll() is None, started.finish().explain()
+        assert time.monotonic() < deadline, started.stderr()
+        time.sleep(0.01)
+    started.signal(signal.SIGKILL)
+    assert started.finish().returncode == -signal.SIGKILL
+    rerun = start_harness(tmp_path, "run", f"{NAME}.yaml", "--executor", "ray", "--ray-address",
+                          ray_cluster.address, label="rerun").finish(RAY_TIMEOUT)
+    assert rerun.returncode == 0, rerun.explain()
+    runs = {r.info.status: r for r in mlflow_runs(tmp_path / "out", NAME)}
+    assert sorted(runs) == ["FINISHED", "KILLED"], rerun.explain()
+    resumed = runs["FINISHED"]
+    epoch = int(tag(resumed, "resumed_from_epoch"))
+    assert 1 <= epoch < EPOCHS and tag(resumed, "resumed_from_run") == runs["KILLED"].info.run_id
+    assert f"resumed from epoch {epoch} checkpoint" in rerun.stderr, rerun.explain()
+    history = mlflow_client(tmp_path / "out").get_metric_history(resumed.info.run_id, "val_loss")
+    assert sorted(m.step for m in history) == list(range(EPOCHS))
