@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.experiment import content_hash
-from harness.training.resume import Resumable, RunCheckpoints, run_checkpoints
+from harness.training.resume import Resumable, RunCheckpoints, discard_checkpoints, run_checkpoints
 
 #: The checkpoint folders of trials, under ``<output_dir>/checkpoints/``.
 TUNING_FOLDER = "tuning"
@@ -41,25 +41,25 @@ def _system_attrs(trial: Any) -> dict[str, Any]:
         return {}
 
 
-def trial_key(study: str, first_number: int, params: dict[str, Any]) -> str:
-    """``tuning/<study>/trial-<first number>-<values hash>``: a relative folder under ``checkpoints/``."""
+def trial_key(study: str, trial: Any, params: dict[str, Any]) -> str:
+    """``tuning/<study>/trial-<first number>-<values hash>``: ``trial``'s folder under ``checkpoints/``."""
+    first_number = first_trial_number(trial)
     safe_study = "/".join(re.sub(r"[^A-Za-z0-9._-]+", "_", part) or "_" for part in study.split("/")
                           if part not in ("", ".", ".."))
     return f"{TUNING_FOLDER}/{safe_study or '_'}/trial-{first_number}-{content_hash(params)[:12]}"
 
 
-def trial_checkpoints(output_dir: Path, study: str, trial: Any, params: dict[str, Any], data: Any, *,
-                      run_id: str, every_minutes: float | None, say: Callable[[str], None],
+def trial_checkpoints(output_dir: Path, key: str, data: Any, *, run_id: str, every_minutes: float | None,
+                      say: Callable[[str], None],
                       on_resume: Callable[[Resumable], None] | None = None) -> RunCheckpoints:
-    """The checkpoints of ``trial`` (shared with the attempts it retries), resuming when one verifies."""
-    return run_checkpoints(output_dir, trial_key(study, first_trial_number(trial), params), run_id, data,
-                           every_minutes=every_minutes, fresh=False, say=say, on_resume=on_resume)
+    """The checkpoints of the trial ``key`` (shared with the attempts it retries), resuming when one verifies."""
+    return run_checkpoints(output_dir, key, run_id, data, every_minutes=every_minutes, fresh=False, say=say,
+                           on_resume=on_resume)
 
 
-def discard_trial_checkpoints(checkpoints: RunCheckpoints | None) -> None:
-    """The trial ended for good: forget its checkpoints."""
-    if checkpoints is not None:
-        checkpoints.discard()
+def discard_trial_checkpoints(output_dir: Path, key: str) -> None:
+    """The trial ended for good (COMPLETE, PRUNED, FAIL without a retry): forget its checkpoints."""
+    discard_checkpoints(output_dir, key)
 
 
 __all__ = ["discard_trial_checkpoints", "first_trial_number", "trial_checkpoints", "trial_key"]

@@ -45,7 +45,7 @@ from harness.runs.tracking import PRUNED as PRUNED_STATUS
 from harness.runs.tracking import Tracker, run_params
 from harness.training.resume import Resumable, record_resume
 from harness.training.trainer import build_network, plan_network, train_run
-from harness.training.trial_checkpoints import discard_trial_checkpoints, trial_checkpoints
+from harness.training.trial_checkpoints import discard_trial_checkpoints, trial_checkpoints, trial_key
 from harness.tuning.space import StudyPlan, apply_params
 
 COMPLETE, PRUNED, FAIL = "COMPLETE", "PRUNED", "FAIL"
@@ -118,7 +118,6 @@ class TrialExecutor:
         self.loaded, self.plugins, self.tracker, self.guard, self.verbose = loaded, plugins, tracker, guard, verbose
         self.seed = loaded.experiment.seeds[0]
         self._task_data: dict[str, tuple[Task, TaskData]] = {}
-        self._checkpoints: Any = None  # the running trial's RunCheckpoints
 
     def run(self, plan: StudyPlan, trial: optuna.Trial, params: dict[str, Any]) -> TrialOutcome:
         """Train ``params``; always returns how the trial ended (its MLflow run is closed)."""
@@ -129,11 +128,12 @@ class TrialExecutor:
             return TrialOutcome(FAIL, reason=f"bad_values: {error}")
         run_id = None
         pruning = PruningCallback(trial, plan.monitor, self.guard)
+        checkpoint_key = trial_key(plan.name, trial, params)  # shared with the trials this one retries
         try:
             with self.guard.critical():
                 run_id = self._start(plan, trial, spec, params)
             self.guard.check()
-            result = self._train(trial_loaded, spec, run_id, pruning, (plan.name, params))
+            result = self._train(trial_loaded, spec, run_id, pruning, checkpoint_key)
             value = pruning.values[-1]
         except optuna.TrialPruned as pruned:
             outcome = TrialOutcome(PRUNED, pruning.values[-1], str(pruned), len(pruning.values))
@@ -157,8 +157,7 @@ class TrialExecutor:
         if run_id is not None:
             self._close(run_id, outcome)
         if not outcome.retry:  # ended for good: the checkpoints only served a retry
-            discard_trial_checkpoints(self._checkpoints)
-        self._checkpoints = None
+            discard_trial_checkpoints(self.loaded.output_dir, checkpoint_key)
         return outcome
 
     def _start(self, plan: StudyPlan, trial: optuna.Trial, spec: RunSpec, params: dict[str, Any]) -> str:
@@ -178,7 +177,7 @@ class TrialExecutor:
         return run_id
 
     def _train(self, trial_loaded: LoadedExperiment, spec: RunSpec, run_id: str, pruning: PruningCallback,
-               study_and_params: tuple[str, dict[str, Any]]) -> Any:
+               checkpoint_key: str) -> Any:
         task, data = self._load_task(spec)
         pl.seed_everything(spec.seed, workers=True, verbose=False)
         experiment = trial_loaded.experiment  # the file's settings with the trial's values
@@ -197,14 +196,12 @@ class TrialExecutor:
                 pruning.trial.set_user_attr("resumed_from_epoch", resumed.epochs_done)
             pruning.restore(resumed.history)
 
-        if experiment.training.devices <= 1:
-            study, params = study_and_params
-            self._checkpoints = trial_checkpoints(
-                self.loaded.output_dir, study, pruning.trial, params, data, run_id=run_id,
-                every_minutes=experiment.checkpoint_minutes, say=self.say, on_resume=on_resume)
+        checkpoints = None if experiment.training.devices > 1 else trial_checkpoints(
+            self.loaded.output_dir, checkpoint_key, data, run_id=run_id,
+            every_minutes=experiment.checkpoint_minutes, say=self.say, on_resume=on_resume)
         return train_run(net, task, data, experiment.training, seed=spec.seed, device=experiment.device,
                          hyperparameters=spec.config, on_epoch=on_epoch, verbose=self.verbose,
-                         extra_callbacks=[pruning], checkpoints=self._checkpoints)
+                         extra_callbacks=[pruning], checkpoints=checkpoints)
 
     def _load_task(self, spec: RunSpec) -> tuple[Task, TaskData]:
         key = content_hash({"name": spec.task.name, "options": spec.task.options()})
