@@ -5,6 +5,8 @@ run with the file's ``resources``. Workers train without MLflow (:mod:`harness.t
 and return metrics history, results, weights and samples; the driver records them. Exactly-once
 follows from the driver's bookkeeping by run key: a task Ray retried (worker killed, node lost)
 still comes back once, and only the driver writes. Ctrl-C/SIGTERM cancels the tasks, ends KILLED.
+A task run again (worker or node lost, or a rerun after the driver died) resumes from the run's
+newest verified checkpoint under ``<output_dir>/checkpoints/`` (shared storage on a multi-node cluster).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import threading
 from typing import Any
 
 from harness.experiment import content_hash
-from harness.training.detached import DetachedOutcome, StateDictOf, train_detached
+from harness.training.detached import DetachedCheckpoints, DetachedOutcome, StateDictOf, train_detached
+from harness.training.resume import discard_checkpoints, record_resume
 from harness.core.errors import BadInputError
 from harness.runs.executors import ray_task_options, require_ray
 from harness.training.families import NonFiniteLossError
@@ -35,11 +38,12 @@ CONNECT_TIMEOUT_S = 10.0
 
 
 def _train_on_worker(spec: RunSpec, task_and_data: tuple[Any, Any], experiment: Any,
-                     verbose: bool) -> DetachedOutcome:
+                     verbose: bool, checkpoints: DetachedCheckpoints | None = None) -> DetachedOutcome:
     """The body of every Ray task (module level, so workers import it instead of unpickling code)."""
     task, data = task_and_data
     return train_detached(spec.cell.plugin_class, spec.cell.config, spec.seed, task, data, experiment.model,
-                          experiment.training, experiment.device, spec.config, verbose=verbose)
+                          experiment.training, experiment.device, spec.config, verbose=verbose,
+                          checkpoints=checkpoints)
 
 
 def connect_ray(address: str | None) -> Any:
@@ -147,7 +151,11 @@ class RayRunner(Runner):
         if self._remote is None:  # one remote function: Ray exports it to the workers once
             self._remote = ray.remote(_train_on_worker)
         remote = self._remote.options(name=f"train {spec.run_name}", **self.task_options)
-        ref = remote.remote(spec, data_refs[data_key], self.loaded.experiment, self.verbose)
+        if not self.resume:  # --no-resume: the driver, not each task attempt, forgets earlier checkpoints
+            discard_checkpoints(self.output_dir, spec.key)
+        checkpoints = DetachedCheckpoints(self.output_dir.resolve(), spec.key, run_id,
+                                          self.loaded.experiment.checkpoint_minutes)
+        ref = remote.remote(spec, data_refs[data_key], self.loaded.experiment, self.verbose, checkpoints)
         self._in_flight[ref] = (spec, run_id)
 
     def _collect(self, ray: Any, summary: GridSummary) -> None:
@@ -180,12 +188,19 @@ class RayRunner(Runner):
         if spec.key in self._lost:
             return self._end(spec, run_id, KILLED, "lease lost: another worker reclaimed the run")
         self._log_outcome(spec, run_id, outcome)
-        return self._end(spec, run_id, DONE, "")
+        status = self._end(spec, run_id, DONE, "")
+        discard_checkpoints(self.output_dir, spec.key)  # the run's model.pt artifact replaces them
+        return status
 
     def _log_outcome(self, spec: RunSpec, run_id: str, outcome: DetachedOutcome) -> None:
         """Replay what the worker produced into MLflow, as ``Runner._execute`` logs it live."""
         task, data = self._load_task(spec.task)
         self.tracker.set_tags(run_id, {"worker": outcome.worker, "device": outcome.device_name})
+        if outcome.resumed is not None:  # a task run again went on from its run's checkpoint
+            found = outcome.resumed
+            where = "mid-epoch" if found.mid_epoch else "end-of-epoch"
+            self._say(f"    {spec.run_name}: resumed from epoch {found.epochs_done} checkpoint ({where}, {found.path.name})")
+            record_resume(self.tracker, run_id, found)
         self._log_network(spec, run_id, outcome.plan, data)
         for epoch, metrics in outcome.epochs:
             self.tracker.log_metrics(run_id, metrics, step=epoch)

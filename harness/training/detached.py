@@ -4,19 +4,28 @@ A Ray worker (:mod:`harness.runs.ray_executor`) calls :func:`train_detached`; th
 writer, replays the outcome into MLflow and the ledger. The training itself is the local
 runner's: the same seeding, network plan and ``train_run``, so a run's metrics do not depend
 on which executor trained it.
+
+Checkpoints: given a :class:`DetachedCheckpoints`, the run writes its per-epoch checkpoints to
+``<output_dir>/checkpoints/<run key>/`` (the local runner's folder) and resumes from the newest
+that verifies, so a task Ray runs again after its worker died (or a rerun of a dead driver)
+goes on from there. The folder must be one every worker can reach: one machine, or output_dir
+on storage shared by the cluster's nodes. The driver records the resume (``record_resume``).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from harness.experiment import ModelSettings, TrainingSettings
 from harness.core.tasks import Task, TaskData
+from harness.training.resume import Resumable, run_checkpoints
 from harness.training.trainer import NetworkPlan, TrainingResult, device_name, seeded_network, train_run
 
 
@@ -33,6 +42,18 @@ class DetachedOutcome:
     #: Where it trained: ``host:pid`` and the device name (the runs' ``worker`` and ``device`` tags).
     worker: str = ""
     device_name: str = "cpu"
+    #: The checkpoint training resumed from (None: it started at epoch 1): the driver records it.
+    resumed: Resumable | None = None
+
+
+@dataclass(frozen=True)
+class DetachedCheckpoints:
+    """Where a detached run keeps its checkpoints: ``<output_dir>/checkpoints/<key>/`` (an absolute path)."""
+
+    output_dir: Path
+    key: str
+    run_id: str | None = None  # the driver's MLflow run of this attempt, recorded in each checkpoint
+    every_minutes: float | None = None
 
 
 class StateDictOf:
@@ -47,13 +68,27 @@ class StateDictOf:
 
 def train_detached(cell_class: type, cell_config: Any, seed: int, task: Task, data: TaskData,
                    model: ModelSettings, training: TrainingSettings, device: str,
-                   hyperparameters: dict[str, Any], verbose: bool = False) -> DetachedOutcome:
-    """Seed, build and train one run exactly as ``Runner._train`` does; return what it produced."""
+                   hyperparameters: dict[str, Any], verbose: bool = False,
+                   checkpoints: DetachedCheckpoints | None = None) -> DetachedOutcome:
+    """Seed, build and train one run exactly as ``Runner._train`` does; return what it produced.
+
+    With ``checkpoints`` (single-device runs only, as the local runner), resume from the newest
+    checkpoint that verifies; the outcome's ``resumed`` says from which.
+    """
     plan, net = seeded_network(cell_class, cell_config, task, data, model, seed)
     epochs: list[tuple[int, dict[str, float]]] = []
+    saving = None
+    if checkpoints is not None and training.devices <= 1:
+        saving = run_checkpoints(checkpoints.output_dir, checkpoints.key, checkpoints.run_id or "", data,
+                                 every_minutes=checkpoints.every_minutes, fresh=False, say=_say_on_worker)
     result = train_run(net, task, data, training, seed=seed, device=device, hyperparameters=hyperparameters,
-                       on_epoch=lambda epoch, metrics: epochs.append((epoch, dict(metrics))), verbose=verbose)
+                       on_epoch=lambda epoch, metrics: epochs.append((epoch, dict(metrics))), verbose=verbose,
+                       checkpoints=saving)
     weights = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     return DetachedOutcome(result, plan, epochs, weights, f"{socket.gethostname()}:{os.getpid()}",
-                           device_name(result.device))
+                           device_name(result.device), saving.resumed if saving is not None else None)
+
+
+def _say_on_worker(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 

@@ -15,6 +15,10 @@ tuning.metric unknown  FAIL, queued again      FAILED, reason ``bad_input: …``
 any other error        FAIL (``fail_reason``)  FAILED, ``error.txt`` artifact
 =====================  ======================  ==============================================
 
+A trial queued again after an interruption resumes from the interrupted attempt's newest
+verified checkpoint (:mod:`harness.training.trial_checkpoints`); the epochs it restores are
+reported to the new Optuna trial once each, without asking the pruner again.
+
 The objective is the validation metric after the last epoch: the model the re-training
 runs will test is the one at the end of training, not the best epoch's.
 """
@@ -39,7 +43,9 @@ from harness.runs.grid import RunSpec, expand_grid
 from harness.core.tasks import Task, TaskData
 from harness.runs.tracking import PRUNED as PRUNED_STATUS
 from harness.runs.tracking import Tracker, run_params
+from harness.training.resume import Resumable, record_resume
 from harness.training.trainer import seeded_network, train_run
+from harness.training.trial_checkpoints import discard_trial_checkpoints, trial_checkpoints, trial_key
 from harness.tuning.space import StudyPlan, apply_params
 
 COMPLETE, PRUNED, FAIL = "COMPLETE", "PRUNED", "FAIL"
@@ -71,6 +77,19 @@ class PruningCallback(pl.Callback):
     def __init__(self, trial: optuna.Trial, monitor: str, guard: Interrupts) -> None:
         self.trial, self.monitor, self.guard = trial, monitor, guard
         self.values: list[float] = []
+
+    def restore(self, history: list[dict[str, float]]) -> None:
+        """Epochs restored from a checkpoint: report each one not yet reported to this trial (no pruning:
+        the interrupted attempt already went on past them)."""
+        reported = set(getattr(getattr(self.trial, "_cached_frozen_trial", None), "intermediate_values", {}) or {})
+        for epoch, metrics in enumerate(history, start=1):
+            if self.monitor not in metrics:
+                continue
+            value = float(metrics[self.monitor])
+            self.values.append(value)
+            if epoch not in reported:
+                with self.guard.critical():
+                    self.trial.report(value, epoch)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         metrics = module.current_epoch_metrics()  # type: ignore[operator]
@@ -124,11 +143,12 @@ class TrialExecutor:
             return TrialOutcome(FAIL, reason=f"bad_values: {error}")
         run_id = None
         pruning = PruningCallback(trial, plan.monitor, self.guard)
+        checkpoint_key = trial_key(plan.name, trial, params)  # shared with the trials this one retries
         try:
             with self.guard.critical():
                 run_id = self._start(plan, trial, spec, params)
             self.guard.check()
-            result = self._train(trial_loaded, spec, run_id, pruning)
+            result = self._train(trial_loaded, spec, run_id, pruning, checkpoint_key)
             value = pruning.values[-1]
         except optuna.TrialPruned as pruned:
             outcome = TrialOutcome(PRUNED, pruning.values[-1], str(pruned), len(pruning.values))
@@ -151,6 +171,8 @@ class TrialExecutor:
             outcome = TrialOutcome(COMPLETE, value, epochs=len(pruning.values))
         if run_id is not None:
             self._close(run_id, outcome)
+        if not outcome.retry:  # ended for good: the checkpoints only served a retry
+            discard_trial_checkpoints(self.loaded.output_dir, checkpoint_key)
         return outcome
 
     def _start(self, plan: StudyPlan, trial: optuna.Trial, spec: RunSpec, params: dict[str, Any]) -> str:
@@ -169,7 +191,8 @@ class TrialExecutor:
         trial.set_user_attr("mlflow_run_id", run_id)
         return run_id
 
-    def _train(self, trial_loaded: LoadedExperiment, spec: RunSpec, run_id: str, pruning: PruningCallback) -> Any:
+    def _train(self, trial_loaded: LoadedExperiment, spec: RunSpec, run_id: str, pruning: PruningCallback,
+               checkpoint_key: str) -> Any:
         task, data = self._load_task(spec)
         experiment = trial_loaded.experiment  # the file's settings with the trial's values
         plan, net = seeded_network(spec.cell.plugin_class, spec.cell.config, task, data, experiment.model, spec.seed)
@@ -180,9 +203,18 @@ class TrialExecutor:
                 self.tracker.log_metrics(run_id, metrics, step=epoch)
             self.guard.check()
 
+        def on_resume(resumed: Resumable) -> None:
+            with self.guard.critical():
+                record_resume(self.tracker, run_id, resumed)
+                pruning.trial.set_user_attr("resumed_from_epoch", resumed.epochs_done)
+            pruning.restore(resumed.history)
+
+        checkpoints = None if experiment.training.devices > 1 else trial_checkpoints(
+            self.loaded.output_dir, checkpoint_key, data, run_id=run_id,
+            every_minutes=experiment.checkpoint_minutes, say=self.say, on_resume=on_resume)
         return train_run(net, task, data, experiment.training, seed=spec.seed, device=experiment.device,
                          hyperparameters=spec.config, on_epoch=on_epoch, verbose=self.verbose,
-                         extra_callbacks=[pruning])
+                         extra_callbacks=[pruning], checkpoints=checkpoints)
 
     def _load_task(self, spec: RunSpec) -> tuple[Task, TaskData]:
         key = content_hash({"name": spec.task.name, "options": spec.task.options()})

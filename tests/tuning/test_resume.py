@@ -5,7 +5,8 @@ epochs long enough to interrupt. The story, each step on the same output folder:
 
 1. SIGINT during the second trial's training: exit 130; that trial is FAILED with the
    reason and queued again with the same values; its MLflow run is KILLED;
-2. run again and ``kill -9`` during the retried trial's training: nothing can clean up,
+2. run again and ``kill -9`` during the retried trial's training (resumed from the first
+   attempt's checkpoint when it had written one): nothing can clean up,
    so the trial stays RUNNING in Optuna and in MLflow;
 3. run again to the end: the dead worker's trial is failed with the reason and retried,
    its MLflow run closed KILLED, and the study ends with exactly 3 counted trials.
@@ -47,7 +48,9 @@ def build_scenario(directory: Path, kit: Any) -> Scenario:
     def step(label: str, number: int | None, trial: str) -> None:
         started = kit.start_harness(directory, "tune", f"{NAME}.yaml", label=label)
         if number is not None:
-            started.wait_for("epoch 1/", after=f": trial {trial} (")
+            # An epoch line of that trial (the retry resumes from the interrupted attempt's checkpoint,
+            # so its first line may be epoch 2's).
+            started.wait_for("/3  ", after=f": trial {trial} (")
             started.process.send_signal(number)
         result = started.finish()
         scenario.steps[label] = Step(result, kit.study_trials(out, STUDY), kit.mlflow_runs(out, f"{NAME}-trials"))

@@ -1,0 +1,114 @@
+"""A Ray task run again after its worker process was killed resumes from the run's checkpoint.
+
+One run (gru on a small adding problem, 6 epochs). Its training worker is SIGKILLed as soon as
+the epoch-1 checkpoint exists under ``out/checkpoints/<run key>/``; Ray runs the task again, which
+resumes from the newest verified checkpoint. The driver records the resume (the
+``resumed_from_epoch`` tag, its log line) and the run ends with exactly the test metrics and
+weights of the same run trained without interruption (by the local executor, beside it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from harness_processes import mlflow_client, mlflow_runs, start_harness, tag, write_experiment
+from ray_cluster import RAY_TIMEOUT, LocalCluster, training_processes
+
+pytestmark = pytest.mark.slow
+
+NAME = "resumed"
+STEPS_PER_EPOCH = 20  # train_size / batch_size
+EPOCHS = 6
+GRID = {
+    "cells": ["gru"],
+    "tasks": [{"name": "adding", "options": {"train_size": 320, "validation_size": 32, "test_size": 32,
+                                             "length": 10}}],
+    "seeds": [0],
+    "model": {"hidden_size": 8},
+    "training": {"max_epochs": EPOCHS, "batch_size": 16, "cpu_threads": 1},
+    "device": "cpu",
+    "output_dir": "out",
+    "reports_dir": "reports",
+}
+
+
+def _kill_worker_after_first_checkpoint(directory: Path, started: object) -> int:
+    """SIGKILL the Ray worker training the run once epoch 1's checkpoint is complete; the epochs on disk."""
+    sidecar = f"step-{STEPS_PER_EPOCH:010d}.ckpt.sha256"
+    folder = directory / "out" / "checkpoints"
+    deadline = time.monotonic() + RAY_TIMEOUT
+    while not any(folder.glob(f"*/{sidecar}")):
+        assert started.process.poll() is None, started.finish().explain()  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, started.stderr()  # type: ignore[attr-defined]
+        time.sleep(0.01)
+    workers = training_processes()
+    assert workers, "the checkpoint appeared but no Ray worker is training"
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGKILL)
+    steps = [int(p.name[5:15]) for p in folder.glob("*/step-*.ckpt.sha256")]
+    assert max(steps) < EPOCHS * STEPS_PER_EPOCH, "the run had finished before its worker was killed"
+    return max(steps) // STEPS_PER_EPOCH
+
+
+def test_a_killed_worker_s_task_resumes_from_its_checkpoint_and_equals_an_uninterrupted_run(
+        ray_cluster: LocalCluster, tmp_path: Path) -> None:
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    for directory in (reference_dir, killed_dir):
+        directory.mkdir()
+        write_experiment(directory, NAME, GRID)
+    # The reference: the local executor, trained meanwhile.
+    reference = start_harness(reference_dir, "run", f"{NAME}.yaml", "--quiet", label="reference")
+    started = start_harness(killed_dir, "run", f"{NAME}.yaml", "--executor", "ray", "--ray-address",
+                            ray_cluster.address, label="ray")
+    killed_at = _kill_worker_after_first_checkpoint(killed_dir, started)
+    finished_reference = reference.finish(RAY_TIMEOUT)
+    assert finished_reference.returncode == 0, finished_reference.explain()
+    finished = started.finish(RAY_TIMEOUT)
+    assert finished.returncode == 0, finished.explain()
+    assert "resumed from epoch " in finished.stderr, finished.explain()
+
+    expected, = mlflow_runs(reference_dir / "out", NAME)
+    resumed, = mlflow_runs(killed_dir / "out", NAME)
+    assert resumed.info.status == "FINISHED"
+    epoch = int(tag(resumed, "resumed_from_epoch"))
+    assert killed_at <= epoch < EPOCHS and tag(resumed, "resume") == "exact"
+    assert f"resumed from epoch {epoch} checkpoint" in finished.stderr
+    test_metrics = {k: v for k, v in expected.data.metrics.items() if k.startswith("test_")}
+    assert test_metrics and test_metrics == {k: resumed.data.metrics[k] for k in test_metrics}  # exact
+    assert tag(resumed, "model_sha256") == tag(expected, "model_sha256")  # the same weights, bit for bit
+    history = mlflow_client(killed_dir / "out").get_metric_history(resumed.info.run_id, "val_loss")
+    assert sorted(m.step for m in history) == list(range(EPOCHS))  # restored epochs replayed once each
+    checkpoints = killed_dir / "out" / "checkpoints"
+    assert not checkpoints.exists() or not any(checkpoints.iterdir())  # discarded once the run was DONE
+
+
+def test_a_rerun_after_the_driver_died_resumes_from_the_checkpoint(ray_cluster: LocalCluster,
+                                                                   tmp_path: Path) -> None:
+    """``kill -9`` of the driver (Ray then stops its task): the next ``harness run --executor ray`` claims
+    the run again and its task resumes from the checkpoint the killed one left."""
+    write_experiment(tmp_path, NAME, GRID)
+    started = start_harness(tmp_path, "run", f"{NAME}.yaml", "--executor", "ray", "--ray-address",
+                            ray_cluster.address, label="driver")
+    folder = tmp_path / "out" / "checkpoints"
+    deadline = time.monotonic() + RAY_TIMEOUT
+    while not any(folder.glob(f"*/step-{STEPS_PER_EPOCH:010d}.ckpt.sha256")):
+        assert started.process.poll() is None, started.finish().explain()
+        assert time.monotonic() < deadline, started.stderr()
+        time.sleep(0.01)
+    started.signal(signal.SIGKILL)
+    assert started.finish().returncode == -signal.SIGKILL
+    rerun = start_harness(tmp_path, "run", f"{NAME}.yaml", "--executor", "ray", "--ray-address",
+                          ray_cluster.address, label="rerun").finish(RAY_TIMEOUT)
+    assert rerun.returncode == 0, rerun.explain()
+    runs = {r.info.status: r for r in mlflow_runs(tmp_path / "out", NAME)}
+    assert sorted(runs) == ["FINISHED", "KILLED"], rerun.explain()
+    resumed = runs["FINISHED"]
+    epoch = int(tag(resumed, "resumed_from_epoch"))
+    assert 1 <= epoch < EPOCHS and tag(resumed, "resumed_from_run") == runs["KILLED"].info.run_id
+    assert f"resumed from epoch {epoch} checkpoint" in rerun.stderr, rerun.explain()
+    history = mlflow_client(tmp_path / "out").get_metric_history(resumed.info.run_id, "val_loss")
+    assert sorted(m.step for m in history) == list(range(EPOCHS))

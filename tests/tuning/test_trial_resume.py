@@ -1,0 +1,95 @@
+"""A trial interrupted by ``kill -9`` of ``harness tune`` resumes from its checkpoint when run again.
+
+One study (gru on a small adding problem), budget 1 trial × 4 epochs, no pruning. ``harness tune``
+is SIGKILLed as soon as the trial's epoch-1 checkpoint exists; the next ``harness tune`` fails the
+dead worker's trial and queues its values again, and that retry resumes from the killed trial's
+newest verified checkpoint (``out/checkpoints/tuning/<study>/trial-0-<values hash>/``). Its
+intermediate values (one per epoch, the restored ones reported once) and its final value equal
+those of the same trial run without interruption in another folder, bit for bit.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness_processes import tuning_experiment
+
+NAME = "trialresume"
+STUDY = f"{NAME}/gru/adding"
+EPOCHS = 4
+STEPS_PER_EPOCH = 20  # train_size / batch_size
+EXPERIMENT = tuning_experiment(cell="gru", budget=1, train_size=320, length=10, max_epochs=EPOCHS)
+
+
+@dataclass
+class Scenario:
+    reference: Any  # Finished
+    rerun: Any  # Finished
+    killed_at: int  # the newest epoch checkpoint on disk when harness tune was killed
+    reference_trials: list[Any]
+    trials: list[Any]
+    runs: list[Any]  # MLflow trial runs of the killed folder
+    checkpoints: Path
+
+
+def build_scenario(directory: Path, kit: Any) -> Scenario:
+    reference_dir, killed_dir = directory / "reference", directory / "killed"
+    for folder in (reference_dir, killed_dir):
+        folder.mkdir()
+        kit.write_experiment(folder, NAME, EXPERIMENT)
+    reference = kit.start_harness(reference_dir, "tune", f"{NAME}.yaml", label="reference")
+    killed = kit.start_harness(killed_dir, "tune", f"{NAME}.yaml", label="killed")
+    checkpoints = killed_dir / "out" / "checkpoints"
+    sidecar = f"step-{STEPS_PER_EPOCH:010d}.ckpt.sha256"
+    deadline = time.monotonic() + 300
+    while not any(checkpoints.glob(f"tuning/**/{sidecar}")):
+        assert killed.process.poll() is None, killed.finish().explain()
+        assert time.monotonic() < deadline, killed.stderr()
+        time.sleep(0.005)
+    killed.signal(signal.SIGKILL)
+    assert killed.finish().returncode == -signal.SIGKILL
+    killed_at = max(int(p.name[5:15]) for p in checkpoints.glob("tuning/**/step-*.ckpt.sha256")) // STEPS_PER_EPOCH
+    rerun = kit.start_harness(killed_dir, "tune", f"{NAME}.yaml", label="rerun").finish()
+    finished_reference = reference.finish()
+    return Scenario(finished_reference, rerun, killed_at, kit.study_trials(reference_dir / "out", STUDY),
+                    kit.study_trials(killed_dir / "out", STUDY), kit.mlflow_runs(killed_dir / "out", f"{NAME}-trials"),
+                    checkpoints)
+
+
+@pytest.fixture(scope="module")
+def scenario(scenario_of: Any) -> Scenario:
+    return scenario_of(__name__)
+
+
+def test_the_killed_trial_is_retried_and_resumes_from_its_checkpoint(scenario: Scenario, kit: Any) -> None:
+    assert scenario.rerun.returncode == 0, scenario.rerun.explain()
+    assert 1 <= scenario.killed_at < EPOCHS
+    assert [t.state.name for t in scenario.trials] == ["FAIL", "COMPLETE"], scenario.rerun.explain()
+    killed, retried = scenario.trials
+    assert retried.params == killed.params and retried.system_attrs["retry_history"] == [0]
+    epoch = retried.user_attrs["resumed_from_epoch"]
+    assert scenario.killed_at <= epoch < EPOCHS
+    assert f"resumed from epoch {epoch} checkpoint" in scenario.rerun.stderr, scenario.rerun.explain()
+    run = next(r for r in scenario.runs if r.info.run_id == retried.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and kit.tag(run, "resumed_from_epoch") == str(epoch)
+
+
+def test_the_resumed_trial_equals_an_uninterrupted_one(scenario: Scenario) -> None:
+    assert scenario.reference.returncode == 0, scenario.reference.explain()
+    expected, = scenario.reference_trials
+    retried = scenario.trials[-1]
+    assert expected.params == retried.params
+    # Every epoch reported exactly once to the retried trial, restored ones included, and bit-exact.
+    assert sorted(retried.intermediate_values) == list(range(1, EPOCHS + 1))
+    assert retried.intermediate_values == expected.intermediate_values
+    assert retried.value == expected.value
+    assert retried.user_attrs["epochs"] == EPOCHS
+
+
+def test_the_checkpoints_are_discarded_once_the_trial_completes(scenario: Scenario) -> None:
+    assert not list(scenario.checkpoints.glob("tuning/**/*.ckpt"))
