@@ -14,9 +14,6 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
-import signal
-import threading
-import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -25,7 +22,7 @@ from harness.core.errors import ConfigError
 from harness.experiment import LoadedExperiment
 from harness.runs.detached_runs import DetachedRunner, RunLost, TrainingRaised
 from harness.runs.grid import RunSpec
-from harness.training.detached import DetachedOutcome, train_detached
+from harness.training.detached import DetachedOutcome, start_slot, train_in_slot
 
 #: How long a terminated slot process may take to exit before it is killed outright.
 TERMINATE_GRACE_S = 5.0
@@ -80,31 +77,6 @@ def pool_slots(loaded: LoadedExperiment, cores: int | None = None,
     return [None] * max(1, math.floor(cores / cpus + 1e-9))
 
 
-def _start_slot(gpu: str | None, threads: int, parent: int) -> None:
-    """A slot process's initializer: its GPU and threads, deaf to Ctrl-C, gone with its driver."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C reaches the driver, which stops us
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything initialises CUDA here
-    import torch
-
-    torch.set_num_threads(threads)  # training.cpu_threads, when given, still wins (train_run sets it)
-
-    def orphaned() -> None:  # the driver killed outright (SIGKILL): train nothing for nobody
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=orphaned, name="driver-watch", daemon=True).start()
-
-
-def _train_in_slot(spec: RunSpec, task_and_data: tuple[Any, Any], experiment: Any,
-                   verbose: bool) -> DetachedOutcome:
-    """The body of every pool run (module level: the spawned slot imports it)."""
-    task, data = task_and_data
-    return train_detached(spec.cell.plugin_class, spec.cell.config, spec.seed, task, data, experiment.model,
-                          experiment.training, experiment.device, spec.config, verbose=verbose)
-
-
 class PoolRunner(DetachedRunner):
     """Runs a validated grid in a pool of local processes; ledger and MLflow written by this process only."""
 
@@ -118,6 +90,12 @@ class PoolRunner(DetachedRunner):
         self._slot_of: dict[Future, int] = {}
         self._free = list(range(len(self.slots)))
 
+    def open(self) -> None:
+        """Start the slot processes first: they import torch while this process opens ledger and MLflow."""
+        for slot in range(len(self.slots)):
+            self._pool(slot).submit(int)  # a no-op that makes the pool start its process now
+        super().open()
+
     def _describe_backend(self) -> str:
         gpus = sorted({gpu for gpu in self.slots if gpu is not None})
         where = f"on GPU {', '.join(gpus)}" if gpus else "on the CPU"
@@ -126,7 +104,7 @@ class PoolRunner(DetachedRunner):
     def _pool(self, slot: int) -> ProcessPoolExecutor:
         pool = self._pools[slot]
         if pool is None:  # one process per slot, so that each slot keeps its GPU; reused run after run
-            pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_slot,
+            pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=start_slot,
                                        initargs=(self.slots[slot], self.threads, os.getpid()))
             self._pools[slot] = pool
         return pool
@@ -137,7 +115,7 @@ class PoolRunner(DetachedRunner):
     def _launch(self, spec: RunSpec) -> Future:
         slot = self._free.pop(0)
         try:
-            future = self._pool(slot).submit(_train_in_slot, spec, self._load_task(spec.task),
+            future = self._pool(slot).submit(train_in_slot, spec, self._load_task(spec.task),
                                              self.loaded.experiment, self.verbose)
         except BaseException:
             self._free.insert(0, slot)

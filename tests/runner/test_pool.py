@@ -112,16 +112,28 @@ def pool_processes(driver: int) -> list[psutil.Process]:
         return []
 
 
+def running(output_dir: Path) -> int:
+    """Runs the driver has submitted (RUNNING, their MLflow run opened)."""
+    try:
+        with sqlite3.connect(f"file:{output_dir / 'ledger.db'}?mode=ro", uri=True, timeout=1) as connection:
+            return connection.execute("SELECT COUNT(*) FROM runs WHERE status = 'RUNNING' "
+                                      "AND mlflow_run_id IS NOT NULL").fetchone()[0]
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
 @needs_two_cores
 def test_sigint_stops_the_pool_and_ends_the_runs_killed(tmp_path: Path) -> None:
     write_experiment(tmp_path, "long", {**LONG, "resources": {"cpus": 1}})
     started = start_harness(tmp_path, "run", "long.yaml", "--quiet")
     deadline = time.monotonic() + 120
-    while len(children := pool_processes(started.pid)) < 2 and started.process.poll() is None:
-        assert time.monotonic() < deadline, "no two pool processes within 120 s"
+    while running(tmp_path / "out") < 2 and started.process.poll() is None:  # both slots' runs submitted
+        assert time.monotonic() < deadline, "no two runs submitted to the pool within 120 s"
         time.sleep(0.2)
     assert started.process.poll() is None, started.finish().explain()
-    time.sleep(3)  # into training (the slots import torch first)
+    children = pool_processes(started.pid)
+    assert len(children) == 2, children
+    time.sleep(1)
     started.signal(signal.SIGINT)
     finished = started.finish(120)
     assert finished.returncode == 130, finished.explain()
