@@ -94,7 +94,12 @@ class PoolRunner(DetachedRunner):
         """Start the slot processes first: they import torch while this process opens ledger and MLflow."""
         for slot in range(len(self.slots)):
             self._pool(slot).submit(int)  # a no-op that makes the pool start its process now
-        super().open()
+        try:
+            super().open()
+        except BaseException:  # bad task data, Ctrl-C: nothing recorded, and no slot left behind
+            for slot in range(len(self.slots)):
+                self._discard(slot)
+            raise
 
     def _describe_backend(self) -> str:
         gpus = sorted({gpu for gpu in self.slots if gpu is not None})
