@@ -4,15 +4,18 @@ Every row is a real ``harness run`` of the same grid (``vanilla`` × ``agreement
 seeds, 2 epochs, hidden 32) in a fresh folder, timed end to end (start-up included):
 
 * ``local`` — ``executor: local``, one run at a time (the baseline);
+* ``local pool ×k (cpu)`` — ``executor: local`` with ``resources.cpus`` chosen so that k runs
+  train at once in the local process pool;
 * ``ray ×k (cpu)`` — ``executor: ray`` on a Ray instance started on this machine, with
   ``resources.cpus`` chosen so that k runs train at once;
 * ``ray ×k (gpu)`` — ``resources.gpus: 1/k``, k runs packed on one GPU (only with a GPU;
-  otherwise the row says it was not run).
+  otherwise the row says it was not run); with a GPU also ``local, one at a time (gpu)`` (the GPU
+  rows' baseline) and ``local pool ×k (gpu)``: ``executor: local``, ``resources.gpus: 1/k``.
 
 It also gives the Ray overhead against ``local``: start-up (a one-run grid's wall time, ray minus
 local) and per run (the wall time per extra run, ray ×1 minus local). A benchmark, not a test::
 
-    .venv/bin/python benchmarks/grid_throughput.py --json
+    .venv/bin/python benchmarks/grid_throughput.py --json            # --no-ray: the local rows only
 """
 
 from __future__ import annotations
@@ -69,33 +72,51 @@ def row(name: str, runs: int, wall: float | None, baseline: float | None, note: 
             "vs_one_at_a_time": speedup, "note": note}
 
 
-def measure(runs: int) -> dict[str, Any]:
+def overhead_of(name: str, runs: int, local: float, single_local: float, one_at_a_time: float,
+                single: float) -> dict[str, Any]:
+    """Start-up (one-run grid, minus local's) and per-run cost (per extra run, minus local's) of ``name``."""
+    return {"startup_s": single - single_local,
+            "per_run_s": (one_at_a_time - single) / (runs - 1) - (local - single_local) / (runs - 1),
+            "one_run_grid_s": {"local": single_local, name: single}}
+
+
+def measure(runs: int, with_ray: bool = True) -> dict[str, Any]:
     cores = os.cpu_count() or 1
+    gpu = torch.cuda.is_available()
     load_before = os.getloadavg()[0]  # a shared machine's other work slows every row
     local = timed_run(runs)
     rows = [row("local, one at a time", runs, local, local)]
-    for concurrent in (1, 2):
-        cpus = cores / concurrent  # a Ray instance here has `cores` CPUs: this many runs fit at once
-        wall = timed_run(runs, executor="ray", sets=(f"resources.cpus={cpus:g}",))
-        rows.append(row(f"ray x{concurrent} (cpu)", runs, wall, local))
-    for packed in GPU_PACKING:
-        if not torch.cuda.is_available():
-            rows.append(row(f"ray x{packed} (gpu)", runs, None, None, NO_GPU))
-            continue
-        wall = timed_run(runs, executor="ray", sets=("device=gpu", f"resources.gpus={1 / packed:g}"))
-        rows.append(row(f"ray x{packed} (gpu)", runs, wall, local))
-    single_local, single_ray = timed_run(1), timed_run(1, executor="ray", sets=(f"resources.cpus={cores:g}",))
-    ray_one_at_a_time = rows[1]["wall_s"]
-    overhead = {
-        "startup_s": single_ray - single_local,
-        "per_run_s": (ray_one_at_a_time - single_ray) / (runs - 1) - (local - single_local) / (runs - 1),
-        "one_run_grid_s": {"local": single_local, "ray": single_ray},
-    }
+    walls: dict[str, float] = {}
+    for concurrent in (1, 2):  # `cores / k` CPUs per run: this many runs fit at once (pool and Ray alike)
+        cpus = f"resources.cpus={cores / concurrent:g}"
+        walls[f"pool x{concurrent}"] = timed_run(runs, sets=(cpus,))
+        rows.append(row(f"local pool x{concurrent} (cpu)", runs, walls[f"pool x{concurrent}"], local))
+        if with_ray:
+            walls[f"ray x{concurrent}"] = timed_run(runs, executor="ray", sets=(cpus,))
+            rows.append(row(f"ray x{concurrent} (cpu)", runs, walls[f"ray x{concurrent}"], local))
+    gpu_local = timed_run(runs, sets=("device=gpu",)) if gpu else None
+    if gpu_local is not None:
+        rows.append(row("local, one at a time (gpu)", runs, gpu_local, gpu_local))
+    for executor in ("local pool", "ray") if with_ray else ("local pool",):
+        for packed in GPU_PACKING:
+            name = f"{executor} x{packed} (gpu)"
+            if gpu_local is None:
+                rows.append(row(name, runs, None, None, NO_GPU))
+                continue
+            wall = timed_run(runs, executor="ray" if executor == "ray" else "local",
+                             sets=("device=gpu", f"resources.gpus={1 / packed:g}"))
+            rows.append(row(name, runs, wall, gpu_local))
+    single_local = timed_run(1)
+    whole = f"resources.cpus={cores:g}"
+    overhead = {"pool": overhead_of("pool", runs, local, single_local, walls["pool x1"], timed_run(1, sets=(whole,)))}
+    if with_ray:
+        overhead["ray"] = overhead_of("ray", runs, local, single_local, walls["ray x1"],
+                                      timed_run(1, executor="ray", sets=(whole,)))
     return {"machine": f"{platform.processor() or platform.machine()}, {cores} cores, "
                        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "grid": {**GRID, "seeds": runs},
             "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
-            "rows": rows, "ray_overhead": overhead}
+            "torch": torch.__version__, "rows": rows, "overhead_vs_local": overhead}
 
 
 def show(result: dict[str, Any]) -> str:
@@ -109,9 +130,10 @@ def show(result: dict[str, Any]) -> str:
         else:
             lines.append(f"| {r['setting']} | {r['runs']} | {r['wall_s']:.0f} | {r['runs_per_hour']:.0f} | "
                          f"{r['vs_one_at_a_time']:.2f}x |")
-    overhead = result["ray_overhead"]
-    lines += ["", f"Ray overhead vs local: start-up {overhead['startup_s']:+.1f} s per `harness run`, "
-                  f"{overhead['per_run_s']:+.1f} s per run"]
+    lines.append("")
+    for name, overhead in result["overhead_vs_local"].items():
+        lines.append(f"{name} overhead vs local one at a time: start-up {overhead['startup_s']:+.1f} s per "
+                     f"`harness run`, {overhead['per_run_s']:+.1f} s per run")
     return "\n".join(lines)
 
 
@@ -119,10 +141,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=6, help="Seeds in the grid (runs per measurement; >= 2).")
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
+    parser.add_argument("--no-ray", action="store_true", help="Leave out the executor: ray rows.")
     args = parser.parse_args()
     if args.runs < 2:
         parser.error("--runs must be at least 2 (the per-run overhead compares grids of 1 and --runs runs)")
-    result = measure(args.runs)
+    result = measure(args.runs, with_ray=not args.no_ray)
     print(json.dumps(result, indent=2) if args.json else show(result))
 
 

@@ -59,7 +59,7 @@ class Experiment(_Strict):
     #: Who trains the runs: ``local`` (this process) or ``ray`` (Ray tasks on the cluster that
     #: ``--ray-address``/$RAY_ADDRESS names, else a Ray instance started here; pip extra ``rnn-harness[ray]``).
     executor: Literal["local", "ray"] = "local"
-    #: Per run, with ``executor: ray``: ``{cpus: 1, gpus: 0.25}``.
+    #: Per run: ``{cpus: 1, gpus: 0.25}`` (Ray's resources; with ``executor: local`` given, runs are packed).
     resources: RunResources = RunResources()  # frozen: one shared default is safe, and _omit_when_default sees it
 
     _omit_when_default = frozenset({"diagnostics", "checkpoint_minutes", "executor", "resources"})

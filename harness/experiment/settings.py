@@ -220,7 +220,9 @@ class ReportSettings(_Strict):
 
 
 class RunResources(_Strict):
-    """What one run of the grid asks of a Ray cluster (``executor: ray``): CPUs and a GPU share."""
+    """What one run of the grid asks for: CPUs and a GPU share. With ``executor: ray``, of the Ray cluster;
+    with ``executor: local``, given at all, it packs runs in a local process pool: floor(cores / cpus) at
+    once on the CPU, floor(1 / gpus) per visible GPU (left out: one run at a time, as always)."""
 
     #: CPU cores reserved per run.
     cpus: float = Field(1.0, gt=0)

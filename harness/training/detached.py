@@ -1,6 +1,7 @@
 """Train one grid run without MLflow or the ledger: everything it would record comes back in memory.
 
-A Ray worker (:mod:`harness.runs.ray_executor`) calls :func:`train_detached`; the driver, the one
+A Ray worker (:mod:`harness.runs.ray_executor`) or a local pool process (:mod:`harness.runs.pool_executor`,
+through :func:`train_in_slot`) calls :func:`train_detached`; the driver, the one
 writer, replays the outcome into MLflow and the ledger. The training itself is the local
 runner's: the same seeding, network plan and ``train_run``, so a run's metrics do not depend
 on which executor trained it.
@@ -15,8 +16,11 @@ on storage shared by the cluster's nodes. The driver records the resume (``recor
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,3 +96,27 @@ def train_detached(cell_class: type, cell_config: Any, seed: int, task: Task, da
 def _say_on_worker(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
+
+def start_slot(gpu: str | None, threads: int, parent: int) -> None:
+    """The initializer of a local pool's slot process (:mod:`harness.runs.pool_executor`): its GPU and
+    threads, deaf to Ctrl-C (the driver stops it), gone with its driver."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C reaches the driver, which stops us
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything initialises CUDA here (torch does it lazily)
+    torch.set_num_threads(threads)  # training.cpu_threads, when given, still wins (train_run sets it)
+
+    def orphaned() -> None:  # the driver killed outright (SIGKILL): train nothing for nobody
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, name="driver-watch", daemon=True).start()
+
+
+def train_in_slot(spec: Any, task_and_data: tuple[Any, Any], experiment: Any, verbose: bool,
+                  checkpoints: DetachedCheckpoints | None = None) -> DetachedOutcome:
+    """The body of every local pool run: a light module for the spawned slot to import (no MLflow)."""
+    task, data = task_and_data
+    return train_detached(spec.cell.plugin_class, spec.cell.config, spec.seed, task, data, experiment.model,
+                          experiment.training, experiment.device, spec.config, verbose=verbose,
+                          checkpoints=checkpoints)
