@@ -123,7 +123,7 @@ class ContractChecks:
 
     # -- the single state interface --------------------------------------------------------
 
-    def test_step_shapes_and_state_interface(self, cell_spec: CellSpec) -> None:
+    def test_step_interface(self, cell_spec: CellSpec) -> None:
         batch, steps, inputs, hidden = 2, 4, 3, 5
         cell = cell_spec.cell(inputs, hidden).double()
         count = len(cell_spec.cell_class.state_names)

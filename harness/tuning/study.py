@@ -215,11 +215,11 @@ class StudyDriver:
         thread = threading.Thread(target=beat, name="trial-heartbeat", daemon=True)
         thread.start()
 
-        def stop_and_join() -> None:
+        def end_heartbeats() -> None:  # stop the thread, and wait for its last renewal
             stop.set()
             thread.join()
 
-        return stop_and_join
+        return end_heartbeats
 
     def _alive(self, trial: FrozenTrial, now: float) -> bool:
         worker = trial.user_attrs.get("worker")

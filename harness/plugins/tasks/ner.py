@@ -122,7 +122,7 @@ def read_conll(path: Path, *, token_column: int = 0, tag_column: int = -1) -> li
             continue
         if not width:
             width, width_line = len(columns), number
-        token, tag = _token_and_tag(columns, token_column, tag_column, f"{path}:{number}")
+        token, tag = _tagged_token(columns, token_column, tag_column, f"{path}:{number}")
         if len(columns) != width:
             raise BadInputError(f"{path}:{number}: {len(columns)} columns where line {width_line} has {width}: "
                                 f"is the tag column missing? Every token line needs token … tag")
@@ -135,7 +135,7 @@ def read_conll(path: Path, *, token_column: int = 0, tag_column: int = -1) -> li
     return sentences
 
 
-def _token_and_tag(columns: list[str], token_column: int, tag_column: int, where: str) -> tuple[str, str]:
+def _tagged_token(columns: list[str], token_column: int, tag_column: int, where: str) -> tuple[str, str]:
     count = len(columns)
     token_index = token_column if token_column >= 0 else count + token_column
     tag_index = tag_column if tag_column >= 0 else count + tag_column
