@@ -140,7 +140,10 @@ class RayTrialExecutor(TrialExecutor):
             self._ray.shutdown()
         self._ray = None
 
-    def _train(self, trial_loaded: LoadedExperiment, spec: RunSpec, run_id: str, pruning: PruningCallback) -> Any:
+    def _train(self, trial_loaded: LoadedExperiment, spec: RunSpec, run_id: str, pruning: PruningCallback,
+               checkpoint_key: str) -> Any:
+        """Train the trial as a Ray task. Unlike a local trial it keeps no checkpoints (``checkpoint_key``
+        is unused): a trial queued again after an interruption starts from its first epoch."""
         ray = self._ray
         remote = self._remote.options(name=f"trial {spec.run_name}", **self.task_options)
         ref = remote.remote(spec, self._data_ref(spec), trial_loaded.experiment, self._broker, run_id, self.verbose)
