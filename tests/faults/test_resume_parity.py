@@ -118,16 +118,23 @@ class _CrashMidEpoch(pl.Callback):
             raise RuntimeError("simulated crash")
 
 
-def test_a_timed_checkpoint_inside_an_epoch_resumes_there_and_says_it_is_approximate(tmp_path: Path) -> None:
+def test_a_timed_checkpoint_inside_an_epoch_resumes_at_the_next_batch_exactly(tmp_path: Path) -> None:
+    # Checkpoints after every batch; the crash comes as batch 2 of epoch 4 starts, so the newest checkpoint
+    # is the one after its batch 1: the resume must go on with batch 2 of the same permutation.
     data = _data()
+    reference, reference_weights = _train(data, None)
     messages: list[str] = []
     crashing = RunCheckpoints(tmp_path / "ck", every_minutes=1e-9, say=messages.append)  # after every batch
     with pytest.raises(RuntimeError):
         train_run_with(data, crashing, _CrashMidEpoch())
-    result, _ = _train(data, RunCheckpoints(tmp_path / "ck", say=messages.append))
-    resumed = [m for m in messages if "resumed from" in m]
-    assert resumed and "resumed from epoch 3 checkpoint (mid-epoch" in resumed[0], messages
-    assert len(result.history) == 6 and result.epochs == 6
+    resumed, resumed_weights = _train(data, RunCheckpoints(tmp_path / "ck", say=messages.append))
+    lines = [m for m in messages if "resumed from" in m]
+    assert lines and "resumed from epoch 3 checkpoint (mid-epoch after batch 2, exact" in lines[0], messages
+    assert not any("approximate" in m for m in messages), messages
+    assert resumed.test_metrics == reference.test_metrics  # bit-exact
+    assert resumed.history == reference.history  # train_loss of the interrupted epoch included
+    for name, tensor in reference_weights.items():
+        assert torch.equal(tensor, resumed_weights[name]), name
 
 
 def train_run_with(data: TaskData, checkpoints: RunCheckpoints, crash: pl.Callback) -> Any:
