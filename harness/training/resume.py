@@ -249,6 +249,11 @@ class ResumeState(pl.callbacks.Checkpoint):
                 setattr(module, attribute, saved[name])
         if saved.get("train_sums") is not None and hasattr(module, "_sums"):
             module._sums["train"] = list(saved["train_sums"])
+        # Lightning hands the loader its position only when it restarts inside an epoch; the sampler's
+        # epoch (a DistributedSampler's permutation) is needed after an end-of-epoch checkpoint too.
+        positions = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader")
+        if self.loader is not None and positions:
+            self.loader.load_state_dict(positions[0])
 
 
 def resume_checkpoint_path(checkpoints: RunCheckpoints | None, callback: ResumeState | None) -> Path | None:
