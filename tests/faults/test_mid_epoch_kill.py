@@ -17,14 +17,14 @@ from typing import Any
 from harness_processes import mlflow_runs, run_harness, start_harness, tag, write_experiment
 
 NAME = "midkill"
-STEPS_PER_EPOCH = 40  # train_size / batch_size
+STEPS_PER_EPOCH = 20  # train_size / batch_size
 GRID: dict[str, Any] = {
     "cells": ["gru"],
-    "tasks": [{"name": "copy", "options": {"train_size": 640, "validation_size": 32, "test_size": 32,
+    "tasks": [{"name": "copy", "options": {"train_size": 320, "validation_size": 32, "test_size": 32,
                                            "delay": 4, "copy_length": 3}}],
     "seeds": [5],
     "model": {"hidden_size": 8, "embedding_size": 4, "dropout": 0.3},
-    "training": {"max_epochs": 3, "batch_size": 16, "lr_schedule": "step", "lr_step_epochs": 1},
+    "training": {"max_epochs": 2, "batch_size": 16, "lr_schedule": "step", "lr_step_epochs": 1},
     "checkpoint_minutes": 1e-7,  # fractional minutes: after every batch
     "device": "cpu",
     "output_dir": "out",
