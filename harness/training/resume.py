@@ -1,9 +1,10 @@
 """Checkpoints of a run in progress, and resuming a run from its newest checkpoint that verifies.
 
 Lightning writes the checkpoint (weights, optimizer, schedulers, loop progress, early-stopping
-state); :class:`ResumeState` adds what it lacks (every rank's RNG states, the data order, the harness's own
-state) and :class:`AtomicCheckpointIO` writes it atomically with a sha256 sidecar. The training loader's position inside an epoch Lightning saves from the loader
-itself (:class:`harness.training.positions.ResumableLoader`).
+state); :class:`ResumeState` adds what it lacks (every rank's RNG states, the data order, the
+harness's own state) and :class:`AtomicCheckpointIO` writes it atomically with a sha256 sidecar.
+The training loader's position inside an epoch Lightning saves from the loader itself
+(:class:`harness.training.positions.ResumableLoader`).
 """
 
 from __future__ import annotations
