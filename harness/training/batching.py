@@ -12,6 +12,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from harness.training.distributed import Shard
+from harness.training.positions import ResumableLoader
 from harness.training.streams import make_stream_loader
 from harness.core.tasks import Example, TaskData
 
@@ -114,6 +115,9 @@ def make_loader(family: str, data: TaskData, split: str, batch_size: int, *, see
     ``shard``: rank r of W data-parallel processes reads batch_size / W of each batch: stream
     columns [r·b, (r+1)·b) of the same batchified stream; the training examples a seeded
     ``DistributedSampler`` deals it (reshuffled every epoch); every W-th evaluation example.
+
+    The training loader is a :class:`~harness.training.positions.ResumableLoader`: the same batches
+    in the same order, and a mid-epoch checkpoint records its position in the epoch.
     """
     examples = data.splits()[split]
     exact = split == "train" or data.contiguous  # TrainingSettings checks these divide evenly
@@ -130,8 +134,8 @@ def make_loader(family: str, data: TaskData, split: str, batch_size: int, *, see
         return DataLoader(dataset, batch_size=local_batch, shuffle=False, collate_fn=collate, num_workers=0)
     if shard.world > 1:
         sampler = DistributedSampler(dataset, num_replicas=shard.world, rank=shard.rank, shuffle=True, seed=seed)
-        return DataLoader(dataset, batch_size=local_batch, sampler=sampler, collate_fn=collate, num_workers=0)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed),
+        return ResumableLoader(dataset, batch_size=local_batch, sampler=sampler, collate_fn=collate, num_workers=0)
+    return ResumableLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed),
                       collate_fn=collate, num_workers=0)
 
 

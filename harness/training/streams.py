@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from harness.core.cells import State
 from harness.core.tasks import EmptySplitError
+from harness.training.positions import ResumableLoader
 
 
 def batchify(ids: Sequence[int], columns: int) -> Tensor:
@@ -82,6 +83,8 @@ def make_stream_loader(ids: Sequence[int], *, columns: int, bptt_steps: int, spl
     ``rows``: the columns this loader reads (a data-parallel rank's share), all by default.
     """
     windows = StreamWindows(ids, columns=columns, bptt_steps=bptt_steps, split=split, rows=rows)
+    if split == "train":  # records how many windows an epoch has trained (a mid-epoch checkpoint resumes there)
+        return ResumableLoader(windows, batch_size=None, shuffle=False, num_workers=0)
     return DataLoader(windows, batch_size=None, shuffle=False, num_workers=0)
 
 

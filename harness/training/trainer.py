@@ -230,7 +230,8 @@ def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSett
     ``extra_callbacks`` join the run's own (e.g. the speed benchmark's batch timer). ``checkpoints``:
     write them each epoch and resume from the newest that verifies (:mod:`harness.training.resume`). With
     ``training.devices`` > 1 this process becomes rank 0 of a data-parallel run
-    (:mod:`harness.training.distributed`) and returns rank 0's result.
+    (:mod:`harness.training.distributed`) and returns rank 0's result; all ranks write (rank 0 the file)
+    and resume from the same checkpoints.
     """
     ranks: contextlib.AbstractContextManager = contextlib.nullcontext()
     if training.devices > 1 and not is_child():
@@ -239,8 +240,11 @@ def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSett
             raise DistributedRunError(
                 f"training.devices is {training.devices} but this process sees {gpus} GPU(s); lower "
                 "training.devices or make more GPUs visible (CUDA_VISIBLE_DEVICES, harness worker --gpus)")
+        # Every rank resumes from the checkpoint rank 0 selects now, before the ranks start.
+        followers = checkpoints.for_other_ranks() if checkpoints is not None else None
         ranks = RankProcesses(dict(net=net, task=task, data=data, training=training, seed=seed, device=device,
-                                   hyperparameters=hyperparameters, verbose=False), training.devices)
+                                   hyperparameters=hyperparameters, verbose=False, checkpoints=followers),
+                              training.devices)
     with ranks:
         return _train(net, task, data, training, seed=seed, device=device, hyperparameters=hyperparameters,
                       on_epoch=on_epoch, verbose=verbose, extra_callbacks=extra_callbacks, checkpoints=checkpoints)

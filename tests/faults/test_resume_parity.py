@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 
 from harness.experiment import EarlyStopping, TrainingSettings
-from harness.networks.models import ClassifierNet, Encoder, build_stack
+from harness.networks.models import ClassifierNet, Encoder, LanguageModelNet, build_stack
 from harness.core.loading import load_plugins
 from harness.training.resume import RunCheckpoints
 from harness.core.tasks import Example, Task, TaskData
@@ -118,16 +118,23 @@ class _CrashMidEpoch(pl.Callback):
             raise RuntimeError("simulated crash")
 
 
-def test_a_timed_checkpoint_inside_an_epoch_resumes_there_and_says_it_is_approximate(tmp_path: Path) -> None:
+def test_a_timed_checkpoint_inside_an_epoch_resumes_at_the_next_batch_exactly(tmp_path: Path) -> None:
+    # Checkpoints after every batch; the crash comes as batch 2 of epoch 4 starts, so the newest checkpoint
+    # is the one after its batch 1: the resume must go on with batch 2 of the same permutation.
     data = _data()
+    reference, reference_weights = _train(data, None)
     messages: list[str] = []
     crashing = RunCheckpoints(tmp_path / "ck", every_minutes=1e-9, say=messages.append)  # after every batch
     with pytest.raises(RuntimeError):
         train_run_with(data, crashing, _CrashMidEpoch())
-    result, _ = _train(data, RunCheckpoints(tmp_path / "ck", say=messages.append))
-    resumed = [m for m in messages if "resumed from" in m]
-    assert resumed and "resumed from epoch 3 checkpoint (mid-epoch" in resumed[0], messages
-    assert len(result.history) == 6 and result.epochs == 6
+    resumed, resumed_weights = _train(data, RunCheckpoints(tmp_path / "ck", say=messages.append))
+    lines = [m for m in messages if "resumed from" in m]
+    assert lines and "resumed from epoch 3 checkpoint (mid-epoch after batch 2, exact" in lines[0], messages
+    assert not any("approximate" in m for m in messages), messages
+    assert resumed.test_metrics == reference.test_metrics  # bit-exact
+    assert resumed.history == reference.history  # train_loss of the interrupted epoch included
+    for name, tensor in reference_weights.items():
+        assert torch.equal(tensor, resumed_weights[name]), name
 
 
 def train_run_with(data: TaskData, checkpoints: RunCheckpoints, crash: pl.Callback) -> Any:
@@ -138,3 +145,48 @@ def train_run_with(data: TaskData, checkpoints: RunCheckpoints, crash: pl.Callba
                                 lr_step_epochs=2, early_stopping=EarlyStopping(patience=4))
     return train_run(net, _ParityTask(), data, settings, seed=0, device="cpu", hyperparameters={}, verbose=False,
                      extra_callbacks=[crash], checkpoints=checkpoints)
+
+
+class _StreamTask(Task):
+    name = "tiny_stream"
+    family = "language_model"
+    primary_metric = "perplexity"
+    higher_is_better = False
+
+
+def _train_stream(data: TaskData, checkpoints: RunCheckpoints | None, crash: pl.Callback | None = None) -> Any:
+    pl.seed_everything(0, verbose=False)
+    stack = build_stack(load_plugins().cells.get("lstm"), None, 6, 8, 1, False, 0.2)
+    net = LanguageModelNet(Encoder(stack, vocab_size=len(data.input_vocab), embedding_size=6), len(data.input_vocab),
+                           0.2)
+    settings = TrainingSettings(learning_rate=0.5, optimizer="sgd", batch_size=3, bptt_steps=7, max_epochs=3,
+                                cpu_threads=1)
+    result = train_run(net, _StreamTask(), data, settings, seed=0, device="cpu", hyperparameters={}, verbose=False,
+                       extra_callbacks=[crash] if crash is not None else [], checkpoints=checkpoints)
+    return result, {k: v.clone() for k, v in net.state_dict().items()}
+
+
+class _CrashInWindow(pl.Callback):
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any,
+                             batch_index: int) -> None:
+        if trainer.current_epoch == 1 and batch_index == 5:
+            raise RuntimeError("simulated crash")
+
+
+def test_a_stream_resumes_mid_epoch_at_the_next_window_with_its_carried_state(tmp_path: Path) -> None:
+    # TBPTT: window 5 of epoch 2 must start from the state carried out of window 4, saved in the checkpoint.
+    rng = random.Random(1)
+    vocab = Vocabulary([f"c{i}" for i in range(12)], specials=())
+    split = [Example([rng.randrange(12) for _ in range(240)])]  # 3 columns of 80 tokens: 12 windows of 7
+    data = TaskData(split, split, split, input_vocab=vocab, output_vocab=vocab, contiguous=True)
+    reference, reference_weights = _train_stream(data, None)
+    messages: list[str] = []
+    with pytest.raises(RuntimeError):
+        _train_stream(data, RunCheckpoints(tmp_path / "ck", every_minutes=1e-9, say=messages.append),
+                      _CrashInWindow())
+    resumed, resumed_weights = _train_stream(data, RunCheckpoints(tmp_path / "ck", say=messages.append))
+    assert any("resumed from epoch 1 checkpoint (mid-epoch after batch 5, exact" in m for m in messages), messages
+    assert resumed.test_metrics == reference.test_metrics
+    assert resumed.history == reference.history
+    for name, tensor in reference_weights.items():
+        assert torch.equal(tensor, resumed_weights[name]), name
