@@ -27,7 +27,7 @@ from harness.workflows.report import write_report
 @click.option("--quiet", is_flag=True, help="Print only the summary.")
 @storage_option
 @click.option("--no-wait", is_flag=True,
-              help="Do not wait for runs that other workers hold; report what has finished so far.")
+              help="Do not wait for runs that other drivers hold; report what has finished so far.")
 @lease_option
 @click.option("--no-resume", is_flag=True,
               help="Start interrupted runs afresh instead of from their last checkpoint (deletes it).")

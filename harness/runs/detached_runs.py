@@ -98,7 +98,7 @@ class DetachedRunner(Runner):
                 try:
                     self._loop(by_key, attempted, summary, wait)
                 except RunInterrupted:
-                    pass  # arrived while waiting for other workers: nothing of ours to close
+                    pass  # arrived while waiting for other drivers: nothing of ours to close
                 if self._interrupts.pending is not None:
                     self._cancel_in_flight(self._interrupts.pending)
         finally:
@@ -191,7 +191,7 @@ class DetachedRunner(Runner):
         self._in_flight.clear()
 
     def _start_heartbeats(self) -> Any:
-        """One thread renews the lease of every run in flight (the ledger is shared with workers)."""
+        """One thread renews the lease of every run in flight (the ledger may be shared with other drivers)."""
         stop = threading.Event()
 
         def beat() -> None:

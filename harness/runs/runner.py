@@ -44,7 +44,7 @@ from harness.training.trainer import device_name, seeded_network, train_run
 
 #: Heartbeats per lease: a worker renews its claim every lease / 6 (20 s of the default 120 s).
 HEARTBEATS_PER_LEASE = 6
-#: Longest pause between looks at the ledger while other workers hold the last runs.
+#: Longest pause between looks at the ledger while other drivers hold the last runs.
 MAX_POLL_SECONDS = 5.0
 
 
@@ -167,11 +167,11 @@ class Runner:
         return [r for r in self.ledger.rows(self.loaded.name) if r.key in by_key]
 
     def _wait_for_others(self, by_key: dict[str, RunSpec]) -> bool:
-        """Nothing to claim: if other workers hold runs, pause, reclaim dead ones, and say so (True)."""
+        """Nothing to claim: if other drivers hold runs, pause, reclaim dead ones, and say so (True)."""
         held = [r for r in self._grid_rows(by_key) if r.status == RUNNING]
         if not held:
             return False
-        message = (f"waiting for {len(held)} run(s) held by other workers: "
+        message = (f"waiting for {len(held)} run(s) held by other drivers: "
                    + ", ".join(f"{r.cell} × {r.task} × seed {r.seed} ({r.owner})" for r in held[:4])
                    + (" …" if len(held) > 4 else ""))
         if message != self._last_wait_message:  # once per change, not once per look
