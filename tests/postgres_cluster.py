@@ -1,6 +1,6 @@
 """A throwaway PostgreSQL server on 127.0.0.1 for the tests (Debian's ``postgresql`` package).
 
-Used by the scale-out scenario (tests/runner/test_workers.py) and, through the
+Used by the scale-out scenario (tests/runner/test_drivers.py) and, through the
 :func:`postgres_cluster` fixture, by the ledger and tuning unit tests. Without the binaries
 the fixture skips, and fails under CI, which must never skip these silently.
 """

@@ -1,4 +1,4 @@
-"""``harness run``, ``harness tune`` and ``harness worker``: train a grid, tune it, or take runs from a shared ledger."""
+"""``harness run`` and ``harness tune``: train a grid or tune it (and the stub left of the removed ``harness worker``)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from harness.workflows.report import write_report
 @click.option("--quiet", is_flag=True, help="Print only the summary.")
 @storage_option
 @click.option("--no-wait", is_flag=True,
-              help="Do not wait for runs that other workers hold; report what has finished so far.")
+              help="Do not wait for runs that other drivers hold; report what has finished so far.")
 @lease_option
 @click.option("--no-resume", is_flag=True,
               help="Start interrupted runs afresh instead of from their last checkpoint (deletes it).")
@@ -39,7 +39,7 @@ def run(ctx: click.Context, experiment_file: Path, overrides: tuple[str, ...], q
     """Train every cell × task × seed of EXPERIMENT_FILE, then write its report.
 
     Finished runs are skipped; interrupted or failed ones run again. With shared storage,
-    `harness worker` processes (any machine) take runs too, and this command waits until
+    other `harness run` drivers may take runs of the same grid too; this command waits until
     every run has finished or failed before writing the report. Exit code 0 when every
     run finished, 1 when any failed, 2 for bad input, 130/143 when interrupted.
 
@@ -127,44 +127,15 @@ def tune(ctx: click.Context, experiment_file: Path, overrides: tuple[str, ...], 
     sys.exit(summary.exit_code)
 
 
-@click.command()
-@strict_plugins_option
-@click.argument("experiment_file", type=click.Path(dir_okay=False, path_type=Path))
-@storage_option
-@click.option("--gpus", default=None, metavar="IDS",
-              help="One worker per GPU, pinned with CUDA_VISIBLE_DEVICES: 0,1 or all.  "
-                   "[default: all when several GPUs are visible]")
-@click.option("--runs-per-gpu", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Workers per GPU, for models too small to fill one.")
-@click.option("--processes", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Worker processes without GPU pinning (CPU machines).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="As for harness run.")
-@click.option("--quiet", is_flag=True, help="Print only the summary.")
-@lease_option
-@click.option("--slot", default=None, hidden=True)  # set by a parent worker for its children
-@click.pass_context
-def worker(ctx: click.Context, experiment_file: Path, storage_url: str | None, gpus: str | None,
-           runs_per_gpu: int, processes: int, overrides: tuple[str, ...], quiet: bool, lease_seconds: float,
-           slot: str | None) -> None:
-    """Claim and execute runs of EXPERIMENT_FILE from shared storage until every run has ended.
+#: What ``harness worker`` (removed, issue #21) answers, in one line.
+WORKER_REMOVED = ("harness worker was removed: run `harness run FILE` with `executor: ray` to spread runs over "
+                  "several machines, or `resources: {cpus: N}` / `{gpus: F}` to run several at once on one machine "
+                  "(docs/scale-out.md)")
 
-    Start workers on any number of processes and machines against one --storage (a journal
-    file on one machine, PostgreSQL across machines): each run executes exactly once. A
-    worker killed with SIGKILL loses its run to the others when its lease expires
-    (--lease-seconds); SIGTERM/Ctrl-C end its run KILLED and release it.
-    `harness run` or `harness report` writes the report. Exit code 0, 1 when a run of the
-    grid failed, 2 for bad input, 130/143 when interrupted.
 
-    Outputs: each run's MLflow record and artifacts under the file's output_dir (default
-    runs/<name>/) or its tracking_uri; run states in the --storage ledger. No report.
-    """
-    from harness.experiment import load_experiment
-    from harness.runs.storage import experiment_storage
-    from harness.runs.worker import run_worker
-
-    loaded = load_experiment(experiment_file, overrides)
-    storage = experiment_storage(loaded, storage_url)
-    sys.exit(run_worker(loaded, storage, lambda: loaded_plugins(ctx), gpus=gpus, runs_per_gpu=runs_per_gpu,
-                        processes=processes, slot=slot, quiet=quiet, lease_seconds=lease_seconds,
-                        strict_plugins=ctx.find_root().obj["strict_plugins"],
-                        say=lambda message: click.echo(message, err=True)))
+@click.command(hidden=True, context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                              "help_option_names": []})
+def worker() -> None:
+    """Removed: says what replaced it and exits 2, whatever the arguments."""
+    click.echo(f"Error: {WORKER_REMOVED}", err=True)
+    sys.exit(2)

@@ -56,7 +56,7 @@ class CombinedTracker:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="As for harness run.")
 @storage_option
 def report(experiment_file: Path, overrides: tuple[str, ...], storage_url: str | None) -> None:
-    """Rebuild the report of EXPERIMENT_FILE from MLflow alone (while workers run, too).
+    """Rebuild the report of EXPERIMENT_FILE from MLflow alone (while runs train, too).
 
     With --storage (or a `storage` in the file), also print how many runs of the ledger
     are in each state.

@@ -1,7 +1,7 @@
 """``harness status``: where a grid stands, read from its ledger alone (no MLflow, no report, no torch).
 
 Counts by state, each running run with its epoch and how long it has run, and each failed or
-killed run with its reason. Meant to be run at any time, from any shell, while workers train.
+killed run with its reason. Meant to be run at any time, from any shell, while runs train.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 
 from harness.core.errors import BadInputError
 from harness.runs.grid import GridSummary, RunSpec
-from harness.runs.run_states import CLAIMABLE, CLAIMABLE_BY_WORKERS, DONE, FAILED, KILLED
+from harness.runs.run_states import CLAIMABLE, DONE, FAILED, KILLED
 from harness.runs.runner import HEARTBEATS_PER_LEASE, Runner
 from harness.runs.tracking import flatten
 from harness.training.detached import DetachedCheckpoints, DetachedOutcome, StateDictOf
@@ -84,11 +84,10 @@ class DetachedRunner(Runner):
 
     # The shared driver. ------------------------------------------------------
 
-    def run(self, *, retry_failed: bool = True, wait: bool = True) -> GridSummary:
-        """Submit every claimable run, record each as it ends, then (``wait``) wait for other workers."""
+    def run(self, *, wait: bool = True) -> GridSummary:
+        """Submit every claimable run, record each as it ends, then (``wait``) wait for other drivers' runs."""
         summary = GridSummary()
         by_key = {s.key: s for s in self.specs}
-        statuses = CLAIMABLE if retry_failed else CLAIMABLE_BY_WORKERS
         summary.skipped = sum(1 for r in self._grid_rows(by_key) if r.status == DONE)
         self._say(f"{self.loaded.name}: {len(self.specs)} runs, {summary.skipped} already finished"
                   f" (ledger {self.storage.describe()}); {self._describe_backend()}")
@@ -97,9 +96,9 @@ class DetachedRunner(Runner):
         try:
             with self._interrupts.installed():
                 try:
-                    self._loop(by_key, statuses, attempted, summary, wait)
+                    self._loop(by_key, attempted, summary, wait)
                 except RunInterrupted:
-                    pass  # arrived while waiting for other workers: nothing of ours to close
+                    pass  # arrived while waiting for other drivers: nothing of ours to close
                 if self._interrupts.pending is not None:
                     self._cancel_in_flight(self._interrupts.pending)
         finally:
@@ -107,13 +106,13 @@ class DetachedRunner(Runner):
             self._shutdown()
         return self._closing_summary(summary, by_key)
 
-    def _loop(self, by_key: dict[str, RunSpec], statuses: tuple[str, ...], attempted: set[str],
+    def _loop(self, by_key: dict[str, RunSpec], attempted: set[str],
               summary: GridSummary, wait: bool) -> None:
         while self._interrupts.pending is None:
             with self._interrupts.critical():
                 while self._has_room() and (row := self.ledger.claim(
                         self.loaded.name, self.worker, self.lease_seconds, keys=set(by_key), exclude=attempted,
-                        statuses=statuses)) is not None:
+                        statuses=CLAIMABLE)) is not None:
                     attempted.add(row.key)
                     self._submit(by_key[row.key])
                 if self._in_flight:
@@ -192,7 +191,7 @@ class DetachedRunner(Runner):
         self._in_flight.clear()
 
     def _start_heartbeats(self) -> Any:
-        """One thread renews the lease of every run in flight (the ledger is shared with workers)."""
+        """One thread renews the lease of every run in flight (the ledger may be shared with other drivers)."""
         stop = threading.Event()
 
         def beat() -> None:

@@ -11,12 +11,10 @@ from typing import Any, Protocol
 from harness.runs.identity import dead_local_owner
 
 PENDING, RUNNING, DONE, FAILED, KILLED = "PENDING", "RUNNING", "DONE", "FAILED", "KILLED"
+#: What a ``harness run`` driver claims: a FAILED run is retried (once per driver) by the next one.
 CLAIMABLE = (PENDING, FAILED, KILLED)
-#: What workers claim: a FAILED run is retried only by the next ``harness run``, never by
-#: every worker in turn (a deterministic failure would otherwise run once per worker).
-CLAIMABLE_BY_WORKERS = (PENDING, KILLED)
 
-#: How long a claim holds without a heartbeat; a worker killed with SIGKILL loses its run
+#: How long a claim holds without a heartbeat; a driver killed with SIGKILL loses its runs
 #: to the others this long after its last heartbeat (``--lease-seconds``, $HARNESS_LEASE_SECONDS).
 LEASE_ENV = "HARNESS_LEASE_SECONDS"
 DEFAULT_LEASE_SECONDS = 120.0

@@ -3,8 +3,8 @@
 Nothing touches the disk or MLflow until the experiment file, every cell and task
 name and every option have been validated. Claiming and skipping decisions live in
 :mod:`harness.runs.ledger`; this module only executes what the ledger hands out. Any number
-of Runners (processes, machines) may share one ledger: each claims runs until none is
-left, then waits for the runs other workers hold, taking over those whose worker died.
+of Runners (``harness run`` drivers, processes, machines) may share one ledger: each claims runs
+until none is left, then waits for the runs other drivers hold, taking over those whose driver died.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from harness.training.families import NonFiniteLossError
 from harness.runs.grid import GridSummary, RunSpec
 from harness.runs.grid_clock import GridClock
 from harness.training.interrupts import Interrupts, RunInterrupted
-from harness.runs.run_states import CLAIMABLE, CLAIMABLE_BY_WORKERS, DEFAULT_LEASE_SECONDS, DONE, FAILED, KILLED, RUNNING, LedgerRow
+from harness.runs.run_states import CLAIMABLE, DEFAULT_LEASE_SECONDS, DONE, FAILED, KILLED, RUNNING, LedgerRow
 from harness.runs.identity import worker_id
 from harness.runs.ledger import open_ledger
 from harness.core.loading import LoadedPlugins
@@ -44,7 +44,7 @@ from harness.training.trainer import device_name, seeded_network, train_run
 
 #: Heartbeats per lease: a worker renews its claim every lease / 6 (20 s of the default 120 s).
 HEARTBEATS_PER_LEASE = 6
-#: Longest pause between looks at the ledger while other workers hold the last runs.
+#: Longest pause between looks at the ledger while other drivers hold the last runs.
 MAX_POLL_SECONDS = 5.0
 
 
@@ -101,16 +101,14 @@ class Runner:
             self.tracker.set_experiment_tag("reference", reference.model_dump_json())
         self._reconcile()
 
-    def run(self, *, retry_failed: bool = True, wait: bool = True) -> GridSummary:
-        """Claim and execute runs until none is left, then (``wait``) until other workers' runs end.
+    def run(self, *, wait: bool = True) -> GridSummary:
+        """Claim and execute runs until none is left, then (``wait``) until other drivers' runs end.
 
-        ``retry_failed``: also take FAILED runs (once each), as ``harness run`` does; workers
-        leave them to the next ``harness run``. While waiting, runs whose worker died (lease
-        expired) are reclaimed and executed here.
+        FAILED runs are taken too (once each: a run this driver attempted is not claimed again).
+        While waiting, runs whose driver died (lease expired) are reclaimed and executed here.
         """
         summary = GridSummary()
         by_key = {s.key: s for s in self.specs}
-        statuses = CLAIMABLE if retry_failed else CLAIMABLE_BY_WORKERS
         done_before = sum(1 for r in self._grid_rows(by_key) if r.status == DONE)
         summary.skipped = done_before
         total = len(self.specs)
@@ -123,7 +121,7 @@ class Runner:
                 while self._interrupts.pending is None:
                     with self._interrupts.critical():
                         row = self.ledger.claim(self.loaded.name, self.worker, self.lease_seconds, keys=set(by_key),
-                                                exclude=attempted, statuses=statuses)
+                                                exclude=attempted, statuses=CLAIMABLE)
                         if row is not None:
                             attempted.add(row.key)
                             spec = by_key[row.key]
@@ -169,11 +167,11 @@ class Runner:
         return [r for r in self.ledger.rows(self.loaded.name) if r.key in by_key]
 
     def _wait_for_others(self, by_key: dict[str, RunSpec]) -> bool:
-        """Nothing to claim: if other workers hold runs, pause, reclaim dead ones, and say so (True)."""
+        """Nothing to claim: if other drivers hold runs, pause, reclaim dead ones, and say so (True)."""
         held = [r for r in self._grid_rows(by_key) if r.status == RUNNING]
         if not held:
             return False
-        message = (f"waiting for {len(held)} run(s) held by other workers: "
+        message = (f"waiting for {len(held)} run(s) held by other drivers: "
                    + ", ".join(f"{r.cell} × {r.task} × seed {r.seed} ({r.owner})" for r in held[:4])
                    + (" …" if len(held) > 4 else ""))
         if message != self._last_wait_message:  # once per change, not once per look

@@ -82,7 +82,7 @@ def tracking_uri_for(tracking_uri: str | None, output_dir: Path, storage: Storag
         return tracking_uri
     if storage.is_server:
         raise ConfigError(
-            f"{where}storage is the database server {storage.describe()}, shared by workers on several machines, "
+            f"{where}storage is the database server {storage.describe()}, shared by drivers on several machines, "
             "but no tracking_uri is set, so each machine would record its runs in its own "
             f"{output_dir / 'mlflow.db'}. Set tracking_uri to an MLflow tracking server (http://host:5000) or a "
             "database of its own (postgresql://user@host:5432/mlflow); for one machine, "

@@ -23,7 +23,7 @@ from harness.core.durations import format_duration
 #: Minutes between progress lines inside an epoch when output is not a terminal (0: none).
 PROGRESS_MINUTES_ENV = "HARNESS_PROGRESS_MINUTES"
 DEFAULT_PROGRESS_MINUTES = 1.0
-#: ``0``: no bars even in a terminal (``harness worker`` sets it for several workers sharing one).
+#: ``0``: no bars even in a terminal (e.g. for several drivers sharing one).
 PROGRESS_BAR_ENV = "HARNESS_PROGRESS_BAR"
 
 

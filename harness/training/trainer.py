@@ -239,7 +239,7 @@ def train_run(net: nn.Module, task: Task, data: TaskData, training: TrainingSett
         if gpus is not None and gpus < training.devices:
             raise DistributedRunError(
                 f"training.devices is {training.devices} but this process sees {gpus} GPU(s); lower "
-                "training.devices or make more GPUs visible (CUDA_VISIBLE_DEVICES, harness worker --gpus)")
+                "training.devices or make more GPUs visible (CUDA_VISIBLE_DEVICES)")
         # Every rank resumes from the checkpoint rank 0 selects now, before the ranks start.
         followers = checkpoints.for_other_ranks() if checkpoints is not None else None
         ranks = RankProcesses(dict(net=net, task=task, data=data, training=training, seed=seed, device=device,

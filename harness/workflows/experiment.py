@@ -53,7 +53,7 @@ def run_experiment(experiment_file: str | Path, overrides: Sequence[str] = (), *
         ray_address: the Ray cluster for ``executor: ray`` (default: ``$RAY_ADDRESS``, else a
             Ray instance on this machine); naming one with the local executor is an error.
         resume: continue interrupted runs from their last checkpoint (``--no-resume``: False).
-        wait: wait for runs other workers hold (``--no-wait``: False).
+        wait: wait for runs other drivers hold (``--no-wait``: False).
         verbose: progress lines on stderr.
         plugins: the loaded plugins, or a function that loads them once the file has been checked
             (default: every installed plugin).

@@ -1,8 +1,9 @@
-"""T15 variant (issue #18 point 5): workers in separate PID namespaces (``unshare --pid --fork
---mount-proc``, as two containers with ``--network host``) share one hostname and one journal
-ledger. A ``harness run`` trains in one namespace while a process in another reconciles the
-ledger again and again (what a second worker does at start and while it waits): the training
-worker's pid is missing there, and must not be taken for a dead worker. The run trains once.
+"""T15 variant (issue #18 point 5): two ``harness run`` drivers in separate PID namespaces
+(``unshare --pid --fork --mount-proc``, as two containers with ``--network host``) share one
+hostname and one journal ledger. A ``harness run`` trains in one namespace while, in another,
+a process reconciles the ledger again and again and a second ``harness run`` starts on the same
+grid (it reconciles at start and while it waits): the training driver's pid is missing there,
+and must not be taken for a dead driver. The run trains once.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _wait_for(path: Path, text: str, process: subprocess.Popen[bytes], timeout: 
         time.sleep(0.05)
 
 
-def test_a_worker_in_another_pid_namespace_never_reclaims_a_live_run(tmp_path: Path) -> None:
+def test_a_driver_in_another_pid_namespace_never_reclaims_a_live_run(tmp_path: Path) -> None:
     if shutil.which("unshare") is None or subprocess.run(
             ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True).returncode != 0:
         if os.environ.get("CI"):
@@ -83,17 +84,24 @@ def test_a_worker_in_another_pid_namespace_never_reclaims_a_live_run(tmp_path: P
     if not Path(python).exists():
         python = shlex.quote(sys.executable)
     reconciler = _namespaced(f"{python} -c {shlex.quote(RECONCILE)} {journal} {NAME}", tmp_path, "reconciler", 6)
+    second = _namespaced(f"{harness} run {NAME}.yaml --storage journal://{journal} --set reports_dir=reports-2",
+                         tmp_path, "second", 6)
     assert reconciler.wait(120) == 0, (tmp_path / "reconciler.err").read_text()
     seen = json.loads((tmp_path / "reconciler.out").read_text())
     # The run was held (RUNNING) before and after the other namespace reconciled it five times.
     assert seen["held"] == ["RUNNING"] and seen["after"] == ["RUNNING"], seen
     assert trainer.wait(300) == 0, (tmp_path / "trainer.err").read_text()
+    assert second.wait(300) == 0, (tmp_path / "second.err").read_text()
 
     assert seen["reclaimed"] == [], seen
     owner, me = seen["rows"][0].split(":"), seen["me"].split(":")
     assert owner[0] == me[0] and owner[4] != me[4], seen  # one hostname, two PID namespaces
-    log = (tmp_path / "trainer.err").read_text()
-    assert "reclaimed" not in log and "lease lost" not in log, log
+    for label in ("trainer", "second"):
+        log = (tmp_path / f"{label}.err").read_text()
+        assert "reclaimed" not in log and "lease lost" not in log and "stopped without finishing" not in log, log
+    # The second driver trained nothing: it waited for the first and saw the grid end DONE.
+    assert "[1/1]" not in (tmp_path / "second.err").read_text(), (tmp_path / "second.err").read_text()
+    assert ": 1 DONE" in (tmp_path / "second.out").read_text(), (tmp_path / "second.out").read_text()
     runs = mlflow_runs(tmp_path / "out", NAME)
     assert [(int(tag(r, "seed")), r.info.status) for r in runs] == [(0, "FINISHED")]
 

@@ -191,7 +191,7 @@ def test_a_bar_only_on_a_terminal_and_never_for_workers_sharing_one(monkeypatch:
         monkeypatch.delenv("HARNESS_PROGRESS_BAR", raising=False)
         assert [type(c) for c in progress_callbacks(True)] == [RunningLossBar]
         assert progress_callbacks(False) == []
-        monkeypatch.setenv("HARNESS_PROGRESS_BAR", "0")  # what `harness worker --processes 2` sets
+        monkeypatch.setenv("HARNESS_PROGRESS_BAR", "0")  # no bars, as for drivers sharing a terminal
         assert [type(c) for c in progress_callbacks(True)] == [TimedProgressLines]
     os.close(controller)
     monkeypatch.undo()

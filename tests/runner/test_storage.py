@@ -2,8 +2,8 @@
 
 The ledger contract tests run against both implementations, SQLite (:class:`Ledger`) and a
 journal file (:class:`JournalLedger`), with two ledger objects on one storage standing for
-two worker processes. The claim races start 8 real processes on one storage at once
-(``claim_race.py``); PostgreSQL's race is in ``test_workers.py``, with its server.
+two ``harness run`` drivers. The claim races start 8 real processes on one storage at once
+(``claim_race.py``); PostgreSQL's race is in ``test_drivers.py``, with its server.
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ from click.testing import CliRunner
 
 from harness.core.errors import ConfigError
 from harness.runs.journal_ledger import JournalLedger
-from harness.runs.run_states import CLAIMABLE_BY_WORKERS, DONE, FAILED, KILLED, PENDING, RUNNING
+from harness.runs.run_states import DONE, FAILED, KILLED, PENDING, RUNNING
 from harness.runs.ledger import Ledger, open_ledger
 from harness.experiment.storage_url import parse_storage
 from harness.runs.storage import FileLock
 from harness.runs.tracking import tracking_uri_for
 from harness.runs.tracking import RetryingClient
-from harness.runs.worker import Slot, plan_slots
 from manual_clock import ManualClock
 from postgres_cluster import postgres_cluster  # noqa: F401 - a fixture
 
@@ -128,10 +127,8 @@ def test_a_bad_storage_in_the_file_names_its_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["run", "grid.yaml", "--storage", "redis://host/0"], "--storage: 'redis://host/0': unsupported storage"),
-    (["worker", "grid.yaml", "--storage", "sqlite://"], "in-memory database"),
-    (["worker", "grid.yaml", "--processes", "2"], "2 worker processes cannot share SQLite storage"),
-    (["worker", "grid.yaml", "--gpus", "0", "--processes", "2"], "--gpus and --processes exclude each other"),
-    (["worker", "grid.yaml", "--storage", "postgresql://u@127.0.0.1:9/harness"], "no tracking_uri is set"),
+    (["run", "grid.yaml", "--storage", "sqlite://"], "in-memory database"),
+    (["run", "grid.yaml", "--storage", "postgresql://u@127.0.0.1:9/harness"], "no tracking_uri is set"),
     (["run", "grid.yaml", "--lease-seconds", "0"], "--lease-seconds"),
 ])
 def test_bad_scale_out_options_exit_2_before_anything_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -148,29 +145,32 @@ def test_bad_scale_out_options_exit_2_before_anything_is_written(tmp_path: Path,
 
 
 # ---------------------------------------------------------------------------
-# Worker slots
+# `harness worker`: removed (issue #21)
 # ---------------------------------------------------------------------------
 
 
-def test_slots_one_per_gpu_times_runs_per_gpu_each_pinned() -> None:
-    assert plan_slots("0,1", 2, 1, "auto") == [Slot("gpu 0.0", "0"), Slot("gpu 0.1", "0"),
-                                               Slot("gpu 1.0", "1"), Slot("gpu 1.1", "1")]
-    assert plan_slots("3", 1, 1, "gpu") == [Slot("gpu 3", "3")]
-    assert plan_slots(None, 1, 3, "cpu") == [Slot("worker 0"), Slot("worker 1"), Slot("worker 2")]
-    assert plan_slots(None, 1, 1, "cpu") == [Slot("worker")]
+@pytest.mark.parametrize("args", [["worker"], ["worker", "grid.yaml", "--storage", "journal:///x.journal",
+                                              "--processes", "4"], ["worker", "--gpus", "0,1", "--runs-per-gpu", "2"],
+                                  ["worker", "--help"]])
+def test_harness_worker_says_in_one_line_what_replaced_it_and_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     args: list[str]) -> None:
+    from harness.cli.main import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "grid.yaml").write_text(GRID, encoding="utf-8")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: harness worker was removed"), result.output
+    assert "executor: ray" in lines[0] and "resources: {cpus: N}" in lines[0] and "{gpus: F}" in lines[0]
+    assert not (tmp_path / "out").exists()
 
 
-def test_data_parallel_runs_pin_each_worker_to_a_group_of_gpus() -> None:
-    assert plan_slots("0,1,2,3", 1, 1, "gpu", devices_per_run=2) == [Slot("gpus 0,1", "0,1"), Slot("gpus 2,3", "2,3")]
-    with pytest.raises(ConfigError, match="training.devices is 2 but 3 GPU"):
-        plan_slots("0,1,2", 1, 1, "gpu", devices_per_run=2)
+def test_harness_worker_is_no_longer_listed() -> None:
+    from harness.cli.main import cli
 
-
-@pytest.mark.parametrize(("gpus", "device", "message"), [("0,0", "auto", "distinct"), ("a,b", "auto", "distinct"),
-                                                         ("0", "cpu", "device is cpu")])
-def test_bad_gpu_lists_are_refused(gpus: str, device: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        plan_slots(gpus, 1, 1, device)
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0 and "worker" not in result.output, result.output
 
 
 # ---------------------------------------------------------------------------
@@ -234,9 +234,9 @@ def test_claims_go_in_grid_order_to_one_owner_each(two_ledgers: Any) -> None:
     rows = {r.key: r for r in second.rows("grid")}
     assert (rows["k0"].status, rows["k0"].owner, rows["k0"].mlflow_run_id) == (DONE, None, "run-a")
     assert (rows["k1"].status, rows["k1"].reason) == (FAILED, "error: boom")
-    # Workers leave FAILED runs to the next `harness run`; `harness run` retries them.
-    assert first.claim("grid", "worker-a", 60.0, statuses=CLAIMABLE_BY_WORKERS).key == "k2"
-    assert first.claim("grid", "worker-a", 60.0, statuses=CLAIMABLE_BY_WORKERS) is None
+    # A claim takes only the statuses asked for (here: not FAILED); by default FAILED runs too.
+    assert first.claim("grid", "worker-a", 60.0, statuses=(PENDING, KILLED)).key == "k2"
+    assert first.claim("grid", "worker-a", 60.0, statuses=(PENDING, KILLED)) is None
     assert first.claim("grid", "worker-a", 60.0).key == "k1"
 
 
@@ -256,7 +256,7 @@ def test_an_expired_lease_is_reconciled_once_and_the_run_claimed_again(two_ledge
     # The dead worker cannot renew or finish what is no longer its run.
     assert not first.heartbeat("k0", "gone-host:1:dead", 60.0)
     first.finish("k0", "gone-host:1:dead", DONE)
-    again = second.claim("grid", "worker-b", 60.0, statuses=CLAIMABLE_BY_WORKERS)
+    again = second.claim("grid", "worker-b", 60.0)
     assert (again.key, again.attempts, again.mlflow_run_id, again.reason) == ("k0", 2, None, "")
 
 

@@ -1,17 +1,17 @@
-"""``harness worker``: many worker processes on one grid run every run exactly once (subprocesses).
+"""Several ``harness run`` drivers on one shared ledger run every run exactly once (subprocesses).
 
-One scenario (:func:`build_scenario`), each step in its own folder (step 1 beside 2-4):
+The ledger is the record of what finished and the guard against two drivers training one run
+(``harness worker``, which used to take runs from it too, was removed: issue #21). One scenario
+(:func:`build_scenario`), each step in its own folder (step 1 beside 2-4):
 
-1. journal: two ``harness worker --processes 4`` start in the same second on a 16-run grid
-   with ``--storage journal:///…/ledger.journal``: 8 worker processes (forks of the two,
-   sharing their imports); MLflow is SQLite in the shared output folder; then
-   ``harness report`` collects the results.
+1. journal: two ``harness run --storage journal:///…/ledger.journal`` start in the same
+   second on a 16-run grid; MLflow is SQLite in the shared output folder. Each waits for the
+   other's runs and writes the report (each into its own reports folder).
 2. PostgreSQL, claim race: 8 processes plan and claim 120 runs of one ledger at once.
-3. PostgreSQL: ``harness worker --processes 7`` and ``harness run --storage`` start in the
-   same second on the 16-run grid (8 workers); the ledger and MLflow each have a database
-   of the server, as for workers on several machines. ``harness run`` waits for the
-   others and writes the report.
-4. PostgreSQL, faults: 4 workers with a 6-second lease on a 6-run grid of longer runs,
+3. PostgreSQL: three ``harness run --storage`` start in the same second on the 16-run grid;
+   the ledger and MLflow each have a database of the server, as for drivers on several
+   machines. Each waits for the others and writes the report.
+4. PostgreSQL, faults: 4 drivers with a 6-second lease on a 6-run grid of longer runs,
    held at a start barrier until all four are up (so each takes one of the first runs);
    ``kill -9`` of two of them mid-run (not reaped until the end, so their pids stay
    alive and only the lease can free their runs), SIGTERM of a third; the fourth
@@ -41,7 +41,6 @@ from typing import Any
 import pytest
 
 from harness.experiment.storage_url import parse_storage, with_default_driver
-from harness.runs.tracking import FIRST_RETRY_DELAY, RETRY_JITTER
 from postgres_cluster import PostgresCluster, postgres_binaries
 
 NAME = "many"
@@ -59,7 +58,7 @@ GRID: dict[str, Any] = {
     "reports_dir": "reports",
 }
 #: Longer runs (60 epochs of 8 batches, about 2 s on an idle core; 5 epochs took 0.4 s, too
-#: short a window to land a signal in on a loaded machine) for the fault step, so a worker can
+#: short a window to land a signal in on a loaded machine) for the fault step, so a driver can
 #: be killed mid-run.
 FAULT_GRID: dict[str, Any] = {
     **GRID,
@@ -130,18 +129,19 @@ def build_scenario(directory: Path, kit: Any) -> Scenario:
         return Scenario(journal.result(), postgres, faults, json.loads(race.stdout))
 
 
+def start_drivers(directory: Path, kit: Any, experiment: str, storage: str, count: int,
+                  *extra: str) -> list[Any]:
+    """``count`` ``harness run`` drivers on one storage, each writing its report to ``reports-<i>``."""
+    return [kit.start_harness(directory, "run", f"{experiment}.yaml", "--storage", storage,
+                              "--set", f"reports_dir=reports-{i}", *extra, label=f"driver{i}") for i in range(count)]
+
+
 def journal_step(directory: Path, kit: Any) -> Step:
     directory.mkdir()
     kit.write_experiment(directory, NAME, GRID)
     storage = f"journal://{directory / 'ledger.journal'}"
-    began = time.monotonic()
-    started = [kit.start_harness(directory, "worker", f"{NAME}.yaml", "--storage", storage, "--processes", "4",
-                                 label=f"machine{i}") for i in range(2)]
-    results = [s.finish() for s in started]
-    seconds = time.monotonic() - began  # no worker process lived longer
-    report = kit.run_harness(directory, "report", f"{NAME}.yaml", "--storage", storage)
-    return Step(results, ledger_rows(storage), kit.mlflow_runs(directory / "out", NAME), directory,
-                {"report": report, "seconds": seconds})
+    results = [s.finish() for s in start_drivers(directory, kit, NAME, storage, 2)]
+    return Step(results, ledger_rows(storage), kit.mlflow_runs(directory / "out", NAME), directory)
 
 
 def postgres_step(directory: Path, kit: Any, cluster: PostgresCluster) -> Step:
@@ -149,10 +149,7 @@ def postgres_step(directory: Path, kit: Any, cluster: PostgresCluster) -> Step:
     tracking = cluster.url("mlflow")
     kit.write_experiment(directory, NAME, {**GRID, "tracking_uri": tracking})
     storage = cluster.url("ledger")
-    started = [kit.start_harness(directory, "worker", f"{NAME}.yaml", "--storage", storage, "--processes", "7",
-                                 label="workers"),
-               kit.start_harness(directory, "run", f"{NAME}.yaml", "--storage", storage, label="run")]
-    results = [s.finish() for s in started]
+    results = [s.finish() for s in start_drivers(directory, kit, NAME, storage, 3)]
     return Step(results, ledger_rows(storage, NAME), mlflow_runs(tracking, NAME), directory)
 
 
@@ -162,14 +159,13 @@ def fault_step(directory: Path, kit: Any, cluster: PostgresCluster) -> Step:
     kit.write_experiment(directory, "faults", {**FAULT_GRID, "tracking_uri": tracking})
     storage = cluster.url("ledger")
     with start_barrier(storage, 4):
-        workers = [kit.start_harness(directory, "worker", "faults.yaml", "--storage", storage,
-                                     "--lease-seconds", str(LEASE), label=f"worker{i}") for i in range(4)]
-    signalled_at = signal_each_mid_run(workers[:3], [signal.SIGKILL, signal.SIGKILL, signal.SIGTERM])
-    survivor = workers[3].finish()
-    # Reaped only now: until here the killed workers' pids existed, so only the lease freed their runs.
-    results = [w.finish() for w in workers[:3]] + [survivor]
+        drivers = start_drivers(directory, kit, "faults", storage, 4, "--lease-seconds", str(LEASE))
+    signalled_at = signal_each_mid_run(drivers[:3], [signal.SIGKILL, signal.SIGKILL, signal.SIGTERM])
+    survivor = drivers[3].finish()
+    # Reaped only now: until here the killed drivers' pids existed, so only the lease freed their runs.
+    results = [d.finish() for d in drivers[:3]] + [survivor]
     return Step(results, ledger_rows(storage, "faults"), mlflow_runs(tracking, "faults"), directory,
-                {"killed_at": signalled_at[:2], "pids": [w.pid for w in workers]})
+                {"killed_at": signalled_at[:2], "pids": [d.pid for d in drivers]})
 
 
 def signal_each_mid_run(victims: list[Any], signals: list[int], timeout: float = 300) -> list[float]:
@@ -187,7 +183,7 @@ def signal_each_mid_run(victims: list[Any], signals: list[int], timeout: float =
                 signalled_at[index] = time.time()
                 victim.signal(signals[index])
             elif signalled_at[index] is None and victim.process.poll() is not None:
-                raise AssertionError(f"worker exited before its first epoch:\n{victim.finish().explain()}")
+                raise AssertionError(f"driver exited before its first epoch:\n{victim.finish().explain()}")
         assert time.monotonic() < deadline, f"no 'epoch 1/' from every victim within {timeout}s"
         time.sleep(0.02)
     return [at for at in signalled_at if at is not None]
@@ -197,8 +193,8 @@ def signal_each_mid_run(victims: list[Any], signals: list[int], timeout: float =
 def start_barrier(storage: str, workers: int) -> Iterator[None]:
     """Hold the ledger table locked until ``workers`` sessions wait for it, then let them all go.
 
-    Workers that start up at different speeds (imports take seconds on a busy machine)
-    would otherwise let the fastest take every run before the slowest is up. Each worker
+    Drivers that start up at different speeds (imports take seconds on a busy machine)
+    would otherwise let the fastest take every run before the slowest is up. Each driver
     blocks on its first read of the table (planning the grid), after everything else of
     its start-up; PostgreSQL lists it then as waiting for a lock.
     """
@@ -215,7 +211,7 @@ def start_barrier(storage: str, workers: int) -> Iterator[None]:
             count = sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                             "AND wait_event_type = 'Lock' AND wait_event = 'relation'")
             while probe.execute(count).scalar_one() < workers:
-                assert time.monotonic() < deadline, f"{workers} workers never all reached the ledger"
+                assert time.monotonic() < deadline, f"{workers} drivers never all reached the ledger"
                 probe.rollback()  # a fresh snapshot of pg_stat_activity
                 time.sleep(0.2)
             gate.commit()
@@ -277,8 +273,16 @@ def assert_clean_exits(step: Step) -> None:
             assert problem not in result.output, result.explain()
 
 
-def workers_that_ran(step: Step, kit: Any) -> set[str]:
+def drivers_that_ran(step: Step, kit: Any) -> set[str]:
     return {kit.tag(run, "worker") for run in step.runs}
+
+
+def assert_each_driver_saw_the_whole_grid_and_reported_it(step: Step, kit: Any, runs_in_grid: int) -> None:
+    """Each driver waited for the others' runs, then printed the grid's counts and wrote the whole report."""
+    for index, result in enumerate(step.results):
+        assert f": {runs_in_grid} DONE" in result.stdout, result.explain()
+        rows = kit.read_results(step.directory / f"reports-{index}" / NAME)
+        assert len(rows) == runs_in_grid and {r["status"] for r in rows} == {"FINISHED"}
 
 
 # ---------------------------------------------------------------------------
@@ -286,39 +290,24 @@ def workers_that_ran(step: Step, kit: Any) -> set[str]:
 # ---------------------------------------------------------------------------
 
 
-def test_journal_eight_workers_run_every_run_exactly_once(scenario: Scenario, kit: Any) -> None:
+def test_journal_two_drivers_run_every_run_exactly_once(scenario: Scenario, kit: Any) -> None:
     step = scenario.journal
     assert_clean_exits(step)
     assert_every_run_executed_once(step, kit, 16)
-    # They really shared the work: the runs were spread over several of the 8 processes.
-    assert len(workers_that_ran(step, kit)) >= 2, workers_that_ran(step, kit)
+    # They really shared the work: both drivers trained runs.
+    assert len(drivers_that_ran(step, kit)) == 2, drivers_that_ran(step, kit)
 
 
-def test_journal_workers_are_eight_forks_that_count_their_mlflow_lock_retries(scenario: Scenario) -> None:
-    # Eight processes write one SQLite MLflow store: every worker reports its retries of a
-    # locked database when it ends. How many depends on the host's load; what cannot depend
-    # on it is that each retry first backs off: a worker's MLflow calls run in its training
-    # thread, one after another, and no back-off sleeps less than the shortest jittered
-    # delay, so no worker can retry more often than its lifetime allows.
-    lines = [line for result in scenario.journal.results for line in result.stderr.splitlines()]
-    assert sum(1 for line in lines if line.startswith("started worker ")) == 8
-    summaries = [line for line in lines if "MLflow lock retries:" in line]
-    assert len(summaries) == 8 and all("grid: 16 DONE" in line for line in summaries), summaries
-    retries = [int(line.rpartition("MLflow lock retries: ")[2].split(";")[0]) for line in summaries]
-    ceiling = scenario.journal.extra["seconds"] / (FIRST_RETRY_DELAY * RETRY_JITTER[0])
-    assert all(0 <= count <= ceiling for count in retries), (retries, ceiling)
-
-
-def test_journal_report_collects_every_run(scenario: Scenario, kit: Any) -> None:
-    report = scenario.journal.extra["report"]
-    assert report.returncode == 0, report.explain()
-    assert "ledger (journal://" in report.stdout and ": 16 DONE" in report.stdout, report.explain()
-    rows = kit.read_results(scenario.journal.directory / "reports" / NAME)
-    assert len(rows) == 16 and {r["status"] for r in rows} == {"FINISHED"}
+def test_journal_each_driver_waits_for_the_other_and_reports_everything(scenario: Scenario, kit: Any) -> None:
+    step = scenario.journal
+    assert_clean_exits(step)
+    for result in step.results:
+        assert "grid (journal://" in result.stdout, result.explain()
+    assert_each_driver_saw_the_whole_grid_and_reported_it(step, kit, 16)
 
 
 def test_the_journal_replays_to_the_same_state(scenario: Scenario) -> None:
-    # A fresh reader, replaying the file from its first line, sees what the workers saw.
+    # A fresh reader, replaying the file from its first line, sees what the drivers saw.
     again = ledger_rows(f"journal://{scenario.journal.directory / 'ledger.journal'}")
     assert [(r.key, r.status, r.attempts, r.mlflow_run_id) for r in again] == [
         (r.key, r.status, r.attempts, r.mlflow_run_id) for r in scenario.journal.ledger]
@@ -338,28 +327,27 @@ def test_postgres_claim_race_gives_every_run_to_exactly_one_process(postgres: Sc
     assert sum(1 for c in race["claimers"] if c["claimed"]) >= 2  # they really raced
 
 
-def test_postgres_eight_processes_run_every_run_exactly_once(postgres: Scenario, kit: Any) -> None:
+def test_postgres_three_drivers_run_every_run_exactly_once(postgres: Scenario, kit: Any) -> None:
     step = postgres.postgres
     assert step is not None
     assert_clean_exits(step)
     assert_every_run_executed_once(step, kit, 16)
-    assert len(workers_that_ran(step, kit)) >= 2, workers_that_ran(step, kit)
+    assert len(drivers_that_ran(step, kit)) >= 2, drivers_that_ran(step, kit)
 
 
-def test_postgres_harness_run_waits_for_the_workers_and_reports_everything(postgres: Scenario, kit: Any) -> None:
+def test_postgres_each_driver_waits_for_the_others_and_reports_everything(postgres: Scenario, kit: Any) -> None:
     step = postgres.postgres
     assert step is not None
-    run = step.results[-1]
-    assert "grid (postgresql+psycopg2://harness@127.0.0.1:" in run.stdout and ": 16 DONE" in run.stdout, run.explain()
-    rows = kit.read_results(step.directory / "reports" / NAME)
-    assert len(rows) == 16 and {r["status"] for r in rows} == {"FINISHED"}
+    for result in step.results:
+        assert "grid (postgresql+psycopg2://harness@127.0.0.1:" in result.stdout, result.explain()
+    assert_each_driver_saw_the_whole_grid_and_reported_it(step, kit, 16)
 
 
 def faulty_runs(step: Step, kit: Any, pid: int) -> list[Any]:
     return [run for run in step.runs if (kit.tag(run, "worker") or "").split(":")[1] == str(pid)]
 
 
-def test_killed_workers_runs_are_reclaimed_after_the_lease_and_finished(postgres: Scenario, kit: Any) -> None:
+def test_a_killed_drivers_runs_are_reclaimed_after_the_lease_and_finished(postgres: Scenario, kit: Any) -> None:
     step = postgres.faults
     assert step is not None
     for victim, killed_at, pid in zip(step.results[:2], step.extra["killed_at"], step.extra["pids"][:2]):
@@ -387,7 +375,7 @@ def test_sigterm_ends_the_run_killed_and_releases_it_at_once(postgres: Scenario,
     killed = [run for run in runs if run.info.status == "KILLED"]
     assert len(killed) == 1, runs
     assert kit.tag(killed[0], "failure_reason") == "interrupted by SIGTERM"
-    assert kit.tag(killed[0], "reconciled") is None  # closed by its own worker, not by the others
+    assert kit.tag(killed[0], "reconciled") is None  # closed by its own driver, not by the others
     key = kit.tag(killed[0], "run_key")
     assert [r.info.status for r in step.runs if kit.tag(r, "run_key") == key] == ["KILLED", "FINISHED"]
 
