@@ -22,7 +22,7 @@ from harness.core.errors import ConfigError
 from harness.experiment import LoadedExperiment
 from harness.runs.detached_runs import DetachedRunner, RunLost, TrainingRaised
 from harness.runs.grid import RunSpec
-from harness.training.detached import DetachedCheckpoints, DetachedOutcome, start_slot, train_in_slot
+from harness.training.detached import DetachedCheckpoints, DetachedOutcome, start_slot, train_grid_run
 
 #: How long a terminated slot process may take to exit before it is killed outright.
 TERMINATE_GRACE_S = 5.0
@@ -120,7 +120,7 @@ class PoolRunner(DetachedRunner):
     def _launch(self, spec: RunSpec, checkpoints: DetachedCheckpoints) -> Future:
         slot = self._free.pop(0)
         try:
-            future = self._pool(slot).submit(train_in_slot, spec, self._load_task(spec.task),
+            future = self._pool(slot).submit(train_grid_run, spec, self._load_task(spec.task),
                                              self.loaded.experiment, self.verbose, checkpoints)
         except BaseException:
             self._free.insert(0, slot)

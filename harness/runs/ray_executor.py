@@ -18,7 +18,7 @@ import socket
 from typing import Any
 
 from harness.experiment import content_hash
-from harness.training.detached import DetachedCheckpoints, DetachedOutcome, train_detached
+from harness.training.detached import DetachedCheckpoints, DetachedOutcome, train_grid_run
 from harness.core.errors import BadInputError
 from harness.runs.detached_runs import DetachedRunner, RunLost, TrainingRaised
 from harness.runs.executors import ray_task_options, require_ray
@@ -28,15 +28,6 @@ from harness.runs.grid import RunSpec
 TASK_RETRIES = 3
 #: How long to wait for the cluster's address to answer before calling it unreachable.
 CONNECT_TIMEOUT_S = 10.0
-
-
-def _train_on_worker(spec: RunSpec, task_and_data: tuple[Any, Any], experiment: Any,
-                     verbose: bool, checkpoints: DetachedCheckpoints | None = None) -> DetachedOutcome:
-    """The body of every Ray task (module level, so workers import it instead of unpickling code)."""
-    task, data = task_and_data
-    return train_detached(spec.cell.plugin_class, spec.cell.config, spec.seed, task, data, experiment.model,
-                          experiment.training, experiment.device, spec.config, verbose=verbose,
-                          checkpoints=checkpoints)
 
 
 def connect_ray(address: str | None) -> Any:
@@ -103,7 +94,7 @@ class RayRunner(DetachedRunner):
         if data_key not in self._data_refs:
             self._data_refs[data_key] = ray.put(self._load_task(spec.task))
         if self._remote is None:  # one remote function: Ray exports it to the workers once
-            self._remote = ray.remote(_train_on_worker)
+            self._remote = ray.remote(train_grid_run)
         remote = self._remote.options(name=f"train {spec.run_name}", **self.task_options)
         return remote.remote(spec, self._data_refs[data_key], self.loaded.experiment, self.verbose, checkpoints)
 

@@ -1,7 +1,7 @@
 """Train one grid run without MLflow or the ledger: everything it would record comes back in memory.
 
-A Ray worker (:mod:`harness.runs.ray_executor`) or a local pool process (:mod:`harness.runs.pool_executor`,
-through :func:`train_in_slot`) calls :func:`train_detached`; the driver, the one
+A Ray worker (:mod:`harness.runs.ray_executor`) or a local pool process (:mod:`harness.runs.pool_executor`),
+both through :func:`train_grid_run`, calls :func:`train_detached`; the driver, the one
 writer, replays the outcome into MLflow and the ledger. The training itself is the local
 runner's: the same seeding, network plan and ``train_run``, so a run's metrics do not depend
 on which executor trained it.
@@ -113,9 +113,10 @@ def start_slot(gpu: str | None, threads: int, parent: int) -> None:
     threading.Thread(target=orphaned, name="driver-watch", daemon=True).start()
 
 
-def train_in_slot(spec: Any, task_and_data: tuple[Any, Any], experiment: Any, verbose: bool,
-                  checkpoints: DetachedCheckpoints | None = None) -> DetachedOutcome:
-    """The body of every local pool run: a light module for the spawned slot to import (no MLflow)."""
+def train_grid_run(spec: Any, task_and_data: tuple[Any, Any], experiment: Any, verbose: bool,
+                   checkpoints: DetachedCheckpoints | None = None) -> DetachedOutcome:
+    """The body of every Ray task and every local pool run: a module level function in a light
+    module (no MLflow), so workers import it instead of unpickling code."""
     task, data = task_and_data
     return train_detached(spec.cell.plugin_class, spec.cell.config, spec.seed, task, data, experiment.model,
                           experiment.training, experiment.device, spec.config, verbose=verbose,
