@@ -2,15 +2,18 @@
 
 Processed-data caches go to a fresh folder per session, so a test never passes because an
 earlier session (or the user's own runs) left a cache entry behind. Without a GPU, Triton
-runs as its interpreter.
+runs as its interpreter. The fork server that starts the suite's ``harness`` commands
+(:mod:`forked_harness`) starts in the background at once, while the tests are collected.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 
 import torch
+from forked_harness import start_server
 
 
 def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]
@@ -24,3 +27,7 @@ def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]
     # CPU only when asked to (HARNESS_FUSED_TRITON=1, tests/fused/test_triton.py).
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_sessionstart(session) -> None:  # type: ignore[no-untyped-def]
+    threading.Thread(target=start_server, name="harness fork server", daemon=True).start()

@@ -6,9 +6,7 @@ Importable from any test module or conftest (``pythonpath = ["tests"]`` in pypro
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from forked_harness import SUITE_THREADS, HarnessProcess, harness_script
 
 #: Generous: a loaded 2-core machine can take half a minute to start a harness process.
 TIMEOUT = 300
@@ -52,11 +51,7 @@ def tuning_experiment(*, cell: str, budget: int, train_size: int, length: int, m
 
 def harness_command() -> list[str]:
     """The installed ``harness`` console script of this interpreter's environment."""
-    script = Path(sys.executable).parent / "harness"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("harness")
-    return [found] if found else [sys.executable, "-m", "harness.cli.main"]
+    return [harness_script()]
 
 
 def harness_env() -> dict[str, str]:
@@ -65,12 +60,7 @@ def harness_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_") and not k.startswith("MLFLOW_")}
     if "HARNESS_CACHE_DIR" in os.environ:
         env["HARNESS_CACHE_DIR"] = os.environ["HARNESS_CACHE_DIR"]
-    env["PYTHONUNBUFFERED"] = "1"
-    # Tiny RNNs on a shared 2-core machine: two intra-op threads per process only contend
-    # (10x slower under load). Results are the same with one thread.
-    env["OMP_NUM_THREADS"] = "1"
-    env["MKL_NUM_THREADS"] = "1"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(SUITE_THREADS, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
     return env
 
 
@@ -102,8 +92,8 @@ class Started:
         stem = label or f"harness-{time.monotonic_ns()}"
         self.stdout_path, self.stderr_path = logs / f"{stem}.out", logs / f"{stem}.err"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.process = subprocess.Popen(harness_command() + list(self.args), cwd=cwd, env=harness_env(),
-                                            stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+            self.process = HarnessProcess(self.args, cwd=cwd, env=harness_env(), stdout=out, stderr=err,
+                                          stdin=subprocess.DEVNULL)
 
     @property
     def pid(self) -> int:

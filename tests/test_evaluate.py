@@ -14,11 +14,11 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from forked_harness import harness_run
 from real_data import real_data_root
 
 from harness.cli.main import cli
@@ -47,10 +47,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, d
 
 
 def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HARNESS_CACHE_DIR": str(cwd / "cache"),
-           "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "harness.cli.main", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    env = {**os.environ, "HARNESS_CACHE_DIR": str(cwd / "cache")}
+    return harness_run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def evaluate(folder: Path, *args: str) -> Result:

@@ -11,16 +11,16 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from forked_harness import HarnessProcess
 
-from harness.experiment import Experiment, TrainingSettings, load_experiment
 from harness.core.errors import ConfigError
+from harness.experiment import Experiment, TrainingSettings, load_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "experiments"
@@ -161,16 +161,13 @@ SUBPROCESS_CASES = {
 @pytest.fixture(scope="module", autouse=True)
 def cli_subprocesses(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Path, subprocess.Popen]]]:
     """``harness run exp.yaml`` for each SUBPROCESS_CASES entry, each in its own folder, all started now."""
-    script = Path(sys.executable).parent / "harness"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "harness.cli.main"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_")}
-    env.update(OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
     bad = {b.id: b for b in BAD_FILES}
     started = {}
     for case, (extra, _) in SUBPROCESS_CASES.items():
         directory = tmp_path_factory.mktemp(f"cli-{case}")
         write(directory, experiment_text(**bad[case].replace) if case in bad else experiment_text())
-        started[case] = (directory, subprocess.Popen([*command, "run", "exp.yaml", *extra], cwd=directory, env=env,
+        started[case] = (directory, HarnessProcess(["run", "exp.yaml", *extra], cwd=directory, env=env,
                                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                                      stdin=subprocess.DEVNULL))
     yield started

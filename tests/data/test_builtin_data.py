@@ -9,16 +9,16 @@ from __future__ import annotations
 import functools
 import gzip
 import os
-import subprocess
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from forked_harness import harness_run
+from harness_processes import harness_env
 
-from harness_processes import harness_command, harness_env
-from harness.plugins.tasks.word_lm import WordLMConfig, WordLMTask
 from harness.plugins.tasks.data_sets import BUILTIN_DATA_SETS, MUSEDATA, piano_roll_json
+from harness.plugins.tasks.word_lm import WordLMConfig, WordLMTask
 
 REQUIRED = os.environ.get("HARNESS_REQUIRE_DATA") == "1" or bool(os.environ.get("CI"))
 
@@ -43,7 +43,7 @@ def verify_output() -> str:
     if not names:
         return ""
     env = {**harness_env(), "HARNESS_DATA_DIR": str(configured)}
-    result = subprocess.run([*harness_command(), "data", "verify", *names], capture_output=True, text=True,
+    result = harness_run(["data", "verify", *names], capture_output=True, text=True,
                             env=env, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -88,7 +88,7 @@ def test_fetch_from_a_mirror_of_the_real_files_installs_what_the_tasks_read(tmp_
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         env = {**harness_env(), "XDG_DATA_HOME": str(tmp_path / "home")}
-        result = subprocess.run([*harness_command(), "data", "fetch", *(d.name for d in chosen), "--mirror",
+        result = harness_run(["data", "fetch", *(d.name for d in chosen), "--mirror",
                                  f"http://127.0.0.1:{server.server_address[1]}"], capture_output=True, text=True,
                                 env=env, timeout=300)
     finally:

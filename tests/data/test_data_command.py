@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from forked_harness import harness_run
+from harness_processes import harness_env
 
 from harness.cli.main import cli
-from harness_processes import harness_command, harness_env
 
 PLUGIN = '''
 from harness import hookimpl
@@ -286,7 +287,7 @@ BUILTIN = {"ptb": "word_lm", "tinyshakespeare": "char_lm", "conll2003": "ner", "
 
 def test_list_json_names_every_builtin_set_with_licence_url_and_checksums(tmp_path) -> None:
     env = {**harness_env(), "XDG_DATA_HOME": str(tmp_path)}
-    result = subprocess.run([*harness_command(), "data", "list", "--json"], capture_output=True, text=True, env=env,
+    result = harness_run(["data", "list", "--json"], capture_output=True, text=True, env=env,
                             timeout=300)
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)["data_sets"]}

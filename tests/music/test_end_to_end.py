@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from forked_harness import harness_run
 from real_data import real_data_root
 
 from harness.data.midi import read_midi
@@ -21,7 +22,7 @@ PRESET = Path(__file__).parents[2] / "experiments" / "reproduce" / "chung2014.ya
 
 
 def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*HARNESS, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return harness_run(args, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +87,8 @@ def test_the_preset_carries_the_published_table() -> None:
 
 
 def test_the_preset_is_valid_and_matches_their_hidden_sizes() -> None:
-    from harness.experiment import load_experiment
     from harness.core.loading import load_plugins
+    from harness.experiment import load_experiment
     from harness.runs.grid import expand_grid
 
     specs = expand_grid(load_experiment(PRESET), load_plugins())

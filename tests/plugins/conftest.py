@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from forked_harness import HarnessProcess, harness_script
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -131,8 +132,7 @@ def subprocess_env(site: Path | None, extra: Mapping[str, str] | None = None) ->
 
 def harness_command() -> list[str]:
     """The installed ``harness`` console script next to this interpreter."""
-    script = Path(sys.executable).with_name("harness")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "harness.cli.main"]
+    return [harness_script()]
 
 
 @dataclass
@@ -168,9 +168,9 @@ class Started:
 
     def __init__(self, command: Sequence[str], env: Mapping[str, str], cwd: Path | None) -> None:
         self.args = [Path(command[0]).name, *command[1:]]
-        self._process = subprocess.Popen(
-            list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(env), cwd=cwd
-        )
+        options: dict[str, Any] = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(env), cwd=cwd)
+        self._process = HarnessProcess(command[1:], **options) if command[0] == harness_script() else \
+            subprocess.Popen(list(command), **options)
         self._result: Finished | None = None
 
     def result(self) -> Finished:

@@ -7,13 +7,12 @@ and one bad spot; the run must name the spot and leave no output, report or cach
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from forked_harness import harness_run
 
 #: Three made-up CoNLL-style sentences (token POS chunk tag), not CoNLL-2003 text.
 CONLL = "Alice NNP B-NP B-PER\nlives VBZ B-VP O\nin IN B-PP O\nParis NNP B-NP B-LOC\n\n"
@@ -90,7 +89,7 @@ def test_a_bad_data_file_exits_2_naming_its_spot_and_creates_nothing(tmp_path: P
 def test_as_a_process_the_error_is_one_line_on_stderr_without_traceback(tmp_path: Path) -> None:
     experiment = write_case(tmp_path, CASES[0])
     env = {**os.environ, "HARNESS_CACHE_DIR": str(tmp_path / "cache")}
-    result = subprocess.run([sys.executable, "-m", "harness.cli.main", "run", str(experiment)], capture_output=True,
+    result = harness_run(["run", str(experiment)], capture_output=True,
                             text=True, cwd=tmp_path, timeout=300, env=env)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("Error: ") and f"{tmp_path / 'data'}/{CASES[0].bad_spot}" in result.stderr

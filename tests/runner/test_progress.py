@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from forked_harness import HarnessProcess, harness_run
 
 NAME = "watch"
 GRID: dict[str, Any] = {
@@ -81,9 +82,10 @@ class Scenario:
 
 def _run(directory: Path, kit: Any, *args: str, env: dict[str, str] | None = None,
          python: bool = False) -> Any:
-    command = [sys.executable, "-c", STATUS_PROBE] if python else kit.harness_command()
-    done = subprocess.run(command + list(args), cwd=directory, env={**kit.harness_env(), **(env or {})},
-                          capture_output=True, text=True, timeout=kit.TIMEOUT, stdin=subprocess.DEVNULL)
+    options: dict[str, Any] = dict(cwd=directory, env={**kit.harness_env(), **(env or {})}, capture_output=True,
+                                   text=True, timeout=kit.TIMEOUT, stdin=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, "-c", STATUS_PROBE, *args], **options) if python else \
+        harness_run(args, **options)
     return kit.Finished(tuple(args), done.returncode, done.stdout, done.stderr)
 
 
@@ -92,8 +94,8 @@ def _run_in_terminal(directory: Path, kit: Any, *args: str) -> tuple[str, int]:
     controller, terminal = pty.openpty()
     # A real terminal has a size; tqdm draws nothing on a 0-column one.
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-    process = subprocess.Popen(kit.harness_command() + list(args), cwd=directory, env=kit.harness_env(),
-                               stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal, close_fds=True)
+    process = HarnessProcess(args, cwd=directory, env=kit.harness_env(), stdin=subprocess.DEVNULL, stdout=terminal,
+                             stderr=terminal, close_fds=True)
     os.close(terminal)
     chunks = []
     while True:

@@ -14,13 +14,12 @@ import csv
 import json
 import math
 import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from forked_harness import harness_run
 
 from harness.cli.main import cli
 from harness.data.midi import read_midi
@@ -46,7 +45,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict
     (folder / "fixtures.yaml").write_text(EXPERIMENT.format(tasks=tasks))
     env = {**os.environ, "HARNESS_CACHE_DIR": str(folder / "cache"), "OMP_NUM_THREADS": "1"}
     env.pop("HARNESS_DATA_DIR", None)  # the experiment names its data folder itself
-    result = subprocess.run([sys.executable, "-m", "harness.cli.main", "run", "fixtures.yaml", "--quiet"], cwd=folder,
+    result = harness_run(["run", "fixtures.yaml", "--quiet"], cwd=folder,
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     rows = {row["task"]: row for row in csv.DictReader((folder / "reports" / "fixtures" / "results.csv").open())}

@@ -13,23 +13,21 @@ import itertools
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
 import torch
+from forked_harness import harness_run
 from real_data import real_data_root
 
-from harness.training.checkpoints import load_trained_run
 from harness.core.loading import load_plugins
+from harness.training.checkpoints import load_trained_run
 from harness.training.scoring import score_tokens
-
-HARNESS = [sys.executable, "-m", "harness.cli.main"]
 
 
 def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*HARNESS, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return harness_run(args, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def train(folder: Path, name: str, yaml: str) -> dict[str, str]:

@@ -6,11 +6,10 @@ import csv
 import math
 import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from forked_harness import harness_run
 
 from harness.core.errors import BadInputError, ConfigError
 from harness.core.loading import load_plugins
@@ -309,7 +308,7 @@ def test_a_conll2003_slice_trains_end_to_end_and_records_f1_and_the_scheme_note(
           "device: cpu\n")
     env = {**os.environ, "HARNESS_DATA_DIR": str(conll), "HARNESS_CACHE_DIR": str(tmp_path / "cache"),
            "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "harness.cli.main", "run", "ner.yaml", "--quiet"], cwd=tmp_path,
+    result = harness_run(["run", "ner.yaml", "--quiet"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     (row,) = csv.DictReader((tmp_path / "reports" / "ner" / "results.csv").open())

@@ -10,11 +10,10 @@ from __future__ import annotations
 import csv
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from forked_harness import harness_run
 from pydantic import ValidationError
 
 from harness.core.errors import BadInputError, ConfigError
@@ -241,7 +240,7 @@ def test_harness_run_on_a_slice_of_sst2(tmp_path: Path, data_dir: Path) -> None:
     )
     env = {**os.environ, "HARNESS_DATA_DIR": str(data_dir), "HARNESS_CACHE_DIR": str(tmp_path / "cache"),
            "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "harness.cli.main", "run", "sst2.yaml", "--quiet"], cwd=tmp_path,
+    result = harness_run(["run", "sst2.yaml", "--quiet"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     (row,) = csv.DictReader((tmp_path / "reports" / "sst2" / "results.csv").open())

@@ -4,11 +4,10 @@ target_column choose them in files without a header. A header is never read as a
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from forked_harness import harness_run
 from pydantic import ValidationError
 
 from harness.core.errors import BadInputError
@@ -67,7 +66,7 @@ def test_harness_run_refuses_such_a_file_with_exit_2_one_line_and_nothing_record
         "model: {hidden_size: 8, embedding_size: 8}\n"
         "training: {max_epochs: 1, cpu_threads: 1}\n"
         "device: cpu\n")
-    result = subprocess.run([sys.executable, "-m", "harness.cli.main", "run", "mt.yaml"], cwd=tmp_path, text=True,
+    result = harness_run(["run", "mt.yaml"], cwd=tmp_path, text=True,
                             capture_output=True, timeout=300, env=_env(tmp_path))
     assert result.returncode == 2, result.stderr
     assert f"{path}:1: the header 'english\\tfrench' has no column 'fr' (source_lang)" in result.stderr

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from forked_harness import harness_run
 from real_data import real_data_root
 
 HARNESS = [sys.executable, "-m", "harness.cli.main"]
@@ -19,8 +20,8 @@ PRESET = Path(__file__).parents[2] / "experiments" / "reproduce" / "cho2014_mult
 
 
 def harness(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*HARNESS, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          input=stdin)
+    return harness_run(args, cwd=cwd, capture_output=True, text=True, timeout=600,
+                       input=stdin)
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +82,8 @@ def test_translate_refuses_an_empty_sentence(trained) -> None:
 
 
 def test_the_preset_is_the_t2_setup_with_its_published_bleu() -> None:
-    from harness.experiment import load_experiment
     from harness.core.loading import load_plugins
+    from harness.experiment import load_experiment
     from harness.runs.grid import expand_grid
 
     loaded = load_experiment(PRESET)
