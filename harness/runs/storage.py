@@ -103,8 +103,8 @@ def initialization_lock(url: str) -> Iterator[None]:
     except sa.exc.ArgumentError:
         parsed = None
     backend = parsed.get_backend_name() if parsed is not None else ""
-    if backend == "sqlite" and parsed is not None and parsed.database:
-        path = Path(parsed.database).resolve()
+    path = sqlite_database(url)
+    if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(path.with_name(path.name + ".init-lock")):
             yield
@@ -131,6 +131,19 @@ def initialization_lock(url: str) -> Iterator[None]:
                 connection.commit()
     finally:
         engine.dispose()
+
+
+def sqlite_database(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (absolute), or None for any other store or an in-memory one."""
+    import sqlalchemy as sa
+
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database).resolve()
 
 
 def database_has_row(url: str, table: str, **equal: Any) -> bool:

@@ -121,7 +121,8 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         from harness.experiment.storage_url import with_default_driver
-        from harness.runs.storage import database_has_row, initialization_lock
+        from harness.runs.storage import database_has_row, initialization_lock, sqlite_database
+        from harness.runs.store_template import seed_sqlite_store
 
         self.tracking_uri = tracking_uri = with_default_driver(tracking_uri)
         # Workers starting together on a new store: one creates its tables and the experiment,
@@ -129,6 +130,8 @@ class Tracker:
         # it is there, workers start side by side.
         creating = not database_has_row(tracking_uri, "experiments", name=experiment_name)
         with initialization_lock(tracking_uri) if creating else nullcontext():
+            if creating and (database := sqlite_database(tracking_uri)) is not None:
+                seed_sqlite_store(database)  # MLflow's migrations take seconds; a copy of their result does not
             self.client: Any = RetryingClient(MlflowClient(tracking_uri))
             self.experiment_id = self._experiment_id(experiment_name, artifact_root)
             _use_wal(tracking_uri)
