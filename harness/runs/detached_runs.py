@@ -18,7 +18,7 @@ from typing import Any
 
 from harness.core.errors import BadInputError
 from harness.runs.grid import GridSummary, RunSpec
-from harness.runs.run_states import CLAIMABLE, DONE, FAILED, KILLED
+from harness.runs.run_states import DONE, FAILED, KILLED
 from harness.runs.runner import HEARTBEATS_PER_LEASE, Runner
 from harness.runs.tracking import flatten
 from harness.training.detached import DetachedCheckpoints, DetachedOutcome, StateDictOf
@@ -110,9 +110,7 @@ class DetachedRunner(Runner):
               summary: GridSummary, wait: bool) -> None:
         while self._interrupts.pending is None:
             with self._interrupts.critical():
-                while self._has_room() and (row := self.ledger.claim(
-                        self.loaded.name, self.worker, self.lease_seconds, keys=set(by_key), exclude=attempted,
-                        statuses=CLAIMABLE)) is not None:
+                while self._has_room() and (row := self._claim(by_key, attempted)) is not None:
                     attempted.add(row.key)
                     self._submit(by_key[row.key])
                 if self._in_flight:

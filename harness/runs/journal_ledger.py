@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,20 +60,25 @@ class JournalLedger:
             return [ledger_row(self._state[(experiment, row["key"])]) for row in stale]
 
     def claim(self, experiment: str, worker: str, lease_seconds: float, keys: Collection[str] | None = None,
-              exclude: Collection[str] = frozenset(), statuses: tuple[str, ...] = CLAIMABLE) -> LedgerRow | None:
+              exclude: Collection[str] = frozenset(), statuses: tuple[str, ...] = CLAIMABLE,
+              failed_attempts: Mapping[str, int] | None = None) -> LedgerRow | None:
         with self._lock:
             self._catch_up()
             candidates = sorted(
                 (r for (e, k), r in self._state.items()
-                 if e == experiment and r["status"] in statuses and (keys is None or k in keys) and k not in exclude),
+                 if e == experiment and r["status"] in statuses and (keys is None or k in keys) and k not in exclude
+                 and _retryable(r, failed_attempts)),
                 key=lambda r: r["position"],
             )
             if not candidates:
                 return None
             key = candidates[0]["key"]
-            self._append({"op": "claim", "experiment": experiment, "key": key, "worker": worker,
-                          "statuses": list(statuses), "lease_expires": self.clock() + lease_seconds,
-                          "time": self.clock()})
+            operation = {"op": "claim", "experiment": experiment, "key": key, "worker": worker,
+                         "statuses": list(statuses), "lease_expires": self.clock() + lease_seconds,
+                         "time": self.clock()}
+            if candidates[0]["status"] == FAILED and failed_attempts is not None:
+                operation["failed_attempts"] = failed_attempts[key]  # the replay's compare-and-set
+            self._append(operation)
             return ledger_row(self._state[(experiment, key)])
 
     def heartbeat(self, key: str, worker: str, lease_seconds: float) -> bool:
@@ -162,6 +167,11 @@ class JournalLedger:
             handle.truncate(0)
 
 
+def _retryable(row: dict[str, Any], failed_attempts: Mapping[str, int] | None) -> bool:
+    """As the SQL ledger's: not FAILED, or FAILED with the attempts the claiming driver expects."""
+    return row["status"] != FAILED or failed_attempts is None or failed_attempts.get(row["key"]) == row["attempts"]
+
+
 def _apply(state: dict[tuple[str, str], dict[str, Any]], operation: dict[str, Any]) -> None:
     """Apply one journal operation if its precondition holds (see the module docstring)."""
     kind, experiment = operation["op"], operation["experiment"]
@@ -174,7 +184,8 @@ def _apply(state: dict[tuple[str, str], dict[str, Any]], operation: dict[str, An
     row = state.get((experiment, operation["key"]))
     if row is None:
         return
-    if kind == "claim" and row["status"] in operation["statuses"]:
+    if (kind == "claim" and row["status"] in operation["statuses"]
+            and (row["status"] != FAILED or operation.get("failed_attempts") in (None, row["attempts"]))):
         row.update(status=RUNNING, owner=operation["worker"], lease_expires=operation["lease_expires"], reason="",
                    mlflow_run_id=None, attempts=row["attempts"] + 1, started_at=operation.get("time"), epoch=0)
     elif kind == "progress" and row["status"] == RUNNING and row["owner"] == operation["worker"]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -129,18 +129,22 @@ class Ledger:
         return reconciled
 
     def claim(self, experiment: str, worker: str, lease_seconds: float, keys: Collection[str] | None = None,
-              exclude: Collection[str] = frozenset(), statuses: tuple[str, ...] = CLAIMABLE) -> LedgerRow | None:
+              exclude: Collection[str] = frozenset(), statuses: tuple[str, ...] = CLAIMABLE,
+              failed_attempts: Mapping[str, int] | None = None) -> LedgerRow | None:
         """Atomically take the first claimable run (in grid order), or None when none is left.
 
+        ``failed_attempts``: see :meth:`RunLedger.claim`; the UPDATE repeats its condition, so the
+        attempts a driver saw are compared and incremented in one statement.
         The conditional UPDATE is what guarantees one owner; ``FOR UPDATE SKIP LOCKED``
         (PostgreSQL, MySQL 8; SQLite ignores it and serialises writers instead) only lets
         workers starting together take different rows instead of queueing on the first.
         """
+        retryable = _retryable(failed_attempts)
         while True:
             with self.engine.begin() as connection:
                 query = (
                     sa.select(runs_table.c.key)
-                    .where(runs_table.c.experiment == experiment, runs_table.c.status.in_(statuses))
+                    .where(runs_table.c.experiment == experiment, runs_table.c.status.in_(statuses), retryable)
                     .order_by(runs_table.c.position)
                 )
                 if keys is not None:
@@ -154,7 +158,7 @@ class Ledger:
                 taken = connection.execute(
                     sa.update(runs_table)
                     .where(runs_table.c.experiment == experiment, runs_table.c.key == candidate,
-                           runs_table.c.status.in_(statuses))
+                           runs_table.c.status.in_(statuses), retryable)
                     .values(status=RUNNING, owner=worker, lease_expires=now + lease_seconds, reason="",
                             mlflow_run_id=None, attempts=runs_table.c.attempts + 1, updated_at=now,
                             started_at=now, epoch=0)
@@ -213,6 +217,18 @@ class Ledger:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _retryable(failed_attempts: Mapping[str, int] | None) -> Any:
+    """The rows a claim may take as far as retries go: not FAILED, or FAILED with the attempts expected."""
+    if failed_attempts is None:
+        return sa.true()
+    by_count: dict[int, list[str]] = {}  # one IN list per attempts count: a few clauses, not one per run
+    for key, count in failed_attempts.items():
+        by_count.setdefault(count, []).append(key)
+    return sa.or_(runs_table.c.status != FAILED,
+                  *(sa.and_(runs_table.c.attempts == count, runs_table.c.key.in_(keys))
+                    for count, keys in by_count.items()))
 
 
 def _insert_or_ignore(dialect: str) -> Any:

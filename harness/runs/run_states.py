@@ -11,7 +11,8 @@ from typing import Any, Protocol
 from harness.runs.identity import dead_local_owner
 
 PENDING, RUNNING, DONE, FAILED, KILLED = "PENDING", "RUNNING", "DONE", "FAILED", "KILLED"
-#: What a ``harness run`` driver claims: a FAILED run is retried (once per driver) by the next one.
+#: What a ``harness run`` driver claims: a FAILED run is retried, once per invocation however many drivers
+#: share the ledger (the ``failed_attempts`` compare-and-set of :meth:`RunLedger.claim`).
 CLAIMABLE = (PENDING, FAILED, KILLED)
 
 #: How long a claim holds without a heartbeat; a driver killed with SIGKILL loses its runs
@@ -55,8 +56,14 @@ class RunLedger(Protocol):
         """Move RUNNING rows whose worker is gone to KILLED; return them as they are now."""
 
     def claim(self, experiment: str, worker: str, lease_seconds: float, keys: Collection[str] | None = None,
-              exclude: Collection[str] = frozenset(), statuses: tuple[str, ...] = CLAIMABLE) -> LedgerRow | None:
-        """Take the first run in grid order whose status is in ``statuses``, or None."""
+              exclude: Collection[str] = frozenset(), statuses: tuple[str, ...] = CLAIMABLE,
+              failed_attempts: Mapping[str, int] | None = None) -> LedgerRow | None:
+        """Take the first run in grid order whose status is in ``statuses``, or None.
+
+        ``failed_attempts`` (key → attempts): a FAILED row is taken only while its attempts still equal
+        the mapping's value for its key, checked in the same atomic step as the claim (a compare-and-set),
+        so of several drivers holding the same mapping one at most retries it. None: any FAILED row.
+        """
 
     def heartbeat(self, key: str, worker: str, lease_seconds: float) -> bool:
         """Extend the lease; False once the worker no longer owns the run."""

@@ -96,6 +96,10 @@ class Runner:
             {"key": s.key, "cell": s.cell.label, "task": s.task.label, "seed": s.seed, "spec": s.config}
             for s in self.specs
         ])
+        # The runs FAILED when this driver started, with their attempts: it retries one only while they are
+        # unchanged, so a run that failed during this invocation (it was PENDING, RUNNING or KILLED here), or
+        # that another driver of this invocation retried already, is not retried again.
+        self._failed_at_start = {r.key: r.attempts for r in self.ledger.rows(self.loaded.name) if r.status == FAILED}
         reference = self.loaded.experiment.reference
         if reference is not None:  # the report reads it from MLflow, like everything else
             self.tracker.set_experiment_tag("reference", reference.model_dump_json())
@@ -104,7 +108,8 @@ class Runner:
     def run(self, *, wait: bool = True) -> GridSummary:
         """Claim and execute runs until none is left, then (``wait``) until other drivers' runs end.
 
-        FAILED runs are taken too (once each: a run this driver attempted is not claimed again).
+        FAILED runs are taken too, once per invocation: a run this driver attempted is not claimed again, and a
+        FAILED run only if it was FAILED at this driver's start, with the same attempts (see :meth:`_claim`).
         While waiting, runs whose driver died (lease expired) are reclaimed and executed here.
         """
         summary = GridSummary()
@@ -120,8 +125,7 @@ class Runner:
             try:
                 while self._interrupts.pending is None:
                     with self._interrupts.critical():
-                        row = self.ledger.claim(self.loaded.name, self.worker, self.lease_seconds, keys=set(by_key),
-                                                exclude=attempted, statuses=CLAIMABLE)
+                        row = self._claim(by_key, attempted)
                         if row is not None:
                             attempted.add(row.key)
                             spec = by_key[row.key]
@@ -153,6 +157,12 @@ class Runner:
             self._say(f"stopping the grid: {summary.stopped} (the next run would fail the same way); "
                       "free space and run the command again to finish the missing runs")
         return self._closing_summary(summary, by_key)
+
+    def _claim(self, by_key: dict[str, RunSpec], attempted: set[str]) -> LedgerRow | None:
+        """The next run for this driver. A FAILED run is claimed by compare-and-set on the attempts it had when
+        this driver started: drivers started together retry it once in all, not once each."""
+        return self.ledger.claim(self.loaded.name, self.worker, self.lease_seconds, keys=set(by_key),
+                                 exclude=attempted, statuses=CLAIMABLE, failed_attempts=self._failed_at_start)
 
     def _closing_summary(self, summary: GridSummary, by_key: dict[str, RunSpec]) -> GridSummary:
         """The summary with the signal that interrupted the grid, if any, and the ledger's counts by state."""

@@ -17,12 +17,24 @@ The task returns every epoch's metrics, the network plan, the results and how it
 exception is returned, not raised, so the epochs before it still reach MLflow); the driver
 replays them into the trial's MLflow run and re-raises the exception, so a trial ends exactly
 as the local tuner would end it (pruned, non-finite, error, interrupted).
+
+**Checkpoints, as a local trial's.** The task writes the trial's per-epoch checkpoints in the
+same folder as a local trial (``<output_dir>/checkpoints/tuning/…``, keyed by the retry chain:
+:mod:`harness.training.trial_checkpoints`), so a trial queued again after ``kill -9`` or Ctrl-C
+of ``harness tune`` resumes from the newest one that verifies, bit for bit. The folder is the
+driver's output folder (an absolute path): a worker on another machine resumes only if that
+folder is on a file system shared with the driver, at the same path; elsewhere it finds no
+checkpoint and the trial starts afresh from its first epoch (its results stay correct). The
+task tells the driver through the broker that it resumed (before its first new epoch), and the
+driver records it as the local tuner does: tags, restored epochs in MLflow, their values
+reported once to the Optuna trial (:meth:`TrialExecutor._resumed`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -32,7 +44,9 @@ from harness.experiment import LoadedExperiment, content_hash
 from harness.runs.executors import ray_task_options
 from harness.runs.grid import RunSpec
 from harness.runs.ray_executor import TASK_RETRIES, connect_ray
+from harness.training.resume import Resumable
 from harness.training.trainer import NetworkPlan, TrainingResult, seeded_network, train_run
+from harness.training.trial_checkpoints import trial_checkpoints
 from harness.tuning.trial import PruningCallback, TrialExecutor
 
 #: How often the driver looks for epoch reports (and a pending Ctrl-C) while a trial trains.
@@ -55,25 +69,42 @@ class TrialRecord:
     error: BaseException | None = None
 
 
+@dataclass
+class TrialNews:
+    """What the driver takes from the broker at each look: the task's messages, its resume, its epochs."""
+
+    notes: list[str] = field(default_factory=list)
+    resumed: Resumable | None = None
+    reports: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+
+
 class PruningBroker:
     """A Ray actor: carries epoch reports from trial tasks to the driver, and its decisions back."""
 
     def __init__(self) -> None:
-        self._reports: dict[str, list[tuple[int, dict[str, float]]]] = {}
+        self._news: dict[str, TrialNews] = {}
         self._decisions: dict[tuple[str, int], tuple[str, str]] = {}
         self._events: dict[tuple[str, int], asyncio.Event] = {}
 
     async def ask(self, key: str, epoch: int, metrics: dict[str, float]) -> tuple[str, str]:
         """Called by a task after each epoch; returns once the driver has decided."""
         if (key, epoch) not in self._decisions:  # a task Ray ran again asks again: same answer
-            self._reports.setdefault(key, []).append((epoch, metrics))
+            self._news.setdefault(key, TrialNews()).reports.append((epoch, metrics))
             event = self._events.setdefault((key, epoch), asyncio.Event())
             await event.wait()
         return self._decisions[(key, epoch)]
 
-    async def take(self, key: str) -> list[tuple[int, dict[str, float]]]:
-        """The driver: the reports of trial ``key`` not yet answered."""
-        return self._reports.pop(key, [])
+    async def say(self, key: str, message: str) -> None:
+        """A task's message for the driver's log (the resume announcement, an unusable checkpoint)."""
+        self._news.setdefault(key, TrialNews()).notes.append(message)
+
+    async def resumed(self, key: str, resumed: Resumable) -> None:
+        """A task resumed from a checkpoint; it calls this before training its first new epoch."""
+        self._news.setdefault(key, TrialNews()).resumed = resumed
+
+    async def take(self, key: str) -> TrialNews:
+        """The driver: what trial ``key``'s task sent since the last look (reports not yet answered)."""
+        return self._news.pop(key, TrialNews())
 
     async def decide(self, key: str, epoch: int, decision: str, message: str = "") -> None:
         self._decisions[(key, epoch)] = (decision, message)
@@ -98,16 +129,26 @@ class _AskDriver(pl.Callback):
 
 
 def _train_trial_on_worker(spec: RunSpec, task_and_data: tuple[Any, Any], experiment: Any, broker: Any, key: str,
-                           verbose: bool) -> TrialRecord:
-    """The body of every trial task: the local trial's training, with the pruning question sent to the driver."""
+                           verbose: bool, output_dir: Path, checkpoint_key: str) -> TrialRecord:
+    """The body of every trial task: the local trial's training and checkpoints, with the pruning question
+    sent to the driver. ``key`` is the trial's MLflow run id; ``checkpoint_key`` its checkpoint folder."""
+    import ray
+
     task, data = task_and_data
     plan, net = seeded_network(spec.cell.plugin_class, spec.cell.config, task, data, experiment.model, spec.seed)
     record = TrialRecord(plan)
+
+    checkpoints = None if experiment.training.devices > 1 else trial_checkpoints(
+        output_dir, checkpoint_key, data, run_id=key, every_minutes=experiment.checkpoint_minutes,
+        say=lambda message: ray.get(broker.say.remote(key, message)),
+        # Through the broker, not in the returned record: the driver must restore the pruning history before
+        # it answers the first new epoch (the call is waited for, so it arrives before that epoch's ask).
+        on_resume=lambda resumed: ray.get(broker.resumed.remote(key, resumed)))
     try:
         record.result = train_run(net, task, data, experiment.training, seed=spec.seed, device=experiment.device,
                                   hyperparameters=spec.config, verbose=verbose,
                                   on_epoch=lambda epoch, metrics: record.epochs.append((epoch, dict(metrics))),
-                                  extra_callbacks=[_AskDriver(broker, key)])
+                                  extra_callbacks=[_AskDriver(broker, key)], checkpoints=checkpoints)
     except Exception as error:  # noqa: BLE001 - handed to the driver, which ends the trial as locally
         record.error = error
     return record
@@ -142,17 +183,28 @@ class RayTrialExecutor(TrialExecutor):
 
     def _train(self, trial_loaded: LoadedExperiment, spec: RunSpec, run_id: str, pruning: PruningCallback,
                checkpoint_key: str) -> Any:
-        """Train the trial as a Ray task. Unlike a local trial it keeps no checkpoints (``checkpoint_key``
-        is unused): a trial queued again after an interruption starts from its first epoch."""
+        """Train the trial as a Ray task, with its checkpoints in ``checkpoint_key`` (see the module docstring)."""
         ray = self._ray
         remote = self._remote.options(name=f"trial {spec.run_name}", **self.task_options)
-        ref = remote.remote(spec, self._data_ref(spec), trial_loaded.experiment, self._broker, run_id, self.verbose)
-        done = False
+        # Absolute: a worker's working directory is not the driver's.
+        ref = remote.remote(spec, self._data_ref(spec), trial_loaded.experiment, self._broker, run_id, self.verbose,
+                            self.loaded.output_dir.resolve(), checkpoint_key)
+        done = resume_recorded = False
         try:
             while not done:
                 with self.guard.critical():  # a signal must not land inside Ray's C code: raised below
                     done = bool(ray.wait([ref], timeout=POLL_SECONDS)[0])
-                    for epoch, metrics in ray.get(self._broker.take.remote(run_id)):
+                    news: TrialNews = ray.get(self._broker.take.remote(run_id))
+                for note in news.notes:
+                    self.say(note)
+                # Once, and only before the driver has seen an epoch: a task Ray ran again (its worker died)
+                # resumes from a checkpoint of epochs the driver already observed (the task asks before it
+                # saves an epoch), and restoring them again would count them twice.
+                if news.resumed is not None and not pruning.values and not resume_recorded:
+                    self._resumed(run_id, pruning, news.resumed)
+                    resume_recorded = True
+                with self.guard.critical():
+                    for epoch, metrics in news.reports:
                         self._answer(run_id, epoch, metrics, pruning)
                 self.guard.check()
             with self.guard.critical():

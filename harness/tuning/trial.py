@@ -203,18 +203,21 @@ class TrialExecutor:
                 self.tracker.log_metrics(run_id, metrics, step=epoch)
             self.guard.check()
 
-        def on_resume(resumed: Resumable) -> None:
-            with self.guard.critical():
-                record_resume(self.tracker, run_id, resumed)
-                pruning.trial.set_user_attr("resumed_from_epoch", resumed.epochs_done)
-            pruning.restore(resumed.history)
-
         checkpoints = None if experiment.training.devices > 1 else trial_checkpoints(
             self.loaded.output_dir, checkpoint_key, data, run_id=run_id,
-            every_minutes=experiment.checkpoint_minutes, say=self.say, on_resume=on_resume)
+            every_minutes=experiment.checkpoint_minutes, say=self.say,
+            on_resume=lambda resumed: self._resumed(run_id, pruning, resumed))
         return train_run(net, task, data, experiment.training, seed=spec.seed, device=experiment.device,
                          hyperparameters=spec.config, on_epoch=on_epoch, verbose=self.verbose,
                          extra_callbacks=[pruning], checkpoints=checkpoints)
+
+    def _resumed(self, run_id: str, pruning: PruningCallback, resumed: Resumable) -> None:
+        """The trial resumed from ``resumed``: tag its MLflow run, copy the restored epochs there and report
+        them to the Optuna trial (shared with the Ray executor, whose driver learns it from the task)."""
+        with self.guard.critical():
+            record_resume(self.tracker, run_id, resumed)
+            pruning.trial.set_user_attr("resumed_from_epoch", resumed.epochs_done)
+        pruning.restore(resumed.history)
 
     def _load_task(self, spec: RunSpec) -> tuple[Task, TaskData]:
         key = content_hash({"name": spec.task.name, "options": spec.task.options()})

@@ -16,6 +16,10 @@ The ledger is the record of what finished and the guard against two drivers trai
    ``kill -9`` of two of them mid-run (not reaped until the end, so their pids stay
    alive and only the lease can free their runs), SIGTERM of a third; the fourth
    finishes everything.
+5. journal, retry of a FAILED run: one ``harness run`` fails a run that always fails (a ReLU
+   RNN at learning rate 100: non-finite loss); then two drivers, held at a start barrier on the
+   journal's lock until both wait for it, run the grid again. Together they retry the run once,
+   not once each: two attempts in all, in the ledger and in MLflow.
 
 PostgreSQL is a throwaway cluster of Debian's package (initdb into a temporary folder,
 ``pg_ctl`` on a free loopback port, as the user ``nobody`` when the tests run as root),
@@ -68,6 +72,15 @@ FAULT_GRID: dict[str, Any] = {
     "seeds": list(range(6)),
     "training": {"max_epochs": 60, "batch_size": 16, "cpu_threads": 1},
 }
+#: One run that always fails: its loss becomes non-finite in its first epoch (tests/runner/test_nonfinite.py).
+FAILING_GRID: dict[str, Any] = {
+    **GRID,
+    "cells": [{"name": "vanilla", "options": {"activation": "relu"}}],
+    "tasks": [{"name": "adding",
+               "options": {"train_size": 64, "validation_size": 32, "test_size": 32, "length": 12}}],
+    "seeds": [0],
+    "training": {"max_epochs": 1, "batch_size": 16, "learning_rate": 100.0, "gradient_clip_norm": None},
+}
 CLAIM_RACE = Path(__file__).with_name("claim_race.py")
 
 
@@ -103,6 +116,7 @@ class Scenario:
     faults: Step | None = None
     race: dict[str, Any] | None = None
     postgres_missing: str = ""
+    retry: Step | None = None
 
 
 def build_scenario(directory: Path, kit: Any) -> Scenario:
@@ -113,9 +127,10 @@ def build_scenario(directory: Path, kit: Any) -> Scenario:
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal") as beside:
         journal = beside.submit(journal_step, directory / "journal", kit)
+        retry = beside.submit(retry_step, directory / "retry", kit)  # after the journal step: one thread
         bindir = postgres_binaries()
         if bindir is None:
-            return Scenario(journal=journal.result(), postgres_missing="not installed")
+            return Scenario(journal=journal.result(), postgres_missing="not installed", retry=retry.result())
         cluster = PostgresCluster(bindir)
         try:
             cluster.start()
@@ -126,7 +141,7 @@ def build_scenario(directory: Path, kit: Any) -> Scenario:
             faults = fault_step(directory / "faults", kit, cluster)
         finally:
             cluster.stop()
-        return Scenario(journal.result(), postgres, faults, json.loads(race.stdout))
+        return Scenario(journal.result(), postgres, faults, json.loads(race.stdout), retry=retry.result())
 
 
 def start_drivers(directory: Path, kit: Any, experiment: str, storage: str, count: int,
@@ -142,6 +157,40 @@ def journal_step(directory: Path, kit: Any) -> Step:
     storage = f"journal://{directory / 'ledger.journal'}"
     results = [s.finish() for s in start_drivers(directory, kit, NAME, storage, 2)]
     return Step(results, ledger_rows(storage), kit.mlflow_runs(directory / "out", NAME), directory)
+
+
+def retry_step(directory: Path, kit: Any) -> Step:
+    directory.mkdir()
+    kit.write_experiment(directory, "failing", FAILING_GRID)
+    storage = f"journal://{directory / 'ledger.journal'}"
+    first = kit.run_harness(directory, "run", "failing.yaml", "--storage", storage)
+    with journal_barrier(directory / "ledger.journal", 2):
+        drivers = start_drivers(directory, kit, "failing", storage, 2)
+    results = [first] + [d.finish() for d in drivers]
+    return Step(results, ledger_rows(storage, "failing"), kit.mlflow_runs(directory / "out", "failing"), directory)
+
+
+@contextmanager
+def journal_barrier(journal: Path, workers: int) -> Iterator[None]:
+    """Hold the journal's lock until ``workers`` processes wait for it, then let them all go.
+
+    A driver takes the lock first to plan the grid, after the slow part of its start-up (imports,
+    MLflow): held there, the drivers start their ledger work together, as :func:`start_barrier`
+    does for PostgreSQL. ``/proc/locks`` lists each blocked ``flock`` with ``->`` and the inode.
+    """
+    from harness.runs.storage import journal_lock
+
+    lock = journal_lock(journal)
+    lock.acquire()
+    try:
+        yield
+        where = f":{lock.path.stat().st_ino} "
+        deadline = time.monotonic() + 300
+        while sum("->" in line and where in line for line in Path("/proc/locks").read_text().splitlines()) < workers:
+            assert time.monotonic() < deadline, f"{workers} drivers never all waited for {lock.path}"
+            time.sleep(0.1)
+    finally:
+        lock.release()
 
 
 def postgres_step(directory: Path, kit: Any, cluster: PostgresCluster) -> Step:
@@ -396,3 +445,25 @@ def test_after_the_faults_the_counts_are_still_exact(postgres: Scenario, kit: An
     assert sum(len(s) for s in statuses.values()) == 6 + 3
     assert {r.key: r.mlflow_run_id for r in step.ledger} == {
         kit.tag(run, "run_key"): run.info.run_id for run in step.runs if run.info.status == "FINISHED"}
+
+
+# ---------------------------------------------------------------------------
+# 5. Journal file: a FAILED run retried once by drivers started together
+# ---------------------------------------------------------------------------
+
+
+def test_drivers_started_together_retry_a_failed_run_once_in_all(scenario: Scenario, kit: Any) -> None:
+    step = scenario.retry
+    assert step is not None
+    first, *drivers = step.results
+    for result in step.results:  # a run failed: exit 1, but no crash
+        assert result.returncode == 1 and "Traceback" not in result.output, result.explain()
+    (row,) = step.ledger
+    assert (row.status, row.attempts) == ("FAILED", 2), row  # the first attempt and one retry
+    assert row.reason.startswith("nonfinite:"), row.reason
+    # Exactly one of the two drivers took the retry; the other found the attempts changed and left it.
+    assert sorted("attempt 2" in driver.stderr for driver in drivers) == [False, True], [d.stderr for d in drivers]
+    assert "attempt 3" not in "".join(driver.stderr for driver in drivers)
+    assert [run.info.status for run in step.runs] == ["FAILED", "FAILED"]
+    assert {kit.tag(run, "run_key") for run in step.runs} == {row.key}
+    assert row.mlflow_run_id == step.runs[-1].info.run_id

@@ -240,6 +240,27 @@ def test_claims_go_in_grid_order_to_one_owner_each(two_ledgers: Any) -> None:
     assert first.claim("grid", "worker-a", 60.0).key == "k1"
 
 
+def test_a_failed_run_is_retried_once_by_drivers_that_saw_the_same_attempts(two_ledgers: Any) -> None:
+    first, second = two_ledgers
+    first.plan("grid", RUNS[:2])
+    first.claim("grid", "worker-a", 60.0)
+    first.finish("k0", "worker-a", FAILED, "error: boom")
+    # Two drivers start: each notes the FAILED runs' attempts (k0 after 1; k1 is PENDING).
+    seen = {r.key: r.attempts for r in first.rows("grid") if r.status == FAILED}
+    assert seen == {"k0": 1}
+    retry = first.claim("grid", "worker-a", 60.0, failed_attempts=seen)
+    assert (retry.key, retry.attempts) == ("k0", 2)
+    first.finish("k0", "worker-a", FAILED, "error: boom")
+    # The other driver, with the same snapshot, finds k0's attempts changed: it takes k1, then nothing.
+    assert second.claim("grid", "worker-b", 60.0, failed_attempts=seen).key == "k1"
+    second.finish("k1", "worker-b", FAILED, "error: boom")  # failed during this invocation: not retried
+    assert second.claim("grid", "worker-b", 60.0, failed_attempts=seen) is None
+    assert first.claim("grid", "worker-a", 60.0, exclude={"k0"}, failed_attempts=seen) is None
+    # A later invocation (a fresh snapshot) retries each once more.
+    later = {r.key: r.attempts for r in second.rows("grid") if r.status == FAILED}
+    assert second.claim("grid", "worker-c", 60.0, failed_attempts=later).key == "k0"
+
+
 def test_an_expired_lease_is_reconciled_once_and_the_run_claimed_again(two_ledgers: Any) -> None:
     first, second = two_ledgers
     clock = share_manual_clock(first, second)
