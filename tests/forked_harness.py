@@ -92,6 +92,9 @@ class _Server:
                 if not chunk:
                     raise RuntimeError("the harness fork server closed the connection before forking")
                 reply += chunk
+            if reply.startswith(b"error "):  # what Popen raises when the child cannot start
+                number, message = reply[6:].decode().strip().split(" ", 1)
+                raise OSError(int(number), message)
             return connection, int(reply)
         except BaseException:
             connection.close()

@@ -13,8 +13,9 @@ change that (``PYTHON*``, thread counts, ``LD_*``, malloc settings, …) to a re
 
 Protocol (a Unix socket, one connection per command): the client sends an 8-byte length and,
 with it as SCM_RIGHTS, the three file descriptors the command's stdin, stdout and stderr are;
-then the request as JSON. The server answers the child's pid (a line), and when the child has
-exited its raw wait status (a line). The server exits by itself when the process that started
+then the request as JSON. The server answers the child's pid (a line) once the child has set
+itself up, or ``error ERRNO MESSAGE`` if it could not (a missing working folder), and when the
+child has exited its raw wait status (a line). The server exits by itself when the process that started
 it (the pytest process) is gone.
 
 Run as ``python harness_fork_server.py SOCKET PARENT_PID``; it prints ``ready`` when it listens.
@@ -58,8 +59,9 @@ def _receive(connection: socket.socket) -> tuple[dict, list[int]]:
     return json.loads(payload), list(fds)
 
 
-def _run_child(request: dict, fds: list[int]) -> None:
-    """In the forked child: become ``harness ARGS`` and never return."""
+def _run_child(request: dict, fds: list[int], started: int) -> None:
+    """In the forked child: become ``harness ARGS`` and never return. ``started`` is closed once the
+    process is set up (as a successful exec closes Popen's error pipe), or gets the error."""
     import atexit
     import builtins
     import signal
@@ -75,7 +77,11 @@ def _run_child(request: dict, fds: list[int]) -> None:
     for fd in set(fds):
         if fd > 2:
             os.close(fd)
-    os.chdir(request["cwd"])
+    try:
+        os.chdir(request["cwd"])
+    except OSError as error:
+        os.write(started, f"{error.errno} {error.strerror}: {request['cwd']!r}".encode())
+        os._exit(255)
     os.environ.clear()
     os.environ.update(request["env"])
     sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
@@ -85,6 +91,7 @@ def _run_child(request: dict, fds: list[int]) -> None:
 
     numpy.random.seed()  # a fresh interpreter draws its own; the ``random`` module reseeds itself after fork
 
+    os.close(started)
     script = request["script"]
     sys.argv = [script, *request["args"]]
     # What the interpreter puts first for a script, then PYTHONPATH's folders, then the site's.
@@ -127,6 +134,14 @@ def _run_child(request: dict, fds: list[int]) -> None:
     os._exit(status)
 
 
+def _read_all(fd: int) -> str:
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    os.close(fd)
+    return data.decode(errors="replace")
+
+
 def serve(socket_path: str, parent_pid: int) -> None:
     SITE_PATH[:] = sys.path[1:]  # started without PYTHONPATH: sys.path[0] is this file's folder
     for name in PRELOAD:
@@ -145,21 +160,25 @@ def serve(socket_path: str, parent_pid: int) -> None:
             except (OSError, EOFError, ValueError):
                 connection.close()
                 continue
+            started_read, started_write = os.pipe()
             pid = os.fork()
             if pid == 0:
                 try:
                     server.close()
                     connection.close()
+                    os.close(started_read)
                     for other in waiting.values():
                         other.close()
-                    _run_child(request, fds)
+                    _run_child(request, fds, started_write)
                 finally:
                     os._exit(70)
+            os.close(started_write)
             for fd in fds:
                 os.close(fd)
+            failure = _read_all(started_read)
             waiting[pid] = connection
             try:
-                connection.sendall(f"{pid}\n".encode())
+                connection.sendall(f"error {failure}\n".encode() if failure else f"{pid}\n".encode())
             except OSError:
                 pass
         while waiting:
