@@ -8,12 +8,18 @@ runs as its interpreter. The fork server that starts the suite's ``harness`` com
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
+from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 from forked_harness import start_server
+
+_ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]
@@ -30,4 +36,67 @@ def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]
 
 
 def pytest_sessionstart(session) -> None:  # type: ignore[no-untyped-def]
-    threading.Thread(target=start_server, name="harness fork server", daemon=True).start()
+    distributing = bool(getattr(session.config.option, "numprocesses", None)) and \
+        not hasattr(session.config, "workerinput")
+    if not distributing:  # an xdist controller runs no test: only its workers need a server
+        threading.Thread(target=start_server, name="harness fork server", daemon=True).start()
+
+# ---------------------------------------------------------------------------
+# pytest-xdist (``-n 2 --dist loadscope`` in pyproject.toml's addopts): which tests share a worker
+# ---------------------------------------------------------------------------
+
+#: Work units that must stay on one worker, longest first: they are handed out before the rest.
+_SHARED_UNITS = ("runner-scenarios", "tuning", "ray-cluster", "plugins-third-party")
+
+
+@functools.cache
+def _source(file: str) -> str:
+    path = _ROOT / file
+    return path.read_text(encoding="utf-8") if path.suffix == ".py" and path.is_file() else ""
+
+
+def work_unit(nodeid: str) -> str:
+    """The tests one worker runs together, from a test's node id (the controller has no items):
+
+    - tests/runner modules with a ``build_scenario``: the ``scenarios`` fixture starts every such
+      module's subprocess story at once, so they share one worker (on two, each would start all);
+    - tests/tuning: its autouse session fixture starts every tuning scenario likewise;
+    - modules on the local Ray cluster: one cluster, shut down after the last of them (tests/ray/conftest.py);
+    - modules on the session's pip-installed third-party plugins (tests/plugins/conftest.py);
+    - any other test: its module, so a module-scoped fixture (a trained run, a built package) is built once.
+    """
+    file = nodeid.split("::", 1)[0]
+    folder = Path(file).parent.as_posix()
+    source = _source(file)
+    if folder == "tests/runner" and "\ndef build_scenario(" in source:
+        return "runner-scenarios"
+    if folder == "tests/tuning":
+        return "tuning"
+    if folder == "tests/ray" and "ray_cluster" in source:
+        return "ray-cluster"
+    if folder == "tests/plugins" and ("third_party_site" in source or "third_party_on_path" in source):
+        return "plugins-third-party"
+    return file
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Load balancing by :func:`work_unit`, the shared units first (loadscope, with these scopes)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False  # collection order: see _shared_units_first
+    return WorkUnits(config, log)
+
+
+@pytest.hookimpl(trylast=True)  # after the folders' own reordering (tests/runner/conftest.py)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, the shared units first: no worker starts one of them near the end."""
+    if hasattr(config, "workerinput"):
+        def rank(item: pytest.Item) -> int:
+            unit = work_unit(item.nodeid)
+            return _SHARED_UNITS.index(unit) if unit in _SHARED_UNITS else len(_SHARED_UNITS)
+
+        items.sort(key=rank)

@@ -40,8 +40,11 @@ def test_a_fresh_clone_passes_the_fast_suite_with_the_real_data_tests_skipped(tm
     imported = subprocess.run([sys.executable, "-c", "import harness; print(harness.__file__)"], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=120)
     assert Path(imported.stdout.strip()).is_relative_to(clone), imported.stdout + imported.stderr
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUBSET], cwd=clone,
-                            env=env, capture_output=True, text=True, timeout=900)
+    # -n 0: one process (this test already runs beside the others' xdist workers); its own
+    # basetemp, so its start-up never prunes the numbered temporary folders of this session.
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
+                             "--basetemp", str(tmp_path / "basetemp"), *SUBSET],
+                            cwd=clone, env=env, capture_output=True, text=True, timeout=900)
     summary = result.stdout.strip().splitlines()[-1]
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     counts = {word: int(number) for number, word in re.findall(r"(\d+) (passed|skipped|failed|error)", summary)}
