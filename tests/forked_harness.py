@@ -27,10 +27,14 @@ from typing import Any
 
 SERVER_SCRIPT = Path(__file__).with_name("harness_fork_server.py")
 
-#: Environment variables read when an interpreter or a native library starts: a fork of the server
-#: has the server's values, so a command that asks for others runs as a real exec.
-_AT_START_UP = ("PYTHON", "OMP_", "MKL_", "OPENBLAS_", "KMP_", "LD_", "MALLOC_", "GLIBC_TUNABLES", "MLFLOW_",
-                "MPL", "HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "TMPDIR", "CUDA_", "TORCH", "LANG", "LC_")
+#: Environment variables read when an interpreter or a native library starts (or when a library
+#: the server imported was imported): a fork has the server's values, so a command that asks for
+#: others runs as a real exec. Only these: libraries in the test process add variables of their
+#: own to its environment (torch: ``KMP_*``, ``TORCHINDUCTOR_CACHE_DIR``; the harness:
+#: ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``), which a command inherits but reads only later.
+_AT_START_UP = ("PYTHON", "OMP_", "MKL_", "OPENBLAS_", "LD_", "MALLOC_", "GLIBC_TUNABLES", "MLFLOW_CONFIGURE_LOGGING",
+                "MLFLOW_LOGGING_LEVEL", "MPLBACKEND", "MPLCONFIGDIR", "HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME",
+                "TMPDIR", "CUDA_", "LANG", "LC_")
 #: … except these, which the child applies itself (``sys.path``, ``sys.dont_write_bytecode``;
 #: unbuffered streams only make output appear sooner).
 _APPLIED_IN_CHILD = ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED")
@@ -134,6 +138,17 @@ def start_server() -> None:
     _server_for(fork_environment())
 
 
+def why_not_forked(env: Mapping[str, str]) -> str:
+    """Why a command with ``env`` would run as a real exec ("" when it would be forked)."""
+    if _server is None:
+        return "no fork server" + (" (it failed to start)" if _server_failed else "")
+    if _server.process.poll() is not None:
+        return f"the fork server exited with {_server.process.returncode}"
+    wanted = _start_up_settings(env)
+    differ = sorted(k for k in wanted.keys() | _server.settings.keys() if wanted.get(k) != _server.settings.get(k))
+    return f"start-up settings differ from the server's: {differ}" if differ else ""
+
+
 class HarnessProcess(subprocess.Popen):  # type: ignore[type-arg]
     """``subprocess.Popen`` of ``harness ARGS`` (the arguments after ``harness``), usually as a fork.
 
@@ -144,6 +159,10 @@ class HarnessProcess(subprocess.Popen):  # type: ignore[type-arg]
         self.harness_args = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args]
         env = kwargs["env"] = {**SUITE_THREADS, **(os.environ if kwargs.get("env") is None else kwargs["env"])}
         self._server = None if kwargs.get("preexec_fn") or kwargs.get("pass_fds") else _server_for(env)
+        if os.environ.get("HARNESS_TEST_FORK_LOG"):  # which commands were exec'd, and why
+            with open(os.environ["HARNESS_TEST_FORK_LOG"], "a", encoding="utf-8") as log:
+                reason = why_not_forked(env) if self._server is None else ""
+                log.write(json.dumps({"pid": os.getpid(), "args": self.harness_args[:2], "exec": reason}) + "\n")
         self._connection: socket.socket | None = None
         self._status = b""
         super().__init__([harness_script(), *self.harness_args], **kwargs)

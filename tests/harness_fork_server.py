@@ -42,6 +42,10 @@ PRELOAD = ("numpy", "torch", "pytorch_lightning", "torchmetrics", "mlflow", "mlf
 SITE_PATH: list[str] = []
 
 
+#: Variables the preloaded libraries put into ``os.environ`` on import (torch: TORCHINDUCTOR_CACHE_DIR, …).
+SET_BY_IMPORTS: dict[str, str] = {}
+
+
 def _receive(connection: socket.socket) -> tuple[dict, list[int]]:
     header, fds, _, _ = socket.recv_fds(connection, 8, 3)
     while len(header) < 8:
@@ -83,6 +87,7 @@ def _run_child(request: dict, fds: list[int], started: int) -> None:
         os.write(started, f"{error.errno} {error.strerror}: {request['cwd']!r}".encode())
         os._exit(255)
     os.environ.clear()
+    os.environ.update(SET_BY_IMPORTS)  # what the libraries set when a fresh interpreter imports them
     os.environ.update(request["env"])
     sys.dont_write_bytecode = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
     tempfile.tempdir = None  # computed again from this environment's TMPDIR
@@ -144,8 +149,10 @@ def _read_all(fd: int) -> str:
 
 def serve(socket_path: str, parent_pid: int) -> None:
     SITE_PATH[:] = sys.path[1:]  # started without PYTHONPATH: sys.path[0] is this file's folder
+    before = dict(os.environ)
     for name in PRELOAD:
         importlib.import_module(name)
+    SET_BY_IMPORTS.update({k: v for k, v in os.environ.items() if k not in before})
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(socket_path)
     server.listen(64)

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from forked_harness import HarnessProcess, fork_environment, harness_run, harness_script
+from forked_harness import (SUITE_THREADS, HarnessProcess, fork_environment, harness_run, harness_script,
+                            start_server, why_not_forked)
 from harness_processes import write_experiment
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server runs on Linux")
@@ -41,7 +42,7 @@ def test_a_forked_command_has_its_own_pid_and_dies_of_the_signals_sent_to_it(tmp
     with open(tmp_path / "err", "wb") as err:
         process = HarnessProcess(["run", "slow.yaml"], cwd=tmp_path, env=fork_environment(), stdout=err, stderr=err,
                                  stdin=subprocess.DEVNULL)
-    assert process._connection is not None, "the command should have been forked"  # noqa: SLF001
+    assert process._connection is not None, why_not_forked(fork_environment())  # noqa: SLF001
     assert os.getppid() != process.pid and Path(f"/proc/{process.pid}").exists()
     assert Path(f"/proc/{process.pid}/cwd").resolve() == tmp_path.resolve()
     deadline = time.monotonic() + 300
@@ -68,3 +69,15 @@ def test_a_missing_working_folder_raises_as_popen_does(tmp_path: Path) -> None:
         subprocess.Popen([harness_script(), "--version"], cwd=tmp_path / "missing")
     with pytest.raises(FileNotFoundError):
         HarnessProcess(["--version"], cwd=tmp_path / "missing", env=fork_environment())
+
+
+def test_what_libraries_add_to_the_test_process_environment_still_forks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch, Ray and the harness itself set variables in the test process that its commands inherit
+    but read only later; those commands are still forks. A start-up setting is not."""
+    start_server()
+    for name, value in {"KMP_DUPLICATE_LIB_OK": "True", "TORCHINDUCTOR_CACHE_DIR": "/tmp/inductor",
+                        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
+        monkeypatch.setenv(name, value)
+    assert why_not_forked({**SUITE_THREADS, **os.environ}) == ""
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert "MALLOC_ARENA_MAX" in why_not_forked({**SUITE_THREADS, **os.environ})
