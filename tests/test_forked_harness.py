@@ -11,8 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-from forked_harness import (SUITE_THREADS, HarnessProcess, fork_environment, harness_run, harness_script,
-                            start_server, why_not_forked)
+from forked_harness import (
+    SUITE_THREADS,
+    HarnessProcess,
+    fork_environment,
+    harness_run,
+    harness_script,
+    start_server,
+    why_not_forked,
+)
 from harness_processes import write_experiment
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server runs on Linux")
@@ -23,14 +30,16 @@ SLOW = {"cells": ["vanilla"], "tasks": [{"name": "adding", "options": {"train_si
 
 
 def exec_harness(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([harness_script(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([harness_script(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
 
 
 def test_a_forked_command_prints_and_exits_as_the_executed_console_script(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("cells: [vanilla]\ntasks: [adding]\nseeds: [0]\nmodel: {hidden_size: -1}\n")
     env = fork_environment()
     for args in (["--version"], ["cells"], ["run", "bad.yaml"], ["run", "missing.yaml"], ["no-such-command"]):
-        forked = harness_run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        forked = harness_run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
         executed = exec_harness(*args, cwd=tmp_path, env=env)
         assert (forked.returncode, forked.stdout, forked.stderr) == \
             (executed.returncode, executed.stdout, executed.stderr), args
@@ -42,7 +51,7 @@ def test_a_forked_command_has_its_own_pid_and_dies_of_the_signals_sent_to_it(tmp
     with open(tmp_path / "err", "wb") as err:
         process = HarnessProcess(["run", "slow.yaml"], cwd=tmp_path, env=fork_environment(), stdout=err, stderr=err,
                                  stdin=subprocess.DEVNULL)
-    assert process._connection is not None, why_not_forked(fork_environment())  # noqa: SLF001
+    assert process._connection is not None, why_not_forked(fork_environment())
     assert os.getppid() != process.pid and Path(f"/proc/{process.pid}").exists()
     assert Path(f"/proc/{process.pid}/cwd").resolve() == tmp_path.resolve()
     deadline = time.monotonic() + 300
@@ -58,7 +67,7 @@ def test_a_command_whose_environment_changes_start_up_runs_as_a_real_exec(tmp_pa
     changed = {**fork_environment(), "PYTHONWARNINGS": "error::DeprecationWarning"}
     process = HarnessProcess(["--version"], cwd=tmp_path, env=changed, stdout=subprocess.PIPE, text=True)
     output, _ = process.communicate(timeout=300)
-    assert process._connection is None and process.returncode == 0 and "version" in output  # noqa: SLF001
+    assert process._connection is None and process.returncode == 0 and "version" in output
     stdin = harness_run(["--version"], cwd=tmp_path, env=fork_environment(), input="ignored\n", capture_output=True,
                         text=True, timeout=300)
     assert stdin.returncode == 0 and stdin.stdout.startswith("harness, version")
