@@ -46,7 +46,7 @@ def pytest_sessionstart(session) -> None:  # type: ignore[no-untyped-def]
 # ---------------------------------------------------------------------------
 
 #: Work units that must stay on one worker, longest first: they are handed out before the rest.
-_SHARED_UNITS = ("runner-scenarios", "tuning", "ray-cluster", "plugins-third-party")
+_SHARED_UNITS = ("ray-cluster", "ray-cluster-tuning", "runner-scenarios", "tuning", "plugins-third-party")
 
 
 @functools.cache
@@ -61,7 +61,8 @@ def work_unit(nodeid: str) -> str:
     - tests/runner modules with a ``build_scenario``: the ``scenarios`` fixture starts every such
       module's subprocess story at once, so they share one worker (on two, each would start all);
     - tests/tuning: its autouse session fixture starts every tuning scenario likewise;
-    - modules on the local Ray cluster: one cluster, shut down after the last of them (tests/ray/conftest.py);
+    - modules on a local Ray cluster: one cluster per worker, shut down after the last of them
+      (tests/ray/conftest.py); the tuner's modules and the others are two units, so two workers share the work;
     - modules on the session's pip-installed third-party plugins (tests/plugins/conftest.py);
     - any other test: its module, so a module-scoped fixture (a trained run, a built package) is built once.
     """
@@ -73,7 +74,8 @@ def work_unit(nodeid: str) -> str:
     if folder == "tests/tuning":
         return "tuning"
     if folder == "tests/ray" and "ray_cluster" in source:
-        return "ray-cluster"
+        # Two clusters, on two workers: the grid's Ray tests and the tuner's (each about half of tests/ray).
+        return "ray-cluster-tuning" if Path(file).name.startswith("test_cluster_tune") else "ray-cluster"
     if folder == "tests/plugins" and ("third_party_site" in source or "third_party_on_path" in source):
         return "plugins-third-party"
     return file
