@@ -166,3 +166,17 @@ def mlflow_runs(output_dir: Path, experiment: str) -> list[Any]:
 
 def tag(run: Any, name: str) -> str | None:
     return run.data.tags.get(f"harness.{name}")
+
+
+def assert_trial_equals_reference(reference: Finished, reference_trials: list[Any], trials: list[Any],
+                                  epochs: int) -> None:
+    """A trial retried after an interruption (the last of ``trials``) equals the uninterrupted
+    reference run's only trial: its values, and every epoch reported exactly once, bit-exact."""
+    assert reference.returncode == 0, reference.explain()
+    expected, = reference_trials
+    retried = trials[-1]
+    assert expected.params == retried.params
+    assert sorted(retried.intermediate_values) == list(range(1, epochs + 1))
+    assert retried.intermediate_values == expected.intermediate_values
+    assert retried.value == expected.value
+    assert retried.user_attrs["epochs"] == epochs

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness_processes import Finished, mlflow_runs, start_harness, tag, tuning_experiment, write_experiment
+from harness_processes import (
+    Finished,
+    assert_trial_equals_reference,
+    mlflow_runs,
+    start_harness,
+    tag,
+    tuning_experiment,
+    write_experiment,
+)
 from ray_cluster import RAY_TIMEOUT, LocalCluster
 
 pytestmark = pytest.mark.slow
@@ -92,15 +100,7 @@ def test_the_interrupted_ray_trial_is_retried_and_resumes_from_its_checkpoint(sc
 
 
 def test_the_resumed_ray_trial_equals_an_uninterrupted_one(scenario: Scenario) -> None:
-    assert scenario.reference.returncode == 0, scenario.reference.explain()
-    expected, = scenario.reference_trials
-    retried = scenario.trials[-1]
-    assert expected.params == retried.params
-    # Every epoch reported exactly once to the retried trial, restored ones included, and bit-exact.
-    assert sorted(retried.intermediate_values) == list(range(1, EPOCHS + 1))
-    assert retried.intermediate_values == expected.intermediate_values
-    assert retried.value == expected.value
-    assert retried.user_attrs["epochs"] == EPOCHS
+    assert_trial_equals_reference(scenario.reference, scenario.reference_trials, scenario.trials, EPOCHS)
 
 
 def test_the_checkpoints_are_discarded_once_the_ray_trial_completes(scenario: Scenario) -> None:

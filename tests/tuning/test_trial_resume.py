@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness_processes import tuning_experiment
+from harness_processes import assert_trial_equals_reference, tuning_experiment
 
 NAME = "trialresume"
 STUDY = f"{NAME}/gru/adding"
@@ -80,15 +80,7 @@ def test_the_killed_trial_is_retried_and_resumes_from_its_checkpoint(scenario: S
 
 
 def test_the_resumed_trial_equals_an_uninterrupted_one(scenario: Scenario) -> None:
-    assert scenario.reference.returncode == 0, scenario.reference.explain()
-    expected, = scenario.reference_trials
-    retried = scenario.trials[-1]
-    assert expected.params == retried.params
-    # Every epoch reported exactly once to the retried trial, restored ones included, and bit-exact.
-    assert sorted(retried.intermediate_values) == list(range(1, EPOCHS + 1))
-    assert retried.intermediate_values == expected.intermediate_values
-    assert retried.value == expected.value
-    assert retried.user_attrs["epochs"] == EPOCHS
+    assert_trial_equals_reference(scenario.reference, scenario.reference_trials, scenario.trials, EPOCHS)
 
 
 def test_the_checkpoints_are_discarded_once_the_trial_completes(scenario: Scenario) -> None:
