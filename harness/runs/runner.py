@@ -292,7 +292,8 @@ class Runner:
                 self.ledger.progress(spec.key, self.worker, epoch + 1)
             self._check_interrupt()
 
-        checkpoints = None if experiment.training.devices > 1 else run_checkpoints(
+        # Data-parallel runs too: rank 0 writes the files, every rank resumes (harness.training.resume).
+        checkpoints = run_checkpoints(
             self.output_dir, spec.key, run_id, data, every_minutes=experiment.checkpoint_minutes,
             fresh=not self.resume, say=self._say, on_resume=lambda resumed: self._record_resume(run_id, resumed))
         diagnostics = RunDiagnostics(experiment.diagnostics, task, data, experiment.training, spec.seed)

@@ -17,7 +17,9 @@ processes talking over gloo where there is no GPU, NCCL on GPUs):
   and all ranks make the same early-stopping decision.
 
 A child that fails ends the run with its log's tail; rank 0 failing (or being interrupted)
-terminates the children. Only one machine: ``MASTER_ADDR`` is the loopback address.
+terminates the children, and children whose rank 0 was killed outright end themselves and delete
+the ranks' folder (:func:`harness.training.rank.watch_parent`). Only one machine: ``MASTER_ADDR``
+is the loopback address.
 """
 
 from __future__ import annotations
