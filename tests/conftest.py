@@ -95,10 +95,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 @pytest.hookimpl(trylast=True)  # after the folders' own reordering (tests/runner/conftest.py)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist, the shared units first: no worker starts one of them near the end."""
+    """Under xdist, the shared units first, then the modules with a test marked ``slow``: no worker
+    starts a long unit near the end while the other has nothing left to do."""
     if hasattr(config, "workerinput"):
+        slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
+
         def rank(item: pytest.Item) -> int:
             unit = work_unit(item.nodeid)
-            return _SHARED_UNITS.index(unit) if unit in _SHARED_UNITS else len(_SHARED_UNITS)
+            if unit in _SHARED_UNITS:
+                return _SHARED_UNITS.index(unit)
+            return len(_SHARED_UNITS) + (item.path not in slow_modules)
 
         items.sort(key=rank)

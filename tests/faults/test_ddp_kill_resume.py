@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 from harness_processes import mlflow_client, mlflow_runs, run_harness, start_harness, tag, write_experiment
+
+pytestmark = pytest.mark.slow  # real processes that train for seconds: run early under xdist, or skip with -m 'not slow'
 
 NAME = "ddpkilled"
 STEPS_PER_EPOCH = 12  # train_size / batch_size: the global batch, split 4 + 4 over the ranks

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from harness_processes import mlflow_runs, run_harness, start_harness, tag, write_experiment
 
+pytestmark = pytest.mark.slow  # real processes that train for seconds: run early under xdist, or skip with -m 'not slow'
+
 NAME = "full"
 GRID: dict[str, Any] = {
     "cells": ["vanilla"],

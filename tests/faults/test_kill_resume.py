@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from harness_processes import mlflow_client, mlflow_runs, run_harness, start_harness, tag, write_experiment
+
+pytestmark = pytest.mark.slow  # real processes that train for seconds: run early under xdist, or skip with -m 'not slow'
 
 NAME = "killed"
 STEPS_PER_EPOCH = 10  # train_size / batch_size

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 from harness_processes import harness_command, harness_env, mlflow_runs, tag, write_experiment
 
+pytestmark = pytest.mark.slow  # real processes that train for seconds: run early under xdist, or skip with -m 'not slow'
+
 NAME = "namespaces"
 GRID: dict[str, Any] = {
     "cells": ["gru"],

@@ -13,6 +13,7 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "word_lm_speed.py"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isolation", ["fresh_process_per_side", "same_process"])
 def test_benchmark_runs_both_sides_and_writes_its_json(real_data, tmp_path, isolation) -> None:
     real_data("ptb")

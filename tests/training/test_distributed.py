@@ -47,6 +47,7 @@ def _train(task, data, family: str, devices: int, **training) -> tuple[nn.Module
     return net, result
 
 
+@pytest.mark.slow
 def test_a_stream_language_model_on_two_processes_computes_exactly_the_one_process_run(tmp_path) -> None:
     # Each rank reads half of the 4 columns; DDP's gradient average is then the one-process gradient,
     # so two epochs of SGD land on the same weights and metrics up to float rounding.
@@ -63,6 +64,7 @@ def test_a_stream_language_model_on_two_processes_computes_exactly_the_one_proce
     assert parallel.train_tokens_per_s > 0 and parallel.epochs == 2
 
 
+@pytest.mark.slow
 def test_sentence_tasks_score_every_test_example_once_across_the_ranks() -> None:
     # 3 ranks, 31 test sentences: shares of 11, 10 and 10. The reported loss and accuracy must be those
     # of the whole split, which one process computes here from the trained weights.
@@ -107,6 +109,7 @@ class _KillARank(pl.Callback):
             os.kill(min(_children() - self.before), signal.SIGKILL)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the child ranks through /proc")
 def test_a_killed_rank_fails_the_run_promptly_and_leaves_no_process_behind(tmp_path) -> None:
     task, data = _char_lm(tmp_path)
@@ -124,6 +127,7 @@ def test_a_killed_rank_fails_the_run_promptly_and_leaves_no_process_behind(tmp_p
     assert not torch.distributed.is_initialized()
 
 
+@pytest.mark.slow
 def test_harness_run_records_a_data_parallel_run_once(tmp_path) -> None:
     # Through the CLI: the child ranks never touch the ledger or MLflow; the run is recorded once,
     # FINISHED, with the whole split's metrics and the devices it trained on.

@@ -21,6 +21,8 @@ from harness.training.distributed import DistributedRunError
 from harness.training.resume import RunCheckpoints
 from harness.training.trainer import build_network, plan_network, train_run
 
+pytestmark = pytest.mark.slow  # real processes that train for seconds: run early under xdist, or skip with -m 'not slow'
+
 
 class _Stop(pl.Callback):
     """Raises in rank 0 as epoch ``epoch`` starts, or before batch ``batch`` of it: after a checkpoint."""
