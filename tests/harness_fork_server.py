@@ -35,7 +35,7 @@ import sys
 PRELOAD = ("numpy", "torch", "pytorch_lightning", "torchmetrics", "mlflow", "mlflow.tracking",
            "mlflow.store.tracking.sqlalchemy_store", "optuna", "pandas", "scipy.stats", "sklearn.metrics",
            "matplotlib", "matplotlib.figure", "seqeval.metrics", "sqlalchemy", "alembic", "pydantic", "click", "yaml",
-           "mido", "psutil", "tqdm", "rich", "pluggy")
+           "mido", "psutil", "tqdm", "rich", "pluggy", "scikit_posthocs", "mlflow.store.db.utils")
 
 
 #: ``sys.path`` after the script's folder: the standard library and site-packages (set in ``serve``).
