@@ -155,7 +155,10 @@ class StudyDriver:
         """Ask for a trial (a queued retry first) and its place in the budget; None when it was surplus."""
         trial = self.study.ask()
         now = self.clock()
-        for key, value in (("worker", self.worker), ("claimed_at", now), ("lease_expires", now + self.lease)):
+        # One write per attribute, the worker last: a reader that sees who holds the trial also
+        # sees its lease (the worker first left a window in which another tuner's reconcile found
+        # a trial with an owner and no lease, judged it dead and failed it under its live owner).
+        for key, value in (("lease_expires", now + self.lease), ("claimed_at", now), ("worker", self.worker)):
             trial.set_user_attr(key, value)
         trials = self.study.get_trials(deepcopy=False)
         mine = next(t for t in trials if t.number == trial.number)
@@ -230,7 +233,10 @@ class StudyDriver:
             return True
         if dead_local_owner(worker):
             return False
-        return float(trial.user_attrs.get("lease_expires") or 0) > now
+        if "lease_expires" not in trial.user_attrs:  # a claim from before the lease came first: its age
+            started = trial.datetime_start.timestamp() if trial.datetime_start else now
+            return started + self.lease > now
+        return float(trial.user_attrs["lease_expires"]) > now
 
     def _describe(self, outcome: TrialOutcome) -> str:
         best = self._best()

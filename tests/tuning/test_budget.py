@@ -6,6 +6,7 @@ id, in one process: what they do to the storage is exactly what separate process
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -105,6 +106,21 @@ def test_a_worker_that_asks_after_the_budget_filled_gets_a_surplus_trial(make_dr
     assert [t.state.name for t in trials] == ["RUNNING", "RUNNING", "FAIL"]
     assert trials[2].user_attrs["surplus"] is True and "surplus" in trials[2].user_attrs["fail_reason"]
     assert [t.number for t in slot_holders(trials)] == [0, 1]
+
+
+def test_a_claim_being_written_by_a_live_worker_is_never_reconciled(make_driver: Any) -> None:
+    """Another tuner's reconcile can read a claim between its writes: whatever it sees (the order
+    _claim writes in, or an owner without a lease yet), the live owner's trial stays RUNNING."""
+    holder, other = make_driver(f"{socket.gethostname()}:{os.getpid()}:holder"), make_driver("otherhost:7:other")
+    now = holder.clock()
+    attributes = {"lease_expires": now + 60, "claimed_at": now, "worker": holder.worker}
+    for order in (["lease_expires", "claimed_at", "worker"], ["worker", "claimed_at", "lease_expires"]):
+        trial = holder.study.ask()
+        for key in order:
+            trial.set_user_attr(key, attributes[key])
+            other.reconcile()
+            assert other.study.get_trials()[trial.number].state.name == "RUNNING", (order, key)
+        suggest(trial, holder.plan.space)  # the holder goes on with its trial
 
 
 def test_a_dead_local_workers_trial_is_failed_and_queued_again(make_driver: Any) -> None:

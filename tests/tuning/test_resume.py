@@ -1,7 +1,9 @@
 """An interrupted ``harness tune`` resumes to exactly its budget (subprocesses, real signals).
 
-One study (gru on a small adding problem), budget 3 trials × 3 epochs, no pruning, with
-epochs long enough to interrupt. The story, each step on the same output folder:
+One study (gru on a small adding problem), budget 3 trials × 5 epochs, no pruning, with
+epochs long enough to interrupt. Each signal goes out at the first epoch line of its trial: the
+retried trial resumes from the interrupted attempt's newest checkpoint, so with 5 epochs it still
+has epochs left to be killed in even when the first signal landed a few epochs late. The story, each step on the same output folder:
 
 1. SIGINT during the second trial's training: exit 130; that trial is FAILED with the
    reason and queued again with the same values; its MLflow run is KILLED;
@@ -25,7 +27,8 @@ from harness_processes import tuning_experiment
 NAME = "resume"
 BUDGET = 3
 STUDY = f"{NAME}/gru/adding"
-EXPERIMENT = tuning_experiment(cell="gru", budget=BUDGET, train_size=480, length=10, max_epochs=3)
+EPOCHS = 5
+EXPERIMENT = tuning_experiment(cell="gru", budget=BUDGET, train_size=480, length=10, max_epochs=EPOCHS)
 
 
 @dataclass
@@ -50,7 +53,7 @@ def build_scenario(directory: Path, kit: Any) -> Scenario:
         if number is not None:
             # An epoch line of that trial (the retry resumes from the interrupted attempt's checkpoint,
             # so its first line may be epoch 2's).
-            started.wait_for("/3  ", after=f": trial {trial} (")
+            started.wait_for(f"/{EPOCHS}  ", after=f": trial {trial} (")
             started.process.send_signal(number)
         result = started.finish()
         scenario.steps[label] = Step(result, kit.study_trials(out, STUDY), kit.mlflow_runs(out, f"{NAME}-trials"))
