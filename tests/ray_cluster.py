@@ -61,9 +61,11 @@ def start_cluster() -> Iterator[LocalCluster]:
 
 
 def training_processes(parent_pid: int | None = None) -> list[psutil.Process]:
-    """Ray worker processes training a run now (on the node whose raylet is ``parent_pid``, if given)."""
+    """Ray worker processes training a run now: on the node whose raylet is ``parent_pid``, if given,
+    else on this test process's own cluster (its descendants: under xdist the other worker runs a
+    cluster of its own, whose tasks must not count here)."""
     found = []
-    candidates = psutil.Process(parent_pid).children() if parent_pid else psutil.process_iter()
+    candidates = psutil.Process(parent_pid).children() if parent_pid else psutil.Process().children(recursive=True)
     for process in candidates:
         try:
             if " ".join(process.cmdline()).startswith(TRAINING_TITLE):
