@@ -180,3 +180,15 @@ def assert_trial_equals_reference(reference: Finished, reference_trials: list[An
     assert retried.intermediate_values == expected.intermediate_values
     assert retried.value == expected.value
     assert retried.user_attrs["epochs"] == epochs
+
+
+def assert_resumed_as_uninterrupted(rerun: Finished, newest_epoch: int, epochs: int, expected: Any,
+                                    resumed: Any) -> None:
+    """A rerun after a kill resumed from the newest checkpoint (epoch ``newest_epoch`` of ``epochs``),
+    and its MLflow run ``resumed`` ended with exactly the test metrics and weights of ``expected``."""
+    assert rerun.returncode == 0, rerun.explain()
+    assert f"resumed from epoch {newest_epoch} checkpoint" in rerun.stderr, rerun.explain()
+    assert f"epoch 1/{epochs}" not in rerun.stderr and f"epoch {newest_epoch + 1}/{epochs}" in rerun.stderr
+    test_metrics = {k: v for k, v in expected.data.metrics.items() if k.startswith("test_")}
+    assert test_metrics and test_metrics == {k: resumed.data.metrics[k] for k in test_metrics}  # exact
+    assert tag(resumed, "model_sha256") == tag(expected, "model_sha256")  # the same weights, bit for bit
