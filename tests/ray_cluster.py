@@ -7,6 +7,7 @@ The nodes are torn down when the session ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -58,6 +59,17 @@ def start_cluster() -> Iterator[LocalCluster]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextlib.contextmanager
+def node_with_cpus(cluster: LocalCluster, cpus: int) -> Iterator[Any]:
+    """A node of ``cpus`` CPUs, added for the block: the only node where a task asking for that many
+    fits (a data-parallel CPU run asks for one per rank). Removed afterwards, with what runs there."""
+    node = cluster.cluster.add_node(node_ip_address="127.0.0.1", num_cpus=cpus)  # waits until it is alive
+    try:
+        yield node
+    finally:
+        cluster.cluster.remove_node(node)
 
 
 def training_processes(parent_pid: int | None = None) -> list[psutil.Process]:

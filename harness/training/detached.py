@@ -76,13 +76,13 @@ def train_detached(cell_class: type, cell_config: Any, seed: int, task: Task, da
                    checkpoints: DetachedCheckpoints | None = None) -> DetachedOutcome:
     """Seed, build and train one run exactly as ``Runner._train`` does; return what it produced.
 
-    With ``checkpoints`` (single-device runs only, as the local runner), resume from the newest
-    checkpoint that verifies; the outcome's ``resumed`` says from which.
+    With ``checkpoints``, resume from the newest checkpoint that verifies (every rank of a data-parallel
+    run from the same one, as with the local runner); the outcome's ``resumed`` says from which.
     """
     plan, net = seeded_network(cell_class, cell_config, task, data, model, seed)
     epochs: list[tuple[int, dict[str, float]]] = []
     saving = None
-    if checkpoints is not None and training.devices <= 1:
+    if checkpoints is not None:
         saving = run_checkpoints(checkpoints.output_dir, checkpoints.key, checkpoints.run_id or "", data,
                                  every_minutes=checkpoints.every_minutes, fresh=False, say=_say_on_worker)
     result = train_run(net, task, data, training, seed=seed, device=device, hyperparameters=hyperparameters,

@@ -138,7 +138,7 @@ def _train_trial_on_worker(spec: RunSpec, task_and_data: tuple[Any, Any], experi
     plan, net = seeded_network(spec.cell.plugin_class, spec.cell.config, task, data, experiment.model, spec.seed)
     record = TrialRecord(plan)
 
-    checkpoints = None if experiment.training.devices > 1 else trial_checkpoints(
+    checkpoints = trial_checkpoints(
         output_dir, checkpoint_key, data, run_id=key, every_minutes=experiment.checkpoint_minutes,
         say=lambda message: ray.get(broker.say.remote(key, message)),
         # Through the broker, not in the returned record: the driver must restore the pruning history before

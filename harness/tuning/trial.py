@@ -203,7 +203,7 @@ class TrialExecutor:
                 self.tracker.log_metrics(run_id, metrics, step=epoch)
             self.guard.check()
 
-        checkpoints = None if experiment.training.devices > 1 else trial_checkpoints(
+        checkpoints = trial_checkpoints(
             self.loaded.output_dir, checkpoint_key, data, run_id=run_id,
             every_minutes=experiment.checkpoint_minutes, say=self.say,
             on_resume=lambda resumed: self._resumed(run_id, pruning, resumed))

@@ -1,22 +1,26 @@
 """A Ray task run again after its worker process was killed resumes from the run's checkpoint.
 
-One run (gru on a small adding problem, 6 epochs). Its training worker is SIGKILLed as soon as
-the epoch-1 checkpoint exists under ``out/checkpoints/<run key>/``; Ray runs the task again, which
-resumes from the newest verified checkpoint. The driver records the resume (the
-``resumed_from_epoch`` tag, its log line) and the run ends with exactly the test metrics and
-weights of the same run trained without interruption (by the local executor, beside it).
+One run (gru on a small adding problem, 6 epochs), trained as one process and data-parallel
+(``training.devices: 2``: the Ray worker is rank 0 and starts rank 1; only a node added with two
+CPUs fits the task). Its training worker is SIGKILLed as soon as the epoch-1 checkpoint exists
+under ``out/checkpoints/<run key>/``; Ray runs the task again, which resumes from the newest
+verified checkpoint. The driver records the resume (the ``resumed_from_epoch`` tag, its log line)
+and the run ends with exactly the test metrics and weights of the same run trained without
+interruption (by the local executor, beside it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness_processes import mlflow_client, mlflow_runs, start_harness, tag, write_experiment
-from ray_cluster import RAY_TIMEOUT, LocalCluster, training_processes
+from ray_cluster import RAY_TIMEOUT, LocalCluster, node_with_cpus, training_processes
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +38,8 @@ GRID = {
     "output_dir": "out",
     "reports_dir": "reports",
 }
+#: The same run data-parallel over two CPU ranks: the global batch of 16 is 8 + 8.
+DATA_PARALLEL: dict[str, Any] = {**GRID, "training": {**GRID["training"], "devices": 2}}
 
 
 def _kill_worker_after_first_checkpoint(directory: Path, started: object) -> int:
@@ -54,26 +60,29 @@ def _kill_worker_after_first_checkpoint(directory: Path, started: object) -> int
     return max(steps) // STEPS_PER_EPOCH
 
 
+@pytest.mark.parametrize("devices", [1, 2], ids=["one-process", "data-parallel"])
 def test_a_killed_worker_s_task_resumes_from_its_checkpoint_and_equals_an_uninterrupted_run(
-        ray_cluster: LocalCluster, tmp_path: Path) -> None:
+        ray_cluster: LocalCluster, tmp_path: Path, devices: int) -> None:
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     for directory in (reference_dir, killed_dir):
         directory.mkdir()
-        write_experiment(directory, NAME, GRID)
-    # The reference: the local executor, trained meanwhile.
-    reference = start_harness(reference_dir, "run", f"{NAME}.yaml", "--quiet", label="reference")
-    started = start_harness(killed_dir, "run", f"{NAME}.yaml", "--executor", "ray", "--ray-address",
-                            ray_cluster.address, label="ray")
-    killed_at = _kill_worker_after_first_checkpoint(killed_dir, started)
+        write_experiment(directory, NAME, DATA_PARALLEL if devices > 1 else GRID)
+    with node_with_cpus(ray_cluster, devices) if devices > 1 else contextlib.nullcontext():
+        # The reference: the local executor, trained meanwhile.
+        reference = start_harness(reference_dir, "run", f"{NAME}.yaml", "--quiet", label="reference")
+        started = start_harness(killed_dir, "run", f"{NAME}.yaml", "--executor", "ray", "--ray-address",
+                                ray_cluster.address, label="ray")
+        killed_at = _kill_worker_after_first_checkpoint(killed_dir, started)
+        finished = started.finish(RAY_TIMEOUT)
     finished_reference = reference.finish(RAY_TIMEOUT)
     assert finished_reference.returncode == 0, finished_reference.explain()
-    finished = started.finish(RAY_TIMEOUT)
     assert finished.returncode == 0, finished.explain()
     assert "resumed from epoch " in finished.stderr, finished.explain()
 
     expected, = mlflow_runs(reference_dir / "out", NAME)
     resumed, = mlflow_runs(killed_dir / "out", NAME)
     assert resumed.info.status == "FINISHED"
+    assert resumed.data.params.get("training.devices", "1") == str(devices)  # given only when not 1
     epoch = int(tag(resumed, "resumed_from_epoch"))
     assert killed_at <= epoch < EPOCHS and tag(resumed, "resume") == "exact"
     assert f"resumed from epoch {epoch} checkpoint" in finished.stderr

@@ -1,16 +1,19 @@
 """A trial of ``harness tune --executor ray`` interrupted mid-trial resumes from its checkpoint when run again.
 
 The Ray counterpart of ``tests/tuning/test_trial_resume.py``: one study (gru on a small adding
-problem), budget 1 trial × 5 epochs, no pruning, trials as Ray tasks on the test cluster. The
-driver gets SIGINT as soon as the trial task's epoch-1 checkpoint exists: it cancels the task,
-fails the trial and queues its values again. The next ``harness tune --executor ray`` runs that
-retry as a new Ray task, which must resume from the interrupted task's newest verified checkpoint
-(the driver says so and records it) and end with the intermediate and final values of the same
-trial run on Ray without interruption, bit for bit, each epoch reported once.
+problem), budget 1 trial × 5 epochs, no pruning, trials as Ray tasks on the test cluster, told
+twice: as one process, and data-parallel (``training.devices: 2``: the task is rank 0 and starts
+rank 1; only a node added with two CPUs fits it). The driver gets SIGINT as soon as the trial
+task's epoch-1 checkpoint exists: it cancels the task, fails the trial and queues its values
+again. The next ``harness tune --executor ray`` runs that retry as a new Ray task, which must
+resume from the interrupted task's newest verified checkpoint (the driver says so and records it)
+and end with the intermediate and final values of the same trial run without interruption (by
+the local executor, beside it), bit for bit, each epoch reported once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from dataclasses import dataclass
@@ -27,7 +30,7 @@ from harness_processes import (
     tuning_experiment,
     write_experiment,
 )
-from ray_cluster import RAY_TIMEOUT, LocalCluster
+from ray_cluster import RAY_TIMEOUT, LocalCluster, node_with_cpus
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +39,8 @@ STUDY = f"{NAME}/gru/adding"
 EPOCHS = 5
 STEPS_PER_EPOCH = 20  # train_size / batch_size
 EXPERIMENT = tuning_experiment(cell="gru", budget=1, train_size=320, length=10, max_epochs=EPOCHS)
+#: The same study with each trial trained data-parallel: the global batch of 16 is 8 + 8 on two ranks.
+DATA_PARALLEL = {**EXPERIMENT, "training": {**EXPERIMENT["training"], "devices": 2}}
 
 
 def study_trials(directory: Path) -> list[Any]:
@@ -56,30 +61,34 @@ class Scenario:
     trials: list[Any]
     runs: list[Any]  # MLflow trial runs of the interrupted folder
     checkpoints: Path
+    devices: int  # training.devices of the study
 
 
-@pytest.fixture(scope="module")
-def scenario(ray_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+@pytest.fixture(scope="module", params=[1, 2], ids=["one-process", "data-parallel"])
+def scenario(request: pytest.FixtureRequest, ray_cluster: LocalCluster,
+             tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    devices: int = request.param
     reference_dir, killed_dir = tmp_path_factory.mktemp("reference"), tmp_path_factory.mktemp("interrupted")
     for folder in (reference_dir, killed_dir):
-        write_experiment(folder, NAME, EXPERIMENT, command="tune")
+        write_experiment(folder, NAME, DATA_PARALLEL if devices > 1 else EXPERIMENT, command="tune")
     ray = ("--executor", "ray", "--ray-address", ray_cluster.address)
-    reference = start_harness(reference_dir, "tune", f"{NAME}.yaml", *ray, label="reference")
-    killed = start_harness(killed_dir, "tune", f"{NAME}.yaml", *ray, label="interrupted")
-    checkpoints = killed_dir / "out" / "checkpoints"
-    sidecar = f"step-{STEPS_PER_EPOCH:010d}.ckpt.sha256"
-    deadline = time.monotonic() + RAY_TIMEOUT
-    while not any(checkpoints.glob(f"tuning/**/{sidecar}")):  # written by the Ray task, not the driver
-        assert killed.process.poll() is None, killed.finish().explain()
-        assert time.monotonic() < deadline, killed.stderr()
-        time.sleep(0.005)
-    killed.signal(signal.SIGINT)
-    interrupted = killed.finish(RAY_TIMEOUT)  # the driver cancelled its task before it exited
-    killed_at = max(int(p.name[5:15]) for p in checkpoints.glob("tuning/**/step-*.ckpt.sha256")) // STEPS_PER_EPOCH
-    rerun = start_harness(killed_dir, "tune", f"{NAME}.yaml", *ray, label="rerun").finish(RAY_TIMEOUT)
+    with node_with_cpus(ray_cluster, devices) if devices > 1 else contextlib.nullcontext():
+        reference = start_harness(reference_dir, "tune", f"{NAME}.yaml", label="reference")  # local, meanwhile
+        killed = start_harness(killed_dir, "tune", f"{NAME}.yaml", *ray, label="interrupted")
+        checkpoints = killed_dir / "out" / "checkpoints"
+        sidecar = f"step-{STEPS_PER_EPOCH:010d}.ckpt.sha256"
+        deadline = time.monotonic() + RAY_TIMEOUT
+        while not any(checkpoints.glob(f"tuning/**/{sidecar}")):  # written by the Ray task, not the driver
+            assert killed.process.poll() is None, killed.finish().explain()
+            assert time.monotonic() < deadline, killed.stderr()
+            time.sleep(0.005)
+        killed.signal(signal.SIGINT)
+        interrupted = killed.finish(RAY_TIMEOUT)  # the driver cancelled its task before it exited
+        killed_at = max(int(p.name[5:15]) for p in checkpoints.glob("tuning/**/step-*.ckpt.sha256")) // STEPS_PER_EPOCH
+        rerun = start_harness(killed_dir, "tune", f"{NAME}.yaml", *ray, label="rerun").finish(RAY_TIMEOUT)
     finished_reference = reference.finish(RAY_TIMEOUT)
     return Scenario(finished_reference, interrupted, rerun, killed_at, study_trials(reference_dir),
-                    study_trials(killed_dir), mlflow_runs(killed_dir / "out", f"{NAME}-trials"), checkpoints)
+                    study_trials(killed_dir), mlflow_runs(killed_dir / "out", f"{NAME}-trials"), checkpoints, devices)
 
 
 def test_the_interrupted_ray_trial_is_retried_and_resumes_from_its_checkpoint(scenario: Scenario) -> None:
@@ -96,6 +105,7 @@ def test_the_interrupted_ray_trial_is_retried_and_resumes_from_its_checkpoint(sc
     assert runs[interrupted.user_attrs["mlflow_run_id"]].info.status == "KILLED"
     run = runs[retried.user_attrs["mlflow_run_id"]]
     assert run.info.status == "FINISHED" and tag(run, "resumed_from_epoch") == str(epoch)
+    assert run.data.params.get("training.devices", "1") == str(scenario.devices)  # given only when not 1
     assert tag(run, "resumed_from_run") == interrupted.user_attrs["mlflow_run_id"]
 
 
