@@ -119,14 +119,29 @@ class PruningCallback(pl.Callback):
         return f"pruned after epoch {epoch}: {self.monitor} {value:.4g}" if prune else None
 
 
+def load_task(spec: RunSpec, loaded: dict[str, tuple[Task, TaskData]]) -> tuple[Task, TaskData]:
+    """``spec``'s task and its checked data, loaded once per task name and options and kept in ``loaded``.
+
+    Raises the task's ``BadInputError`` or ``EmptySplitError`` (exit 2) for a bad or empty data file."""
+    key = content_hash({"name": spec.task.name, "options": spec.task.options()})
+    if key not in loaded:
+        task = spec.task.plugin_class(spec.task.config)
+        data = task.load()
+        data.check(spec.task.name)
+        data.check_declared_input_size(spec.task.plugin_class)
+        loaded[key] = (task, data)
+    return loaded[key]
+
+
 class TrialExecutor:
     """Trains trials of one experiment; the MLflow store and loaded task data are shared by all."""
 
     def __init__(self, loaded: LoadedExperiment, plugins: Any, tracker: Tracker, guard: Interrupts,
-                 *, verbose: bool) -> None:
+                 *, verbose: bool, task_data: dict[str, tuple[Task, TaskData]] | None = None) -> None:
         self.loaded, self.plugins, self.tracker, self.guard, self.verbose = loaded, plugins, tracker, guard, verbose
         self.seed = loaded.experiment.seeds[0]
-        self._task_data: dict[str, tuple[Task, TaskData]] = {}
+        #: Loaded and checked tasks by :func:`load_task`'s key (``tune`` loads the file's before it creates anything).
+        self._task_data = task_data if task_data is not None else {}
 
     def open(self) -> None:
         """Before the first trial (the local executor needs nothing; the Ray one joins the cluster)."""
@@ -220,14 +235,7 @@ class TrialExecutor:
         pruning.restore(resumed.history)
 
     def _load_task(self, spec: RunSpec) -> tuple[Task, TaskData]:
-        key = content_hash({"name": spec.task.name, "options": spec.task.options()})
-        if key not in self._task_data:
-            task = spec.task.plugin_class(spec.task.config)
-            data = task.load()
-            data.check(spec.task.name)
-            data.check_declared_input_size(spec.task.plugin_class)
-            self._task_data[key] = (task, data)
-        return self._task_data[key]
+        return load_task(spec, self._task_data)
 
     def _close(self, run_id: str, outcome: TrialOutcome) -> None:
         with self.guard.critical():

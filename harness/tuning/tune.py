@@ -33,6 +33,7 @@ from optuna.trial import TrialState
 
 from harness.experiment import LoadedExperiment, TuningSettings, content_hash
 from harness.core.errors import ConfigError
+from harness.core.tasks import Task, TaskData
 from harness.training.interrupts import Interrupts
 from harness.runs.run_states import DEFAULT_LEASE_SECONDS
 from harness.runs.identity import worker_id
@@ -43,7 +44,7 @@ from harness.runs.storage import experiment_storage, initialization_lock, open_j
 from harness.runs.tracking import Tracker, flatten, tracking_uri_for
 from harness.tuning.space import StudyPlan, apply_params, fixed_settings, plan_studies
 from harness.tuning.study import StudyDriver, StudyResult, Worker, slot_holders
-from harness.tuning.trial import TrialExecutor
+from harness.tuning.trial import TrialExecutor, load_task
 
 __all__ = ["TuneSummary", "describe_storage", "open_storage", "open_study", "quiet_optuna", "slot_holders",
            "trials_experiment", "tune"]
@@ -155,8 +156,11 @@ def tune(loaded: LoadedExperiment, plugins: Any, *, storage: str | None = None,
     the running trial (FAIL, queued again) and returns with ``interrupted_by`` set.
     """
     plans = plan_studies(loaded, plugins)
+    task_data: dict[str, tuple[Task, TaskData]] = {}
     for plan in plans:  # every trial's configuration must expand like a grid run
-        expand_grid(apply_params(loaded, plan, {}, loaded.experiment.seeds[:1]), plugins)
+        for spec in expand_grid(apply_params(loaded, plan, {}, loaded.experiment.seeds[:1]), plugins):
+            # A bad or empty data file stops here (exit 2, file:line), not in trial after trial.
+            load_task(spec, task_data)
     tuning = loaded.experiment.tuning
     assert tuning is not None
     choice = experiment_storage(loaded, storage)
@@ -167,7 +171,7 @@ def tune(loaded: LoadedExperiment, plugins: Any, *, storage: str | None = None,
     assert optuna_storage is not None
     trials_tracker = Tracker(uri, trials_experiment(loaded.name), loaded.output_dir / "artifacts")
     guard, summary = Interrupts(), TuneSummary(tracking_uri=uri)
-    executor = _trial_executor(loaded, plugins, trials_tracker, guard, verbose, ray_address)
+    executor = _trial_executor(loaded, plugins, trials_tracker, guard, verbose, ray_address, task_data)
     worker = Worker(worker_id(), lease_seconds, guard, trials_tracker, executor.say)
     executor.say(f"{loaded.name}: {len(plans)} studies × {tuning.trials} trials × at most "
                  f"{loaded.experiment.training.max_epochs} epochs (Optuna storage {describe_storage(choice)})")
@@ -192,13 +196,14 @@ def tune(loaded: LoadedExperiment, plugins: Any, *, storage: str | None = None,
 
 
 def _trial_executor(loaded: LoadedExperiment, plugins: Any, tracker: Tracker, guard: Interrupts, verbose: bool,
-                    ray_address: str | None) -> TrialExecutor:
+                    ray_address: str | None, task_data: dict[str, tuple[Task, TaskData]]) -> TrialExecutor:
     """Trials train in this process (``executor: local``) or as Ray tasks (``executor: ray``)."""
     if loaded.experiment.executor == "ray":
         from harness.tuning.ray_trials import RayTrialExecutor
 
-        return RayTrialExecutor(loaded, plugins, tracker, guard, verbose=verbose, ray_address=ray_address)
-    return TrialExecutor(loaded, plugins, tracker, guard, verbose=verbose)
+        return RayTrialExecutor(loaded, plugins, tracker, guard, verbose=verbose, ray_address=ray_address,
+                                task_data=task_data)
+    return TrialExecutor(loaded, plugins, tracker, guard, verbose=verbose, task_data=task_data)
 
 
 def open_study(loaded: LoadedExperiment, plan: StudyPlan, storage: optuna.storages.BaseStorage,

@@ -1,7 +1,9 @@
-"""A bad data file stops `harness run` before anything is recorded: exit 2, file:line, no output.
+"""A bad data file stops `harness run` and `harness tune` before anything is recorded: exit 2, file:line, no output.
 
 One case per task that reads files, each with small made-up files in that task's format
 and one bad spot; the run must name the spot and leave no output, report or cache behind.
+An empty split (T12 of the fault plan) stops `harness run` and `harness tune` the same way,
+naming the split and its file: no run trains 0 steps and reports a metric.
 """
 
 from __future__ import annotations
@@ -48,6 +50,21 @@ CASES = [
 ]
 
 
+#: Splits with nothing in them: (case, what stderr must say after the data folder).
+EMPTY = [
+    (BadData("word_lm", {"ptb/ptb.train.txt": b"the cat sat\n", "ptb/ptb.valid.txt": b"the cat\n",
+                         "ptb/ptb.test.txt": b""}, "ptb/ptb.test.txt"), "the test split ("),
+    (BadData("sentiment", {"sst2/stsa.binary.train": b"1 a fine film\n0 a dull film\n",
+                           "sst2/stsa.binary.dev": b"", "sst2/stsa.binary.test": b"0 bad\n"},
+             "sst2/stsa.binary.dev"), "validation"),
+    (BadData("ner", {"conll2003/eng.train": b"-DOCSTART- -X- -X- O\n\n", "conll2003/eng.testa": CONLL.encode(),
+                     "conll2003/eng.testb": CONLL.encode()}, "conll2003/eng.train"), "train"),
+]
+#: What `harness tune` needs beyond a grid: a budget and a search space.
+TUNING = ("tuning: {trials: 1, pruner: none, search_space: "
+          "{training.learning_rate: {type: float, low: 0.001, high: 0.01}}}\n")
+
+
 def write_case(tmp_path: Path, case: BadData) -> Path:
     """The case's data files under ``tmp_path/data`` and ``tmp_path/bad.yaml`` reading them."""
     data = tmp_path / "data"
@@ -71,15 +88,18 @@ def assert_nothing_created(tmp_path: Path) -> None:
     assert left == ["bad.yaml", "data"], left  # no runs/, reports/, ledger, MLflow store or cache
 
 
+@pytest.mark.parametrize("command", ["run", "tune"])
 @pytest.mark.parametrize("case", CASES, ids=[case.task for case in CASES])
-def test_a_bad_data_file_exits_2_naming_its_spot_and_creates_nothing(tmp_path: Path, case: BadData,
+def test_a_bad_data_file_exits_2_naming_its_spot_and_creates_nothing(tmp_path: Path, case: BadData, command: str,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from harness.cli.main import cli
 
     experiment = write_case(tmp_path, case)
+    if command == "tune":
+        experiment.write_text(experiment.read_text() + TUNING)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
-    result = CliRunner().invoke(cli, ["run", str(experiment)])
+    result = CliRunner().invoke(cli, [command, str(experiment)])
     assert result.exit_code == 2, result.output
     assert f"{tmp_path / 'data'}/{case.bad_spot}" in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1, result.output  # one line, not a report
@@ -95,3 +115,22 @@ def test_as_a_process_the_error_is_one_line_on_stderr_without_traceback(tmp_path
     assert result.stderr.startswith("Error: ") and f"{tmp_path / 'data'}/{CASES[0].bad_spot}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == "", result.stderr
     assert_nothing_created(tmp_path)
+
+
+@pytest.mark.parametrize("command", ["run", "tune"])
+@pytest.mark.parametrize(("case", "says"), EMPTY, ids=[case.task for case, _ in EMPTY])
+def test_an_empty_split_exits_2_naming_it_and_creates_nothing(tmp_path: Path, case: BadData, says: str, command: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.cli.main import cli
+
+    experiment = write_case(tmp_path, case)
+    if command == "tune":
+        experiment.write_text(experiment.read_text() + TUNING)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    result = CliRunner().invoke(cli, [command, str(experiment)])
+    assert result.exit_code == 2, result.output
+    assert f"{tmp_path / 'data'}/{case.bad_spot}" in result.output and says in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    # The processed-data cache may keep the parse of the files (they are well formed, one just says nothing).
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == ["bad.yaml", "data"]
