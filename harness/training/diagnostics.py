@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from harness.experiment import DiagnosticsSettings, TrainingSettings
 from harness.training.batching import make_loader
-from harness.training.families import FAMILY_MODULES
+from harness.training.families import FAMILY_MODULES, gradient_norm
 from harness.training.gradient_flow import probe_network
 from harness.core.tasks import Task, TaskData
 
@@ -25,45 +25,69 @@ from harness.core.tasks import Task, TaskData
 NORM_BIN_EDGES = [0.0, *np.logspace(-4, 4, 17).tolist(), math.inf]
 
 
-class GradientNormMonitor(pl.Callback):
-    """The global L2 norm of the gradient at every optimizer step, read before Lightning clips it."""
+class _NormSeries:
+    """0-d norms kept on their device, moved to the host :attr:`FLUSH_EVERY` at a time: reading each one
+    at once would make every step wait for the GPU."""
 
-    #: Norms stay on the device this many steps, then move to the host together: reading each one
-    #: at once would make every step wait for the GPU.
     FLUSH_EVERY = 256
 
     def __init__(self) -> None:
         self._host: list[float] = []
-        self._pending: list[torch.Tensor] = []  # 0-d norms not yet read
+        self._pending: list[torch.Tensor] = []
 
-    @property
-    def norms(self) -> list[float]:
-        """Every step's norm so far, in order."""
-        self._flush()
-        return self._host
-
-    def on_before_optimizer_step(self, trainer: pl.Trainer, module: pl.LightningModule, optimizer: Any) -> None:
-        # Lightning calls this hook after backward and before its gradient clipping (precision plugin).
-        grads = [p.grad.detach() for p in module.parameters() if p.grad is not None]
-        if grads:
-            self._pending.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+    def append(self, norm: torch.Tensor | None) -> None:
+        if norm is not None:
+            self._pending.append(norm)
             if len(self._pending) >= self.FLUSH_EVERY:
-                self._flush()
+                self.values()
 
-    def _flush(self) -> None:
+    def values(self) -> list[float]:
         if self._pending:
             self._host += torch.stack(self._pending).float().cpu().tolist()
             self._pending.clear()
+        return self._host
 
 
-def clipping_summary(norms: list[float], threshold: float | None) -> tuple[dict[str, float], dict[str, Any]]:
-    """MLflow metrics (fraction of steps above the threshold, quantiles) and the histogram artifact."""
+class GradientNormMonitor(pl.Callback):
+    """The global L2 norm of the gradient at every optimizer step, before Lightning clips it and after."""
+
+    def __init__(self) -> None:
+        self._before, self._after = _NormSeries(), _NormSeries()
+
+    @property
+    def norms(self) -> list[float]:
+        """Every step's norm before clipping so far, in order."""
+        return self._before.values()
+
+    @property
+    def clipped_norms(self) -> list[float]:
+        """Every step's norm after clipping (what the optimizer applied), in order."""
+        return self._after.values()
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, module: pl.LightningModule, optimizer: Any) -> None:
+        # Lightning calls this hook after backward and before its gradient clipping (precision plugin).
+        self._before.append(gradient_norm(module))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_index: int) -> None:
+        # The step is done and the gradients are still the clipped ones the optimizer used (Lightning
+        # clears them before the next backward).
+        self._after.append(gradient_norm(module))
+
+
+def clipping_summary(norms: list[float], threshold: float | None,
+                     clipped: list[float] = ()) -> tuple[dict[str, float], dict[str, Any]]:
+    """MLflow metrics (fraction of steps above the threshold, quantiles; the largest norm after clipping,
+    at most the threshold when clipping works) and the histogram artifact."""
     values = np.asarray(norms, dtype=float)
     finite = values[np.isfinite(values)]
     metrics: dict[str, float] = {"grad_norm_steps": float(len(values))}
     if len(finite):
         metrics.update(grad_norm_median=float(np.median(finite)), grad_norm_p90=float(np.quantile(finite, 0.9)),
                        grad_norm_max=float(finite.max()))
+    after = np.asarray(clipped, dtype=float)
+    if len(after) and np.isfinite(after).all():
+        metrics["grad_norm_after_clip_max"] = float(after.max())
     if threshold is not None and len(values):
         metrics["grad_clipped_fraction"] = float(np.mean(~(values <= threshold)))  # a NaN/inf norm was clipped too
     counts, _ = np.histogram(np.clip(finite, 0.0, 1e300), bins=NORM_BIN_EDGES[:-1] + [1e300])
@@ -104,7 +128,8 @@ class RunDiagnostics:
             self.flow[key] += values
 
     def log(self, tracker: Any, run_id: str) -> None:
-        metrics, histogram = clipping_summary(self.monitor.norms, self.training.gradient_clip_norm)
+        metrics, histogram = clipping_summary(self.monitor.norms, self.training.gradient_clip_norm,
+                                              self.monitor.clipped_norms)
         tracker.log_metrics(run_id, metrics)
         chance = self.task.chance_level()
         if chance is not None:

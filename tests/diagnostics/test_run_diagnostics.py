@@ -51,6 +51,7 @@ def test_probing_and_monitoring_leave_training_unchanged_and_are_recorded(tmp_pa
         tests = {k: v for k, v in record.metrics.items() if k.startswith("test_")}
         assert tests == {k: v for k, v in plain[key].metrics.items() if k.startswith("test_")}, key
         assert record.metrics["grad_clipped_fraction"] == 1.0  # every norm exceeds 1e-6
+        assert 0 < record.metrics["grad_norm_after_clip_max"] <= 1e-6 * (1 + 1e-6)  # what the optimizer applied
         assert record.metrics["grad_norm_steps"] == 6  # 48 / 16 batches × 2 epochs
         assert record.tag("chance_level") == "0.5"
         histogram = read_artifact_json(record, "gradient_norms.json")
