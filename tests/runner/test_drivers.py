@@ -7,7 +7,7 @@ The ledger is the record of what finished and the guard against two drivers trai
 1. journal: two ``harness run --storage journal:///…/ledger.journal`` start in the same
    second on a 16-run grid; MLflow is SQLite in the shared output folder. Each waits for the
    other's runs and writes the report (each into its own reports folder).
-2. PostgreSQL, claim race: 8 processes plan and claim 120 runs of one ledger at once.
+2. PostgreSQL, claim race: 16 processes plan and claim 160 runs of one ledger at once (T14).
 3. PostgreSQL: three ``harness run --storage`` start in the same second on the 16-run grid;
    the ledger and MLflow each have a database of the server, as for drivers on several
    machines. Each waits for the others and writes the report.
@@ -134,8 +134,8 @@ def build_scenario(directory: Path, kit: Any) -> Scenario:
         cluster = PostgresCluster(bindir)
         try:
             cluster.start()
-            race = subprocess.run([sys.executable, str(CLAIM_RACE), cluster.url("ledger"), "--processes", "8",
-                                   "--runs", "120"], check=False, capture_output=True, text=True, timeout=600)
+            race = subprocess.run([sys.executable, str(CLAIM_RACE), cluster.url("ledger"), "--processes", "16",
+                                   "--runs", "160"], check=False, capture_output=True, text=True, timeout=600)
             assert race.returncode == 0, race.stderr
             postgres = postgres_step(directory / "postgres", kit, cluster)
             faults = fault_step(directory / "faults", kit, cluster)
@@ -371,7 +371,7 @@ def test_postgres_claim_race_gives_every_run_to_exactly_one_process(postgres: Sc
     race = postgres.race
     assert race is not None
     claimed = [key for claimer in race["claimers"] for key in claimer["claimed"]]
-    assert len(claimed) == 120 and len(set(claimed)) == 120
+    assert len(claimed) == 160 and len(set(claimed)) == 160
     assert {(r["status"], r["attempts"]) for r in race["rows"]} == {("DONE", 1)}
     assert sum(1 for c in race["claimers"] if c["claimed"]) >= 2  # they really raced
 

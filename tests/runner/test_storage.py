@@ -391,13 +391,14 @@ def test_mlflow_calls_retry_a_locked_database(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
-def test_eight_processes_claiming_at_once_take_every_run_exactly_once(tmp_path: Path, kind: str) -> None:
+def test_sixteen_processes_claiming_at_once_take_every_run_exactly_once(tmp_path: Path, kind: str) -> None:
+    """T14 of the fault plan: 16 workers start in the same instant on one ledger file."""
     url = f"sqlite:///{tmp_path / 'ledger.db'}" if kind == "sqlite" else f"journal://{tmp_path / 'l.journal'}"
-    race = subprocess.run([sys.executable, str(CLAIM_RACE), url, "--processes", "8", "--runs", "80"],
+    race = subprocess.run([sys.executable, str(CLAIM_RACE), url, "--processes", "16", "--runs", "160"],
                           check=False, capture_output=True, text=True, timeout=600)
     assert race.returncode == 0, race.stderr
     result = json.loads(race.stdout)
     claimed = [key for claimer in result["claimers"] for key in claimer["claimed"]]
-    assert sorted(claimed) == sorted(f"run{i:04d}" for i in range(80))  # all of them, none twice
+    assert sorted(claimed) == sorted(f"run{i:04d}" for i in range(160))  # all of them, none twice
     assert {(r["status"], r["attempts"]) for r in result["rows"]} == {("DONE", 1)}
-    assert all(claimer["claimed"] for claimer in result["claimers"])  # all eight really raced
+    assert all(claimer["claimed"] for claimer in result["claimers"])  # all sixteen really raced
