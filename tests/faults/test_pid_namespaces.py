@@ -1,4 +1,4 @@
-"""T15 variant (issue #18 point 5): two ``harness run`` drivers in separate PID namespaces
+"""T15n, a variant of T15 (issue #18 point 5): two ``harness run`` drivers in separate PID namespaces
 (``unshare --pid --fork --mount-proc``, as two containers with ``--network host``) share one
 hostname and one journal ledger. A ``harness run`` trains in one namespace while, in another,
 a process reconciles the ledger again and again and a second ``harness run`` starts on the same
