@@ -11,18 +11,17 @@
 from __future__ import annotations
 
 import math
-import random
 from pathlib import Path
 from typing import Any
 
 import pytest
+from random_parity import ParityTask, random_parity_data
 import pytorch_lightning as pl
 import torch
 
 from harness.core.loading import load_plugins
 from harness.core.safe_files import load_weights_only
-from harness.core.tasks import Example, Task, TaskData
-from harness.core.vocab import Vocabulary
+from harness.core.tasks import TaskData
 from harness.experiment import TrainingSettings
 from harness.networks.models import ClassifierNet, Encoder, build_stack
 from harness.training.diagnostics import GradientNormMonitor, clipping_summary
@@ -32,23 +31,6 @@ from harness.training.trainer import train_run
 
 BATCHES_PER_EPOCH = 6  # 48 examples / 8
 BAD_STEP = 8  # the optimizer step (counted from 0) whose gradient turns NaN: batch 2 of epoch 2
-
-
-class _Parity(Task):
-    name = "parity"
-    family = "classification"
-    primary_metric = "accuracy"
-    higher_is_better = True
-
-
-def _data() -> TaskData:
-    rng = random.Random(0)
-    vocab = Vocabulary([f"w{i}" for i in range(20)])
-
-    def split(count: int) -> list[Example]:
-        return [Example([rng.randrange(4, len(vocab)) for _ in range(5)], rng.randrange(2)) for _ in range(count)]
-
-    return TaskData(split(48), split(16), split(16), input_vocab=vocab, output_vocab=Vocabulary(["a", "b"], specials=()))
 
 
 def _net(data: TaskData) -> ClassifierNet:
@@ -73,14 +55,14 @@ class _PoisonGradient(pl.Callback):
 
 
 def test_a_nan_gradient_after_a_finite_loss_fails_the_step_and_no_checkpoint_holds_it(tmp_path: Path) -> None:
-    data = _data()
+    data = random_parity_data()
     net = _net(data)
     assert any(name.startswith("head") for name, _ in net.named_parameters())
     poison = _PoisonGradient(BAD_STEP)
     checkpoints = RunCheckpoints(tmp_path / "ckpt", every_minutes=1e-9, say=lambda message: None)  # every batch
     settings = TrainingSettings(learning_rate=0.01, batch_size=8, max_epochs=3, cpu_threads=1)
     with pytest.raises(NonFiniteLossError, match=rf"gradient norm is nan at epoch 1, step {BAD_STEP} \(the loss was finite\)"):
-        train_run(net, _Parity(), data, settings, seed=0, device="cpu", hyperparameters={}, verbose=False,
+        train_run(net, ParityTask(), data, settings, seed=0, device="cpu", hyperparameters={}, verbose=False,
                   extra_callbacks=[poison], checkpoints=checkpoints)
     # The optimizer never applied the NaN: the weights are those of the step before.
     after = net.state_dict()
@@ -93,11 +75,11 @@ def test_a_nan_gradient_after_a_finite_loss_fails_the_step_and_no_checkpoint_hol
 
 
 def test_an_exploding_learning_rate_is_held_by_clipping_and_the_norms_show_it() -> None:
-    data = _data()
+    data = random_parity_data()
     net = _net(data)
     monitor = GradientNormMonitor()
     settings = TrainingSettings(learning_rate=1e3, batch_size=8, max_epochs=2, cpu_threads=1, gradient_clip_norm=1.0)
-    result = train_run(net, _Parity(), data, settings, seed=0, device="cpu", hyperparameters={}, verbose=False,
+    result = train_run(net, ParityTask(), data, settings, seed=0, device="cpu", hyperparameters={}, verbose=False,
                        extra_callbacks=[monitor])
     assert len(monitor.norms) == len(monitor.clipped_norms) == 2 * BATCHES_PER_EPOCH
     metrics, histogram = clipping_summary(monitor.norms, 1.0, monitor.clipped_norms)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from random_parity import ParityTask, random_parity_data
 import pytorch_lightning as pl
 import torch
 
@@ -19,15 +20,8 @@ from harness.networks.models import ClassifierNet, Encoder, LanguageModelNet, bu
 from harness.core.loading import load_plugins
 from harness.training.resume import RunCheckpoints
 from harness.core.tasks import Example, Task, TaskData
-from harness.training.trainer import train_run
 from harness.core.vocab import Vocabulary
-
-
-class _ParityTask(Task):
-    name = "parity"
-    family = "classification"
-    primary_metric = "accuracy"
-    higher_is_better = True
+from harness.training.trainer import train_run
 
 
 class _Crash(pl.Callback):
@@ -41,17 +35,6 @@ class _Crash(pl.Callback):
             raise RuntimeError("simulated crash")
 
 
-def _data() -> TaskData:
-    rng = random.Random(0)
-    vocab = Vocabulary([f"w{i}" for i in range(20)])
-    classes = Vocabulary(["a", "b"], specials=())
-
-    def split(count: int) -> list[Example]:
-        return [Example([rng.randrange(4, len(vocab)) for _ in range(5)], rng.randrange(2)) for _ in range(count)]
-
-    return TaskData(split(48), split(16), split(16), input_vocab=vocab, output_vocab=classes)
-
-
 def _train(data: TaskData, checkpoints: RunCheckpoints | None, crash_at: int | None = None) -> Any:
     pl.seed_everything(0, verbose=False)
     stack = build_stack(load_plugins().cells.get("gru"), None, 8, 8, 1, False, 0.3)
@@ -59,13 +42,13 @@ def _train(data: TaskData, checkpoints: RunCheckpoints | None, crash_at: int | N
     settings = TrainingSettings(learning_rate=0.02, batch_size=8, max_epochs=6, cpu_threads=1, lr_schedule="step",
                                 lr_step_epochs=2, early_stopping=EarlyStopping(patience=4))
     callbacks = [_Crash(crash_at)] if crash_at is not None else []
-    result = train_run(net, _ParityTask(), data, settings, seed=0, device="cpu", hyperparameters={},
+    result = train_run(net, ParityTask(), data, settings, seed=0, device="cpu", hyperparameters={},
                        verbose=False, extra_callbacks=callbacks, checkpoints=checkpoints)
     return result, {k: v.clone() for k, v in net.state_dict().items()}
 
 
 def test_a_resumed_run_equals_the_uninterrupted_one_exactly(tmp_path: Path) -> None:
-    data = _data()
+    data = random_parity_data()
     reference, reference_weights = _train(data, None)
     messages: list[str] = []
     checkpoints = RunCheckpoints(tmp_path / "ck", say=messages.append)
@@ -83,7 +66,7 @@ def test_a_resumed_run_equals_the_uninterrupted_one_exactly(tmp_path: Path) -> N
 
 
 def test_a_corrupt_last_checkpoint_falls_back_to_the_one_before(tmp_path: Path) -> None:
-    data = _data()
+    data = random_parity_data()
     messages: list[str] = []
     with pytest.raises(RuntimeError):
         _train(data, RunCheckpoints(tmp_path / "ck", say=messages.append), crash_at=3)
@@ -100,7 +83,7 @@ def test_a_corrupt_last_checkpoint_falls_back_to_the_one_before(tmp_path: Path) 
 
 
 def test_a_checkpoint_of_other_vocabularies_is_never_resumed(tmp_path: Path) -> None:
-    data = _data()
+    data = random_parity_data()
     messages: list[str] = []
     with pytest.raises(RuntimeError):
         _train(data, RunCheckpoints(tmp_path / "ck", say=messages.append, vocab_hashes={"input_vocab": "aaa"}),
@@ -121,7 +104,7 @@ class _CrashMidEpoch(pl.Callback):
 def test_a_timed_checkpoint_inside_an_epoch_resumes_at_the_next_batch_exactly(tmp_path: Path) -> None:
     # Checkpoints after every batch; the crash comes as batch 2 of epoch 4 starts, so the newest checkpoint
     # is the one after its batch 1: the resume must go on with batch 2 of the same permutation.
-    data = _data()
+    data = random_parity_data()
     reference, reference_weights = _train(data, None)
     messages: list[str] = []
     crashing = RunCheckpoints(tmp_path / "ck", every_minutes=1e-9, say=messages.append)  # after every batch
@@ -143,7 +126,7 @@ def train_run_with(data: TaskData, checkpoints: RunCheckpoints, crash: pl.Callba
     net = ClassifierNet(Encoder(stack, vocab_size=len(data.input_vocab), embedding_size=8), 2, 0.3)
     settings = TrainingSettings(learning_rate=0.02, batch_size=8, max_epochs=6, cpu_threads=1, lr_schedule="step",
                                 lr_step_epochs=2, early_stopping=EarlyStopping(patience=4))
-    return train_run(net, _ParityTask(), data, settings, seed=0, device="cpu", hyperparameters={}, verbose=False,
+    return train_run(net, ParityTask(), data, settings, seed=0, device="cpu", hyperparameters={}, verbose=False,
                      extra_callbacks=[crash], checkpoints=checkpoints)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -83,6 +84,18 @@ def write_case(tmp_path: Path, case: BadData) -> Path:
     return experiment
 
 
+def invoke(tmp_path: Path, case: BadData, command: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``harness run`` or ``harness tune`` (in process) of the case's experiment, with its own cache folder."""
+    from harness.cli.main import cli
+
+    experiment = write_case(tmp_path, case)
+    if command == "tune":
+        experiment.write_text(experiment.read_text() + TUNING)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    return CliRunner().invoke(cli, [command, str(experiment)])
+
+
 def assert_nothing_created(tmp_path: Path) -> None:
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == ["bad.yaml", "data"], left  # no runs/, reports/, ledger, MLflow store or cache
@@ -92,14 +105,7 @@ def assert_nothing_created(tmp_path: Path) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[case.task for case in CASES])
 def test_a_bad_data_file_exits_2_naming_its_spot_and_creates_nothing(tmp_path: Path, case: BadData, command: str,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.cli.main import cli
-
-    experiment = write_case(tmp_path, case)
-    if command == "tune":
-        experiment.write_text(experiment.read_text() + TUNING)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
-    result = CliRunner().invoke(cli, [command, str(experiment)])
+    result = invoke(tmp_path, case, command, monkeypatch)
     assert result.exit_code == 2, result.output
     assert f"{tmp_path / 'data'}/{case.bad_spot}" in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1, result.output  # one line, not a report
@@ -121,14 +127,7 @@ def test_as_a_process_the_error_is_one_line_on_stderr_without_traceback(tmp_path
 @pytest.mark.parametrize(("case", "says"), EMPTY, ids=[case.task for case, _ in EMPTY])
 def test_an_empty_split_exits_2_naming_it_and_creates_nothing(tmp_path: Path, case: BadData, says: str, command: str,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.cli.main import cli
-
-    experiment = write_case(tmp_path, case)
-    if command == "tune":
-        experiment.write_text(experiment.read_text() + TUNING)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
-    result = CliRunner().invoke(cli, [command, str(experiment)])
+    result = invoke(tmp_path, case, command, monkeypatch)
     assert result.exit_code == 2, result.output
     assert f"{tmp_path / 'data'}/{case.bad_spot}" in result.output and says in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
