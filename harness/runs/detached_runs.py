@@ -22,7 +22,7 @@ from harness.runs.run_states import DONE, FAILED, KILLED
 from harness.runs.runner import HEARTBEATS_PER_LEASE, Runner
 from harness.runs.tracking import flatten
 from harness.training.detached import DetachedCheckpoints, DetachedOutcome, StateDictOf
-from harness.training.families import NonFiniteLossError
+from harness.training.finite import NonFiniteLossError
 from harness.training.interrupts import RunInterrupted
 from harness.training.resume import discard_checkpoints, record_resume
 

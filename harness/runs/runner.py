@@ -25,7 +25,7 @@ from harness.training.checkpoints import save_network
 from harness.runs.disk import best_effort, check_free_space, release_reserve, reserve_space, write_failure_reason
 from harness.experiment import LoadedExperiment, ResolvedChoice, content_hash
 from harness.core.errors import BadInputError
-from harness.training.families import NonFiniteLossError
+from harness.training.finite import NonFiniteLossError
 from harness.runs.grid import GridSummary, RunSpec
 from harness.runs.grid_clock import GridClock
 from harness.training.interrupts import Interrupts, RunInterrupted

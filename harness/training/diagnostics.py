@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from harness.experiment import DiagnosticsSettings, TrainingSettings
 from harness.training.batching import make_loader
-from harness.training.families import FAMILY_MODULES, gradient_norm
+from harness.training.families import FAMILY_MODULES
+from harness.training.finite import gradient_norm
 from harness.training.gradient_flow import probe_network
 from harness.core.tasks import Task, TaskData
 

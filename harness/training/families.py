@@ -20,22 +20,11 @@ from harness.experiment import TrainingSettings
 from harness.training.batching import IGNORE_INDEX, Collator, ExampleDataset, count_tokens
 from harness.training.decoding import DecodingSettings, decode
 from harness.training.distributed import all_sum, current_shard, gather_objects
-from harness.core.errors import BadInputError, HarnessError
+from harness.core.errors import BadInputError
+from harness.training.finite import NonFiniteLossError, check_gradient
 from harness.training.sampling import sample_sequences, start_context
 from harness.training.streams import detach_state
 from harness.core.tasks import Task, TaskData
-
-
-class NonFiniteLossError(HarnessError):
-    """The training loss or its gradient became NaN or infinite; the run ends FAILED(nonfinite)."""
-
-
-def gradient_norm(module: nn.Module) -> Tensor | None:
-    """The global L2 norm of the parameters' gradients as they are now (0-d, on their device; None: no gradient)."""
-    grads = [p.grad.detach() for p in module.parameters() if p.grad is not None]
-    if not grads:
-        return None
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
 class FamilyModule(pl.LightningModule):
@@ -89,16 +78,9 @@ class FamilyModule(pl.LightningModule):
         return loss_sum * world / total
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
-        # After backward (data-parallel: after the ranks' gradients were averaged, so every rank stops at
-        # the same step) and before clipping and the optimizer write the gradient into the weights: a
-        # NaN/inf gradient after a finite loss ends the run here, so no weight and no checkpoint holds it.
-        # One host read per step, like the loss's.
-        norm = gradient_norm(self)
-        if norm is not None and not math.isfinite(float(norm)):
-            raise NonFiniteLossError(
-                f"gradient norm is {float(norm)} at epoch {self.current_epoch}, step {self.global_step} "
-                "(the loss was finite); lower the learning rate"
-            )
+        # After backward (data-parallel: after the ranks' gradients were averaged, so every rank stops at the
+        # same step), before clipping and the optimizer: one host read per step, like the loss's.
+        check_gradient(self, self.current_epoch, self.global_step)
 
     def validation_step(self, batch: dict[str, Any], batch_index: int) -> None:
         self._evaluate_batch("val", batch)

@@ -37,7 +37,7 @@ import pytorch_lightning as pl
 
 from harness.experiment import LoadedExperiment, content_hash
 from harness.core.errors import BadInputError, HarnessError
-from harness.training.families import NonFiniteLossError
+from harness.training.finite import NonFiniteLossError
 from harness.training.interrupts import Interrupts, RunInterrupted
 from harness.runs.grid import RunSpec, expand_grid
 from harness.core.tasks import Task, TaskData

@@ -25,7 +25,7 @@ from harness.core.tasks import TaskData
 from harness.experiment import TrainingSettings
 from harness.networks.models import ClassifierNet, Encoder, build_stack
 from harness.training.diagnostics import GradientNormMonitor, clipping_summary
-from harness.training.families import NonFiniteLossError
+from harness.training.finite import NonFiniteLossError
 from harness.training.resume import RunCheckpoints
 from harness.training.trainer import train_run
 

@@ -9,7 +9,8 @@ import torch
 
 from harness.experiment import TrainingSettings
 from harness.training.batching import Collator
-from harness.training.families import FAMILY_MODULES, NonFiniteLossError
+from harness.training.families import FAMILY_MODULES
+from harness.training.finite import NonFiniteLossError
 from harness.networks.models import (ClassifierNet, Encoder, LanguageModelNet, Seq2SeqNet, build_stack,
                             hidden_size_for_budget, stack_param_count)
 from harness.core.loading import load_plugins
