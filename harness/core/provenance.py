@@ -30,7 +30,7 @@ def record_sha256(distribution: metadata.Distribution | None) -> str:
     for path in distribution.files or ():
         if path.name == "RECORD" and path.parent.name.endswith(".dist-info"):
             try:
-                return hashlib.sha256(path.locate().read_bytes()).hexdigest()
+                return hashlib.sha256(path.read_binary()).hexdigest()
             except OSError:
                 return NO_RECORD
     return NO_RECORD
