@@ -5,8 +5,10 @@ Importable from any test module or conftest (``pythonpath = ["tests"]`` in pypro
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
+import sysconfig
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -166,6 +168,19 @@ def mlflow_runs(output_dir: Path, experiment: str) -> list[Any]:
 
 def tag(run: Any, name: str) -> str | None:
     return run.data.tags.get(f"harness.{name}")
+
+
+def installed_provenance(plugin: str, distribution: str = "rnn-harness", site: Path | None = None) -> dict[str, str]:
+    """The ``plugin_provenance`` entry a run of ``plugin`` must carry, read from the installed files.
+
+    Found by path in ``site`` (default: this environment's site-packages), never through
+    importlib.metadata as the harness finds it, and hashed from the RECORD file's bytes.
+    """
+    folder = site or Path(sysconfig.get_path("purelib"))
+    (dist_info,) = folder.glob(f"{distribution.replace('-', '_')}-*.dist-info")
+    version = dist_info.name.removesuffix(".dist-info").split("-", 1)[1]
+    digest = hashlib.sha256((dist_info / "RECORD").read_bytes()).hexdigest()
+    return {"plugin": plugin, "distribution": distribution, "version": version, "record_sha256": digest}
 
 
 def assert_trial_equals_reference(reference: Finished, reference_trials: list[Any], trials: list[Any],

@@ -28,6 +28,7 @@ import pluggy
 
 from harness.core import hookspecs
 from harness.core.errors import PluginError
+from harness.core.provenance import NO_RECORD, record_sha256
 from harness.core.registry import CellRegister, Registry, TaskRegister, _Register
 
 ENTRY_POINT_GROUP = "harness"
@@ -52,6 +53,8 @@ class PluginInfo:
     builtin: bool
     #: "built-in", "entry point", or "in-process" (passed to load_plugins directly).
     source: str = "entry point"
+    #: sha256 of the distribution's RECORD when the plugin was loaded (:mod:`harness.core.provenance`).
+    record_sha256: str = NO_RECORD
     hooks: list[str] = field(default_factory=list)
     cells: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
@@ -60,6 +63,11 @@ class PluginInfo:
     @property
     def broken(self) -> bool:
         return bool(self.errors)
+
+    def provenance(self) -> dict[str, str]:
+        """Where the plugin's code came from, as every run records it (the ``plugin_provenance`` tag)."""
+        return {"plugin": self.name, "distribution": self.distribution or "none",
+                "version": self.version or "unknown", "record_sha256": self.record_sha256}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -151,6 +159,7 @@ def load_plugins(
             distribution=distribution.metadata["Name"] if distribution else None,
             version=distribution.version if distribution else None,
             builtin=builtin,
+            record_sha256=record_sha256(distribution),
         )
         _add_plugin(loaded, info, entry_point.load)
     for name, plugin in extra_plugins:

@@ -18,6 +18,7 @@ import torch
 
 from harness.core.errors import BadInputError
 from harness.core.file_hash import sha256_of
+from harness.core.torch_advisory import warn_if_torch_load_is_unsafe
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -54,7 +55,11 @@ def check_sidecar(path: Path) -> None:
 
 
 def load_weights_only(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` on the CPU, with every failure as one BadInputError line."""
+    """``torch.load(weights_only=True)`` on the CPU, with every failure as one BadInputError line.
+
+    On a torch whose safe loader can be bypassed (before 2.10) the first call in a process warns.
+    """
+    warn_if_torch_load_is_unsafe()
     if path.stat().st_size == 0:
         raise BadInputError(f"{path}: the file is empty")
     if not zipfile.is_zipfile(path):

@@ -3,6 +3,7 @@ resolved config, built with no side effects; and the :class:`GridSummary` a grid
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +28,18 @@ class RunSpec:
     hidden_size: int
     stack_param_count: int
     config: dict[str, Any]  # the resolved config; hashed into the key and logged as params
+    #: ``{"cell": …, "task": …}``: each one's :meth:`PluginInfo.provenance`. Not in the config, so
+    #: not in the key: reinstalling a plugin must not turn a finished grid into a new one.
+    provenance: dict[str, dict[str, str]]
 
     @property
     def run_name(self) -> str:
         return f"{self.cell.label}-{self.task.label}-s{self.seed}"
+
+    def plugin_tags(self) -> dict[str, str]:
+        """The tags naming the code a run used; every path that opens a run's MLflow run sets them."""
+        return {"plugin_versions": json.dumps(self.config["plugin_versions"], sort_keys=True),
+                "plugin_provenance": json.dumps(self.provenance, sort_keys=True)}
 
 
 
@@ -83,10 +92,11 @@ def _spec(loaded: LoadedExperiment, plugins: LoadedPlugins, cell: ResolvedChoice
     task_class = task.plugin_class
     input_size = getattr(task_class, "input_size", None)  # vector tasks may declare it up front
     plan = plan_network(cell.plugin_class, cell.config, task_class.family, experiment.model, input_size)
+    cell_plugin, task_plugin = plugins.plugin_of_cell(cell.name), plugins.plugin_of_task(task.name)
     versions = {
         "harness": harness.__version__,
-        plugins.cells.entry(cell.name).plugin: plugins.plugin_of_cell(cell.name).version or "unknown",
-        plugins.tasks.entry(task.name).plugin: plugins.plugin_of_task(task.name).version or "unknown",
+        cell_plugin.name: cell_plugin.version or "unknown",
+        task_plugin.name: task_plugin.version or "unknown",
     }
     config = {
         "cell": {"name": cell.name, "label": cell.label, "options": cell.options()},
@@ -97,4 +107,6 @@ def _spec(loaded: LoadedExperiment, plugins: LoadedPlugins, cell: ResolvedChoice
         "device": experiment.device,
         "plugin_versions": versions,
     }
-    return RunSpec(content_hash(config), cell, task, seed, plan.hidden_size, plan.stack_param_count, config)
+    provenance = {"cell": cell_plugin.provenance(), "task": task_plugin.provenance()}
+    return RunSpec(content_hash(config), cell, task, seed, plan.hidden_size, plan.stack_param_count, config,
+                   provenance)

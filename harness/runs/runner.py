@@ -353,7 +353,7 @@ class Runner:
             "task_name": spec.task.name, "family": task_class.family, "seed": spec.seed,
             "primary_metric": task_class.primary_metric, "higher_is_better": task_class.higher_is_better,
             "group_name": getattr(task_class, "group_name", "distance"),
-            "plugin_versions": json.dumps(spec.config["plugin_versions"], sort_keys=True),
+            **spec.plugin_tags(),
             "git_commit": _git_commit(), "device": device_name(self.loaded.experiment.device),
             "experiment_file": str(self.loaded.path), "param_count": spec.stack_param_count, "worker": self.worker,
             **sweep_tags(spec.task.sweep),

@@ -6,8 +6,8 @@ Layout (the report reads only this):
 * one MLflow run per grid run attempt, named ``<cell>-<task>-s<seed>``;
 * tags ``harness.<name>`` (see :data:`TAGS`), one per fact: who the run is (run key, cell
   label and name, task label and name, seed, family), how it ran (execution path, parameter
-  count, plugin versions as JSON, git commit, device, worker ``host:pid:id``), how it is
-  judged (primary metric and its direction) and how it ended (status FINISHED, FAILED,
+  count, plugin versions and provenance as JSON, git commit, device, worker ``host:pid:id``),
+  how it is judged (primary metric and its direction) and how it ended (status FINISHED, FAILED,
   KILLED or, for a pruned tuning trial, PRUNED; the failure reason; ``reconciled=1`` on an
   attempt closed as KILLED because its worker died);
 * params (:func:`run_params`): the settings, i.e. the resolved config flattened to dotted keys
@@ -41,8 +41,8 @@ from harness.experiment.storage_url import StorageChoice
 TAG_PREFIX = "harness."
 TAGS = (
     "run_key", "cell", "cell_name", "task", "task_name", "family", "seed", "execution_path", "param_count",
-    "plugin_versions", "git_commit", "device", "primary_metric", "higher_is_better", "status", "failure_reason",
-    "experiment_file", "memory_measure", "worker", "reconciled", "group_name",
+    "plugin_versions", "plugin_provenance", "git_commit", "device", "primary_metric", "higher_is_better", "status",
+    "failure_reason", "experiment_file", "memory_measure", "worker", "reconciled", "group_name",
 )
 
 

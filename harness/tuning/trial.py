@@ -196,7 +196,7 @@ class TrialExecutor:
             "run_key": spec.key, "cell": spec.cell.label, "cell_name": spec.cell.name, "task": spec.task.label,
             "task_name": spec.task.name, "family": task_class.family, "seed": spec.seed,
             "primary_metric": task_class.primary_metric, "higher_is_better": task_class.higher_is_better,
-            "param_count": spec.stack_param_count,
+            "param_count": spec.stack_param_count, **spec.plugin_tags(),
             "experiment_file": str(self.loaded.path), "study": plan.name, "trial_number": trial.number,
             "trial_params": json.dumps(params, sort_keys=True), "objective": f"{plan.monitor} ({plan.direction})",
         }

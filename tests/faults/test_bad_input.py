@@ -168,3 +168,22 @@ def test_every_command_that_reads_a_model_refuses_a_malicious_pickle(finished_ru
     line = _one_line_exit_2(invoke(command[0], str(folder), *command[1:]))
     assert "it contains code (posix.system)" in line, line
     assert not (tmp_path / "sentinel").exists()
+
+
+def test_on_a_torch_before_2_10_evaluate_warns_then_refuses(finished_run: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """CVE-2026-24747: the warning comes first, once; with the installed torch the tests above see none."""
+    from harness.core.torch_advisory import unsafe_torch_load_warning, warn_if_torch_load_is_unsafe
+
+    folder = _tampered(finished_run, tmp_path, "malicious")
+    monkeypatch.setattr(torch, "__version__", "2.9.1")
+    warn_if_torch_load_is_unsafe.cache_clear()  # as in a new process
+    try:
+        result = invoke("evaluate", str(folder))
+    finally:
+        warn_if_torch_load_is_unsafe.cache_clear()
+    assert result.exit_code == 2, result.output
+    warning, error = result.stderr.strip().splitlines()
+    assert warning == unsafe_torch_load_warning("2.9.1")
+    assert error.startswith(f"Error: refusing to load {folder / 'model.pt'}: it contains code"), error
+    assert not (tmp_path / "sentinel").exists()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness_processes import installed_provenance
 
 CELLS = ("vanilla", "gru_simple")
 TASKS = ("agreement", "copy")
@@ -99,6 +100,10 @@ def test_every_run_has_the_documented_tags(scenario: Scenario, kit: Any) -> None
         versions = json.loads(kit.tag(run, "plugin_versions"))
         assert {"harness", cell, task} <= set(versions), versions
         assert all(isinstance(v, str) and v for v in versions.values()), versions
+        # Built-in plugins come from the harness's own distribution: its RECORD, as installed.
+        assert json.loads(kit.tag(run, "plugin_provenance")) == {
+            "cell": installed_provenance(cell), "task": installed_provenance(task)}
+        assert versions[cell] == versions[task] == installed_provenance(cell)["version"]
         assert kit.tag(run, "git_commit"), "git_commit tag is empty"
         assert kit.tag(run, "device") == "cpu"
         assert kit.tag(run, "status") == "FINISHED"
