@@ -42,7 +42,6 @@ class RunSpec:
                 "plugin_provenance": json.dumps(self.provenance, sort_keys=True)}
 
 
-
 @dataclass
 class GridSummary:
     finished: int = 0  # by this process
