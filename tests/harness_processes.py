@@ -158,10 +158,22 @@ def mlflow_client(output_dir: Path) -> Any:
 
 
 def mlflow_runs(output_dir: Path, experiment: str) -> list[Any]:
-    """Every MLflow run of ``experiment`` (all statuses), oldest first."""
-    client = mlflow_client(output_dir)
+    """Every MLflow run of ``experiment`` in the default store of ``output_dir`` (all statuses), oldest first."""
+    return _runs_of(mlflow_client(output_dir), experiment, str(output_dir))
+
+
+def tracked_runs(tracking_uri: str, experiment: str) -> list[Any]:
+    """Every MLflow run of ``experiment`` at ``tracking_uri`` (a database server's too), oldest first."""
+    from mlflow.tracking import MlflowClient
+
+    from harness.experiment.storage_url import with_default_driver
+
+    return _runs_of(MlflowClient(with_default_driver(tracking_uri)), experiment, tracking_uri)
+
+
+def _runs_of(client: Any, experiment: str, where: str) -> list[Any]:
     found = client.get_experiment_by_name(experiment)
-    assert found is not None, f"no MLflow experiment {experiment!r} in {output_dir}"
+    assert found is not None, f"no MLflow experiment {experiment!r} in {where}"
     return list(client.search_runs([found.experiment_id], max_results=1000,
                                    order_by=["attributes.start_time ASC"]))
 

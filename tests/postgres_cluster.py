@@ -17,12 +17,14 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from harness.experiment.storage_url import with_default_driver
 
-
+#: Why a PostgreSQL test did not run (see :func:`skip_without_postgres`).
+MISSING = "PostgreSQL binaries not found under /usr/lib/postgresql/*/bin"
 
 _DATABASE_NUMBERS = itertools.count()
 
@@ -93,15 +95,19 @@ def postgres_binaries() -> Path | None:
     return Path(found[-1]).parent if found and Path(found[-1]).with_name("initdb").exists() else None
 
 
+def skip_without_postgres(reason: str = MISSING) -> NoReturn:
+    """Skip a test that needs the server, but fail under CI (``$CI`` set), which must never skip it silently."""
+    if os.environ.get("CI"):
+        pytest.fail(reason + "; CI installs the postgresql package in .ci/run")
+    pytest.skip(reason + "; apt-get install postgresql")
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
     """One server for the session's PostgreSQL unit tests; each test takes a fresh database."""
     bindir = postgres_binaries()
     if bindir is None:
-        message = "PostgreSQL binaries not found under /usr/lib/postgresql/*/bin"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI installs the postgresql package in .ci/run")
-        pytest.skip(message + "; apt-get install postgresql")
+        skip_without_postgres()
     cluster = PostgresCluster(bindir)
     try:
         cluster.start()

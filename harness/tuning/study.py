@@ -19,7 +19,9 @@ Before counting, a RUNNING trial whose worker process is gone (same host) or who
 expired is told FAIL with the reason and queued again with the same values (at most
 ``tuning.max_retries`` times), following the conventions of Optuna's
 RetryHeartbeatStaleTrialCallback (``failed_trial``/``retry_history``) without inheriting the
-dead trial's attributes (its worker, lease and reason would mislead the next owner).
+dead trial's attributes (its worker, lease and reason would mislead the next owner). A worker
+that was only paused or cut off finds its trial failed at its next write to it (lease lost,
+:mod:`harness.tuning.trial`): it stops that trial, records nothing of it and asks for the next.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from harness.runs.identity import dead_local_owner
 from harness.runs.runner import RunInterrupted
 from harness.runs.tracking import Tracker
 from harness.tuning.space import StudyPlan, suggest
-from harness.tuning.trial import COMPLETE, FAIL, PRUNED, TrialExecutor, TrialOutcome
+from harness.tuning.trial import COMPLETE, FAIL, LEASE_LOST, PRUNED, TrialExecutor, TrialOutcome
 
 __all__ = ["StudyDriver", "StudyResult", "Worker", "slot_holders"]
 
@@ -179,12 +181,17 @@ class StudyDriver:
         finally:
             stop_heartbeat()
         with self.guard.critical():
-            self._tell(trial, outcome)
+            try:
+                self._tell(trial, outcome)
+            except optuna.exceptions.UpdateFinishedTrialError:  # failed by another worker since the executor looked
+                outcome = TrialOutcome(FAIL, reason=LEASE_LOST, epochs=outcome.epochs, stop=outcome.stop, lost=True)
         self.say(f"    {self._describe(outcome)}")
         if outcome.stop is not None:
             raise outcome.stop
 
     def _tell(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+        if outcome.lost:  # another worker failed it and queued its retry: nothing here is ours to write
+            return
         trial.set_user_attr("epochs", outcome.epochs)
         if outcome.state == COMPLETE:
             self.study.tell(trial, outcome.value)
@@ -245,6 +252,8 @@ class StudyDriver:
                     + (f" (best so far {best:.4g})" if best is not None else ""))
         if outcome.state == PRUNED:
             return f"PRUNED ({outcome.reason})"
+        if outcome.lost:
+            return f"STOPPED after {outcome.epochs} epoch(s): {outcome.reason}"
         return f"FAILED: {outcome.reason}" + (" (queued again)" if outcome.retry else "")
 
     def _best(self) -> float | None:

@@ -13,7 +13,14 @@ NaN/±inf loss/metric   FAIL (``fail_reason``)  FAILED, reason ``nonfinite: …`
 SIGINT/SIGTERM         FAIL, queued again      KILLED, reason ``interrupted by SIGINT``
 tuning.metric unknown  FAIL, queued again      FAILED, reason ``bad_input: …`` (search stops, exit 2)
 any other error        FAIL (``fail_reason``)  FAILED, ``error.txt`` artifact
+lease lost             FAIL by another worker  KILLED, reason ``lease lost: …``
 =====================  ======================  ==============================================
+
+*Lease lost*: another worker failed the trial and queued it again while this one still trained
+it (its heartbeats stopped reaching the storage in time: a paused or cut-off machine). Found at
+the next write to the trial (each epoch's report, or a last look before it is recorded
+COMPLETE), the attempt stops there and records nothing in Optuna, and leaves the checkpoints to
+the retry, whose they are now; the tuner goes on with its next trial.
 
 A trial queued again after an interruption resumes from the interrupted attempt's newest
 verified checkpoint (:mod:`harness.training.trial_checkpoints`); the epochs it restores are
@@ -65,6 +72,19 @@ class TrialOutcome:
     retry: bool = False
     #: Raised again by the tuner once the trial is recorded (it stops the search).
     stop: BaseException | None = None
+    #: Another worker failed the trial (our lease ran out): nothing of it is ours to record.
+    lost: bool = False
+
+
+#: Why an attempt whose trial another worker failed stops (see the module docstring).
+LEASE_LOST = ("lease lost: another worker failed the trial and queued it again (this worker's heartbeats "
+              "stopped reaching the storage in time)")
+
+
+def check_still_ours(trial: optuna.Trial) -> None:
+    """Raise Optuna's ``UpdateFinishedTrialError``, as a write would, if another worker has ended ``trial``."""
+    # _trial_id: Optuna has no public way to read one trial of a running study by its own object
+    trial.storage.check_trial_is_updatable(trial._trial_id, trial.storage.get_trial(trial._trial_id).state)
 
 
 class PruningCallback(pl.Callback):
@@ -165,6 +185,9 @@ class TrialExecutor:
             self.guard.check()
             result = self._train(trial_loaded, spec, run_id, pruning, checkpoint_key)
             value = pruning.values[-1]
+            check_still_ours(trial)  # failed by another worker during the last epoch: not COMPLETE here
+        except optuna.exceptions.UpdateFinishedTrialError:  # any write to the trial, or the look above
+            outcome = TrialOutcome(FAIL, reason=LEASE_LOST, epochs=len(pruning.values), lost=True)
         except optuna.TrialPruned as pruned:
             outcome = TrialOutcome(PRUNED, pruning.values[-1], str(pruned), len(pruning.values))
         except RunInterrupted as interrupted:
@@ -186,7 +209,7 @@ class TrialExecutor:
             outcome = TrialOutcome(COMPLETE, value, epochs=len(pruning.values))
         if run_id is not None:
             self._close(run_id, outcome)
-        if not outcome.retry:  # ended for good: the checkpoints only served a retry
+        if not outcome.retry and not outcome.lost:  # ended for good: the checkpoints only served a retry
             discard_trial_checkpoints(self.loaded.output_dir, checkpoint_key)
         return outcome
 
@@ -244,7 +267,7 @@ class TrialExecutor:
             elif outcome.state == PRUNED:
                 self.tracker.end_run(run_id, PRUNED_STATUS, outcome.reason)  # stopped on purpose, not broken
             else:
-                status = "KILLED" if isinstance(outcome.stop, RunInterrupted) else "FAILED"
+                status = "KILLED" if outcome.lost or isinstance(outcome.stop, RunInterrupted) else "FAILED"
                 self.tracker.end_run(run_id, status, outcome.reason)
 
     def say(self, message: str) -> None:

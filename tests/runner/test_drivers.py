@@ -30,7 +30,6 @@ stopped at the end. Without its binaries the PostgreSQL tests skip, except under
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -44,8 +43,9 @@ from typing import Any
 
 import pytest
 
-from harness.experiment.storage_url import parse_storage, with_default_driver
-from postgres_cluster import PostgresCluster, postgres_binaries
+from harness.experiment.storage_url import parse_storage
+from harness_processes import tracked_runs
+from postgres_cluster import MISSING, PostgresCluster, postgres_binaries, skip_without_postgres
 
 NAME = "many"
 LEASE = 6.0
@@ -87,10 +87,7 @@ CLAIM_RACE = Path(__file__).with_name("claim_race.py")
 def require_postgres(scenario: Scenario) -> None:
     """Skip without PostgreSQL, but fail under CI, which must never skip these silently."""
     if scenario.postgres_missing:
-        message = f"PostgreSQL binaries not found under /usr/lib/postgresql/*/bin ({scenario.postgres_missing})"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI installs the postgresql package in .ci/run")
-        pytest.skip(message + "; apt-get install postgresql")
+        skip_without_postgres(f"{MISSING} ({scenario.postgres_missing})")
 
 
 # ---------------------------------------------------------------------------
@@ -199,7 +196,7 @@ def postgres_step(directory: Path, kit: Any, cluster: PostgresCluster) -> Step:
     kit.write_experiment(directory, NAME, {**GRID, "tracking_uri": tracking})
     storage = cluster.url("ledger")
     results = [s.finish() for s in start_drivers(directory, kit, NAME, storage, 3)]
-    return Step(results, ledger_rows(storage, NAME), mlflow_runs(tracking, NAME), directory)
+    return Step(results, ledger_rows(storage, NAME), tracked_runs(tracking, NAME), directory)
 
 
 def fault_step(directory: Path, kit: Any, cluster: PostgresCluster) -> Step:
@@ -213,7 +210,7 @@ def fault_step(directory: Path, kit: Any, cluster: PostgresCluster) -> Step:
     survivor = drivers[3].finish()
     # Reaped only now: until here the killed drivers' pids existed, so only the lease freed their runs.
     results = [d.finish() for d in drivers[:3]] + [survivor]
-    return Step(results, ledger_rows(storage, "faults"), mlflow_runs(tracking, "faults"), directory,
+    return Step(results, ledger_rows(storage, "faults"), tracked_runs(tracking, "faults"), directory,
                 {"killed_at": signalled_at[:2], "pids": [d.pid for d in drivers]})
 
 
@@ -276,15 +273,6 @@ def ledger_rows(storage: str, experiment: str = NAME) -> list[Any]:
         return ledger.rows(experiment)
     finally:
         ledger.close()
-
-
-def mlflow_runs(tracking_uri: str, experiment: str) -> list[Any]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(with_default_driver(tracking_uri))
-    found = client.get_experiment_by_name(experiment)
-    assert found is not None, f"no MLflow experiment {experiment!r} at {tracking_uri}"
-    return list(client.search_runs([found.experiment_id], max_results=1000, order_by=["attributes.start_time ASC"]))
 
 
 @pytest.fixture(scope="module")

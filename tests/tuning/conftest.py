@@ -17,7 +17,7 @@ from typing import Any
 
 import harness_processes as processes
 import pytest
-from harness_processes import Finished, Started, mlflow_runs, start_harness, tag  # noqa: F401 - kit.*
+from harness_processes import Finished, Started, mlflow_runs, start_harness, tag, tracked_runs  # noqa: F401 - kit.*
 
 
 def write_experiment(directory: Path, name: str, data: dict[str, Any]) -> Path:

@@ -22,6 +22,7 @@ from harness.runs.tracking import Tracker
 from harness.tuning.tune import open_storage
 from harness.tuning.space import plan_studies, suggest
 from harness.tuning.study import StudyDriver, Worker, slot_holders
+from harness.tuning.trial import COMPLETE, TrialOutcome, check_still_ours
 from manual_clock import ManualClock
 from postgres_cluster import postgres_cluster  # noqa: F401 - a fixture
 
@@ -150,6 +151,29 @@ def test_an_expired_lease_of_another_host_is_reconciled_too(make_driver: Any) ->
     make_driver.clock.advance(0.2)
     local.reconcile()
     assert [t.state.name for t in local.study.get_trials()] == ["FAIL", "WAITING"]
+
+
+def test_a_worker_whose_lease_ran_out_while_it_trained_records_nothing_of_its_trial(make_driver: Any) -> None:
+    """A paused or cut-off worker comes back to a trial another worker failed and queued again. Even
+    when its executor says COMPLETE (it finished as the other reconciled), nothing is told and nothing
+    raises: the trial stays FAIL and its retry WAITING for whoever asks next."""
+    import optuna
+
+    paused, rescuer = make_driver("otherhost:7:paused", lease=30.0), make_driver("thishost:1:rescuer")
+
+    class TrainsWhileItsLeaseRunsOut:
+        def run(self, plan: Any, trial: Any, params: Any) -> TrialOutcome:
+            make_driver.clock.advance(31)
+            rescuer.reconcile()
+            with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+                check_still_ours(trial)  # the executor's last look before COMPLETE
+            return TrialOutcome(COMPLETE, 0.5, epochs=4)
+
+    trial, _ = claim(paused)
+    paused._run(trial, trial.params, TrainsWhileItsLeaseRunsOut())  # type: ignore[arg-type]
+    trials = rescuer.study.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "WAITING"] and "epochs" not in trials[0].user_attrs
+    assert any("STOPPED after 4 epoch(s): lease lost" in m for m in make_driver.messages)
 
 
 def test_after_max_retries_a_failed_trial_spends_its_slot(make_driver: Any) -> None:

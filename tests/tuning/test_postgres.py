@@ -7,14 +7,13 @@ processes run the budget exactly once and re-train the best configuration once.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from harness_processes import tuning_experiment
-from postgres_cluster import PostgresCluster, postgres_binaries
+from postgres_cluster import MISSING, PostgresCluster, postgres_binaries, skip_without_postgres
 
 NAME = "pgtune"
 BUDGET = 2
@@ -32,7 +31,7 @@ class Scenario:
 def build_scenario(directory: Path, kit: Any) -> Scenario:
     bindir = postgres_binaries()
     if bindir is None:
-        return Scenario(missing="PostgreSQL binaries not found under /usr/lib/postgresql/*/bin")
+        return Scenario(missing=MISSING)
     cluster = PostgresCluster(bindir)
     try:
         cluster.start()
@@ -65,9 +64,7 @@ def run_two_tuners(directory: Path, kit: Any, cluster: PostgresCluster) -> Scena
 def scenario(scenario_of: Any) -> Scenario:
     found = scenario_of(__name__)
     if found.missing:
-        if os.environ.get("CI"):
-            pytest.fail(found.missing + "; CI installs the postgresql package in .ci/run")
-        pytest.skip(found.missing + "; apt-get install postgresql")
+        skip_without_postgres(found.missing)
     return found
 
 
