@@ -153,12 +153,16 @@ class HarnessProcess(subprocess.Popen):  # type: ignore[type-arg]
     """``subprocess.Popen`` of ``harness ARGS`` (the arguments after ``harness``), usually as a fork.
 
     ``env`` defaults to the test's environment; :data:`SUITE_THREADS` are added where it does not set them.
+    ``fork=False`` always execs: the process is then this one's child, so once killed its pid stays taken
+    (a zombie) until it is waited for, as a process on another machine would seem alive; a fork is the
+    server's child, reaped by it at once.
     """
 
-    def __init__(self, args: Sequence[Any], **kwargs: Any) -> None:
+    def __init__(self, args: Sequence[Any], *, fork: bool = True, **kwargs: Any) -> None:
         self.harness_args = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args]
         env = kwargs["env"] = {**SUITE_THREADS, **(os.environ if kwargs.get("env") is None else kwargs["env"])}
-        self._server = None if kwargs.get("preexec_fn") or kwargs.get("pass_fds") else _server_for(env)
+        forkable = fork and not kwargs.get("preexec_fn") and not kwargs.get("pass_fds")
+        self._server = _server_for(env) if forkable else None
         if os.environ.get("HARNESS_TEST_FORK_LOG"):  # which commands were exec'd, and why
             with open(os.environ["HARNESS_TEST_FORK_LOG"], "a", encoding="utf-8") as log:
                 reason = why_not_forked(env) if self._server is None else ""

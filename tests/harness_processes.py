@@ -87,7 +87,7 @@ class Finished:
 class Started:
     """A running ``harness`` process; stdout and stderr go to files that can be polled."""
 
-    def __init__(self, cwd: Path, args: Sequence[str], label: str = "") -> None:
+    def __init__(self, cwd: Path, args: Sequence[str], label: str = "", *, fork: bool = True) -> None:
         self.cwd, self.args = cwd, tuple(str(a) for a in args)
         logs = cwd / "logs"
         logs.mkdir(exist_ok=True)
@@ -95,7 +95,7 @@ class Started:
         self.stdout_path, self.stderr_path = logs / f"{stem}.out", logs / f"{stem}.err"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.process = HarnessProcess(self.args, cwd=cwd, env=harness_env(), stdout=out, stderr=err,
-                                          stdin=subprocess.DEVNULL)
+                                          stdin=subprocess.DEVNULL, fork=fork)
 
     @property
     def pid(self) -> int:
@@ -133,8 +133,9 @@ class Started:
                         self.stdout_path.read_text(encoding="utf-8", errors="replace"), self.stderr())
 
 
-def start_harness(cwd: Path, *args: str, label: str = "") -> Started:
-    return Started(cwd, args, label)
+def start_harness(cwd: Path, *args: str, label: str = "", fork: bool = True) -> Started:
+    """Start ``harness ARGS`` in ``cwd``; ``fork=False``: a real exec, see :class:`HarnessProcess`."""
+    return Started(cwd, args, label, fork=fork)
 
 
 def run_harness(cwd: Path, *args: str, timeout: float = TIMEOUT) -> Finished:

@@ -142,10 +142,12 @@ def build_scenario(directory: Path, kit: Any) -> Scenario:
 
 
 def start_drivers(directory: Path, kit: Any, experiment: str, storage: str, count: int,
-                  *extra: str) -> list[Any]:
-    """``count`` ``harness run`` drivers on one storage, each writing its report to ``reports-<i>``."""
+                  *extra: str, executed: int = 0) -> list[Any]:
+    """``count`` ``harness run`` drivers on one storage, each writing its report to ``reports-<i>``; the
+    first ``executed`` are real children of this process (``fork=False``), whose pids outlive a kill."""
     return [kit.start_harness(directory, "run", f"{experiment}.yaml", "--storage", storage,
-                              "--set", f"reports_dir=reports-{i}", *extra, label=f"driver{i}") for i in range(count)]
+                              "--set", f"reports_dir=reports-{i}", *extra, label=f"driver{i}", fork=i >= executed)
+            for i in range(count)]
 
 
 def journal_step(directory: Path, kit: Any) -> Step:
@@ -205,7 +207,9 @@ def fault_step(directory: Path, kit: Any, cluster: PostgresCluster) -> Step:
     kit.write_experiment(directory, "faults", {**FAULT_GRID, "tracking_uri": tracking})
     storage = cluster.url("ledger")
     with start_barrier(storage, 4):
-        drivers = start_drivers(directory, kit, "faults", storage, 4, "--lease-seconds", str(LEASE))
+        # The two to be killed are this process's own children: forks of the test server would be
+        # reaped by it at once, and a pid gone on this host frees a run without waiting for its lease.
+        drivers = start_drivers(directory, kit, "faults", storage, 4, "--lease-seconds", str(LEASE), executed=2)
     signalled_at = signal_each_mid_run(drivers[:3], [signal.SIGKILL, signal.SIGKILL, signal.SIGTERM])
     survivor = drivers[3].finish()
     # Reaped only now: until here the killed drivers' pids existed, so only the lease freed their runs.
