@@ -1,11 +1,12 @@
 """T17: every run records where its plugins' code came from (``harness.plugin_provenance``).
 
 A real third-party distribution (``harness-fx-gain-rnn`` 1.4.2, installed with the real pip, see
-conftest.py) trains on the built-in ``adding`` task through each path that opens an MLflow run:
-``harness run`` in process, ``harness run`` with ``resources`` (a process pool; Ray tasks are
-recorded by the same driver code) and ``harness tune`` (its trials, and the re-training runs).
-The expected values are read from the installed dist-info folders by path, and the RECORD digest
-is of the file's bytes, so nothing here repeats the harness's own way of finding them.
+conftest.py) trains on the built-in ``adding`` task through ``harness tune``, which opens MLflow
+runs both ways there are: its trials, and the re-training runs, which the grid runner records
+(``harness run``'s own code; its process pool and Ray executors record through the same driver
+code, ``RunSpec.plugin_tags``). The expected values are read from the installed dist-info folders
+by path, and the RECORD digest is of the file's bytes, so nothing here repeats the harness's own
+way of finding them.
 """
 
 from __future__ import annotations
@@ -24,29 +25,19 @@ from harness.core.provenance import NO_RECORD, record_sha256
 
 ALLOW = {"HARNESS_PLUGINS": "gain_rnn,adding"}  # the allow-list keeps the broken fixtures out
 TUNE = tuning_experiment(cell="gain_rnn", budget=2, train_size=64, length=6, max_epochs=1)
-GRID = {key: value for key, value in TUNE.items() if key != "tuning"}
 
 
 @pytest.fixture(scope="module")
 def recorded(third_party_site: Path, plugin_kit: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Each path's MLflow runs (``grid``, ``pool``, ``tune-trials``, ``tune``), the three commands run at once."""
+    """The MLflow runs of ``harness tune``: its trials (``tune-trials``) and its re-training (``tune``)."""
     folder = tmp_path_factory.mktemp("provenance")
-    write_experiment(folder, "grid", GRID)
-    write_experiment(folder, "pool", {**GRID, "output_dir": "pool-out", "resources": {"cpus": 1}})
-    write_experiment(folder, "tune", {**TUNE, "output_dir": "tune-out"}, command="tune")
-    started = [plugin_kit.start_harness(third_party_site, *args, env=ALLOW, cwd=folder)
-               for args in (["run", "grid.yaml"], ["run", "pool.yaml"], ["tune", "tune.yaml"])]
-    for finished in [s.result() for s in started]:
-        assert finished.returncode == 0, finished.explain()
-    runs = {"grid": mlflow_runs(folder / "out", "grid"), "pool": mlflow_runs(folder / "pool-out", "pool"),
-            "tune-trials": mlflow_runs(folder / "tune-out", "tune-trials"),
-            "tune": mlflow_runs(folder / "tune-out", "tune")}
-    assert {tag(r, "executor") for r in runs["pool"]} == {"local"}  # recorded by the detached runner
-    assert {tag(r, "executor") for r in runs["grid"]} == {None}  # recorded in process
-    return runs
+    write_experiment(folder, "tune", TUNE, command="tune")
+    finished = plugin_kit.start_harness(third_party_site, "tune", "tune.yaml", env=ALLOW, cwd=folder).result()
+    assert finished.returncode == 0, finished.explain()
+    return {experiment: mlflow_runs(folder / "out", experiment) for experiment in ("tune-trials", "tune")}
 
 
-@pytest.mark.parametrize("experiment", ["grid", "pool", "tune-trials", "tune"])
+@pytest.mark.parametrize("experiment", ["tune-trials", "tune"])
 def test_every_run_names_the_third_party_distribution_its_version_and_record_hash(
         recorded: dict[str, Any], third_party_site: Path, experiment: str) -> None:
     runs = recorded[experiment]
