@@ -38,13 +38,17 @@ GRID = {
     "output_dir": "out",
     "reports_dir": "reports",
 }
-#: The same run data-parallel over two CPU ranks: the global batch of 16 is 8 + 8.
-DATA_PARALLEL: dict[str, Any] = {**GRID, "training": {**GRID["training"], "devices": 2}}
+#: The same run data-parallel over two CPU ranks (the global batch of 16 is 8 + 8), on fewer examples:
+#: the ranks meet at every step, which on a busy 2-core machine waits for whichever was descheduled.
+DATA_PARALLEL: dict[str, Any] = {**GRID, "training": {**GRID["training"], "devices": 2},
+                                 "tasks": [{"name": "adding", "options": {**GRID["tasks"][0]["options"],
+                                                                          "train_size": 128}}]}
+STEPS_PER_EPOCH_DATA_PARALLEL = 8
 
 
-def _kill_worker_after_first_checkpoint(directory: Path, started: object) -> int:
+def _kill_worker_after_first_checkpoint(directory: Path, started: object, steps_per_epoch: int) -> int:
     """SIGKILL the Ray worker training the run once epoch 1's checkpoint is complete; the epochs on disk."""
-    sidecar = f"step-{STEPS_PER_EPOCH:010d}.ckpt.sha256"
+    sidecar = f"step-{steps_per_epoch:010d}.ckpt.sha256"
     folder = directory / "out" / "checkpoints"
     deadline = time.monotonic() + RAY_TIMEOUT
     while not any(folder.glob(f"*/{sidecar}")):
@@ -56,8 +60,8 @@ def _kill_worker_after_first_checkpoint(directory: Path, started: object) -> int
     for worker in workers:
         os.kill(worker.pid, signal.SIGKILL)
     steps = [int(p.name[5:15]) for p in folder.glob("*/step-*.ckpt.sha256")]
-    assert max(steps) < EPOCHS * STEPS_PER_EPOCH, "the run had finished before its worker was killed"
-    return max(steps) // STEPS_PER_EPOCH
+    assert max(steps) < EPOCHS * steps_per_epoch, "the run had finished before its worker was killed"
+    return max(steps) // steps_per_epoch
 
 
 @pytest.mark.parametrize("devices", [1, 2], ids=["one-process", "data-parallel"])
@@ -72,7 +76,8 @@ def test_a_killed_worker_s_task_resumes_from_its_checkpoint_and_equals_an_uninte
         reference = start_harness(reference_dir, "run", f"{NAME}.yaml", "--quiet", label="reference")
         started = start_harness(killed_dir, "run", f"{NAME}.yaml", "--executor", "ray", "--ray-address",
                                 ray_cluster.address, label="ray")
-        killed_at = _kill_worker_after_first_checkpoint(killed_dir, started)
+        killed_at = _kill_worker_after_first_checkpoint(
+            killed_dir, started, STEPS_PER_EPOCH_DATA_PARALLEL if devices > 1 else STEPS_PER_EPOCH)
         finished = started.finish(RAY_TIMEOUT)
     finished_reference = reference.finish(RAY_TIMEOUT)
     assert finished_reference.returncode == 0, finished_reference.explain()
