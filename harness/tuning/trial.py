@@ -19,8 +19,9 @@ lease lost             FAIL by another worker  KILLED, reason ``lease lost: …`
 *Lease lost*: another worker failed the trial and queued it again while this one still trained
 it (its heartbeats stopped reaching the storage in time: a paused or cut-off machine). Found at
 the next write to the trial (each epoch's report, or a last look before it is recorded
-COMPLETE), the attempt stops there and records nothing in Optuna, and leaves the checkpoints to
-the retry, whose they are now; the tuner goes on with its next trial.
+COMPLETE), or on any other failure of the attempt (writing a checkpoint into the folder the
+finished retry deleted), the attempt stops there and records nothing in Optuna, and leaves the
+checkpoints to the retry, whose they are now; the tuner goes on with its next trial.
 
 A trial queued again after an interruption resumes from the interrupted attempt's newest
 verified checkpoint (:mod:`harness.training.trial_checkpoints`); the epochs it restores are
@@ -85,6 +86,17 @@ def check_still_ours(trial: optuna.Trial) -> None:
     """Raise Optuna's ``UpdateFinishedTrialError``, as a write would, if another worker has ended ``trial``."""
     # _trial_id: Optuna has no public way to read one trial of a running study by its own object
     trial.storage.check_trial_is_updatable(trial._trial_id, trial.storage.get_trial(trial._trial_id).state)
+
+
+def taken_over(trial: optuna.Trial) -> bool:
+    """Whether another worker has ended ``trial`` (False also when the storage cannot say)."""
+    try:
+        check_still_ours(trial)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return True
+    except Exception:  # noqa: BLE001 - asked on an error path: the error at hand is the one to report
+        return False
+    return False
 
 
 class PruningCallback(pl.Callback):
@@ -207,6 +219,10 @@ class TrialExecutor:
                 self.tracker.log_metrics(run_id, {**result.test_metrics, "objective": value,
                                                   "wall_time_s": result.wall_time_s, "epochs": result.epochs})
             outcome = TrialOutcome(COMPLETE, value, epochs=len(pruning.values))
+        if outcome.state == FAIL and not outcome.lost and taken_over(trial):
+            # Whatever stopped this attempt came after another worker had failed the trial and queued its retry
+            # (e.g. the retry, finished, deleted the checkpoint folder this attempt was writing to): lost.
+            outcome = TrialOutcome(FAIL, reason=LEASE_LOST, epochs=outcome.epochs, stop=outcome.stop, lost=True)
         if run_id is not None:
             self._close(run_id, outcome)
         if not outcome.retry and not outcome.lost:  # ended for good: the checkpoints only served a retry

@@ -22,7 +22,7 @@ from harness.runs.tracking import Tracker
 from harness.tuning.tune import open_storage
 from harness.tuning.space import plan_studies, suggest
 from harness.tuning.study import StudyDriver, Worker, slot_holders
-from harness.tuning.trial import COMPLETE, TrialOutcome, check_still_ours
+from harness.tuning.trial import COMPLETE, TrialExecutor, TrialOutcome, check_still_ours
 from manual_clock import ManualClock
 from postgres_cluster import postgres_cluster  # noqa: F401 - a fixture
 
@@ -174,6 +174,37 @@ def test_a_worker_whose_lease_ran_out_while_it_trained_records_nothing_of_its_tr
     trials = rescuer.study.get_trials()
     assert [t.state.name for t in trials] == ["FAIL", "WAITING"] and "epochs" not in trials[0].user_attrs
     assert any("STOPPED after 4 epoch(s): lease lost" in m for m in make_driver.messages)
+
+
+def test_an_error_after_another_worker_failed_the_trial_ends_the_attempt_lost_not_failed(
+        make_driver: Any, plugins: Any, tracker: Tracker, tmp_path: Path) -> None:
+    """The paused worker, back, fails writing its checkpoint into the folder the finished retry deleted
+    (seen in the five-worker scenario): that error is not the trial's, whose fate another worker already
+    decided. The attempt is lost: its MLflow run KILLED (``lease lost``), nothing told to Optuna, the
+    retry's checkpoint folder left alone."""
+    paused, rescuer = make_driver("otherhost:7:paused", lease=30.0), make_driver("thishost:1:rescuer")
+    checkpoint_folders: list[Path] = []
+
+    class BackAfterItsLease(TrialExecutor):
+        def _train(self, trial_loaded: Any, spec: Any, run_id: str, pruning: Any, checkpoint_key: str) -> Any:
+            folder = self.loaded.output_dir / "checkpoints" / checkpoint_key
+            folder.mkdir(parents=True)
+            (folder / "step-0000000020.ckpt").write_bytes(b"the retry's")
+            checkpoint_folders.append(folder)
+            make_driver.clock.advance(31)
+            rescuer.reconcile()
+            raise FileNotFoundError(2, "No such file or directory", str(folder / "step-0000000100.ckpt.sha256"))
+
+    executor = BackAfterItsLease(load_experiment(tmp_path / "budget.yaml"), plugins, tracker, Interrupts(),
+                                 verbose=False)
+    trial, _ = claim(paused)
+    paused._run(trial, trial.params, executor)
+    trials = rescuer.study.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "WAITING"] and "epochs" not in trials[0].user_attrs
+    assert any("STOPPED after 0 epoch(s): lease lost" in m for m in make_driver.messages)
+    (run,) = [r for r in tracker.runs() if r.run_id == trials[0].user_attrs["mlflow_run_id"]]
+    assert run.status == "KILLED" and run.tag("failure_reason").startswith("lease lost")
+    assert (checkpoint_folders[0] / "step-0000000020.ckpt").read_bytes() == b"the retry's"
 
 
 def test_after_max_retries_a_failed_trial_spends_its_slot(make_driver: Any) -> None:
