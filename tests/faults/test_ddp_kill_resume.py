@@ -24,14 +24,14 @@ from harness_processes import (assert_resumed_as_uninterrupted, mlflow_client, m
 pytestmark = pytest.mark.slow  # real processes that train for seconds: run early under xdist, or skip with -m 'not slow'
 
 NAME = "ddpkilled"
-STEPS_PER_EPOCH = 12  # train_size / batch_size: the global batch, split 4 + 4 over the ranks
+STEPS_PER_EPOCH = 6  # train_size / batch_size: the global batch, split 4 + 4 over the ranks
 #: Fewer than the one-process test's 10: the ranks meet at every step, which on a busy 2-core machine
 #: waits for whichever rank was descheduled.
 EPOCHS, KILLED_AFTER = 6, 3
 GRID: dict[str, Any] = {
     "cells": ["gru"],
     # Agreement: every split divides evenly by the (eval) batch size and its halves, so no rank pads.
-    "tasks": [{"name": "agreement", "options": {"train_size": 96, "validation_size": 16, "test_size": 16,
+    "tasks": [{"name": "agreement", "options": {"train_size": 48, "validation_size": 16, "test_size": 16,
                                                 "max_distance": 5}}],
     "seeds": [3],
     "model": {"hidden_size": 8, "embedding_size": 8, "dropout": 0.3},  # dropout: each rank's RNG matters

@@ -42,8 +42,8 @@ GRID = {
 #: the ranks meet at every step, which on a busy 2-core machine waits for whichever was descheduled.
 DATA_PARALLEL: dict[str, Any] = {**GRID, "training": {**GRID["training"], "devices": 2},
                                  "tasks": [{"name": "adding", "options": {**GRID["tasks"][0]["options"],
-                                                                          "train_size": 128}}]}
-STEPS_PER_EPOCH_DATA_PARALLEL = 8
+                                                                          "train_size": 64}}]}
+STEPS_PER_EPOCH_DATA_PARALLEL = 4
 
 
 def _kill_worker_after_first_checkpoint(directory: Path, started: object, steps_per_epoch: int) -> int:

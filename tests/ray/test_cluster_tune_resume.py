@@ -41,9 +41,9 @@ STEPS_PER_EPOCH = 20  # train_size / batch_size
 EXPERIMENT = tuning_experiment(cell="gru", budget=1, train_size=320, length=10, max_epochs=EPOCHS)
 #: The same study with each trial trained data-parallel (the global batch of 16 is 8 + 8 on two ranks), on
 #: fewer examples: the ranks meet at every step, which on a busy 2-core machine waits for the descheduled one.
-DATA_PARALLEL = tuning_experiment(cell="gru", budget=1, train_size=128, length=10, max_epochs=EPOCHS)
+DATA_PARALLEL = tuning_experiment(cell="gru", budget=1, train_size=64, length=10, max_epochs=EPOCHS)
 DATA_PARALLEL["training"]["devices"] = 2
-STEPS_PER_EPOCH_DATA_PARALLEL = 8
+STEPS_PER_EPOCH_DATA_PARALLEL = 4
 
 
 def study_trials(directory: Path) -> list[Any]:
