@@ -27,4 +27,5 @@ def random_parity_data() -> TaskData:
     def split(count: int) -> list[Example]:
         return [Example([rng.randrange(4, len(vocab)) for _ in range(5)], rng.randrange(2)) for _ in range(count)]
 
-    return TaskData(split(48), split(16), split(16), input_vocab=vocab, output_vocab=Vocabulary(["a", "b"], specials=()))
+    classes = Vocabulary(["a", "b"], specials=())
+    return TaskData(split(48), split(16), split(16), input_vocab=vocab, output_vocab=classes)

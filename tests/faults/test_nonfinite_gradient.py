@@ -61,7 +61,8 @@ def test_a_nan_gradient_after_a_finite_loss_fails_the_step_and_no_checkpoint_hol
     poison = _PoisonGradient(BAD_STEP)
     checkpoints = RunCheckpoints(tmp_path / "ckpt", every_minutes=1e-9, say=lambda message: None)  # every batch
     settings = TrainingSettings(learning_rate=0.01, batch_size=8, max_epochs=3, cpu_threads=1)
-    with pytest.raises(NonFiniteLossError, match=rf"gradient norm is nan at epoch 1, step {BAD_STEP} \(the loss was finite\)"):
+    stopped = rf"gradient norm is nan at epoch 1, step {BAD_STEP} \(the loss was finite\)"
+    with pytest.raises(NonFiniteLossError, match=stopped):
         train_run(net, ParityTask(), data, settings, seed=0, device="cpu", hyperparameters={}, verbose=False,
                   extra_callbacks=[poison], checkpoints=checkpoints)
     # The optimizer never applied the NaN: the weights are those of the step before.
