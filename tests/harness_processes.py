@@ -118,6 +118,15 @@ class Started:
         self.process.kill()
         raise AssertionError(f"no {text!r} within {timeout}s:\n{self.finish().explain()}")
 
+    def wait_for_file(self, folder: Path, pattern: str, *, timeout: float = TIMEOUT) -> None:
+        """Poll until a file matching ``pattern`` exists under ``folder`` (e.g. a checkpoint's sha256
+        sidecar, written last: the checkpoint is complete), failing if the process exits first."""
+        deadline = time.monotonic() + timeout
+        while not any(folder.glob(pattern)):
+            assert self.process.poll() is None, self.finish().explain()
+            assert time.monotonic() < deadline, self.stderr()
+            time.sleep(0.005)
+
     def signal(self, number: int) -> None:
         self.process.send_signal(number)
 

@@ -63,12 +63,7 @@ def _kill_rank_0_after_epoch(directory: Path, epoch: int) -> tuple[int, list[psu
     Returns the newest epoch on disk, rank 0's child processes as they were just before the kill, and
     the ranks' private folder (the pickled spec ``python -m harness.training.rank SPEC`` reads)."""
     started = start_harness(directory, "run", f"{NAME}.yaml", label="killed")
-    sidecar = f"step-{epoch * STEPS_PER_EPOCH:010d}.ckpt.sha256"
-    deadline = time.monotonic() + 300
-    while not any((directory / "out" / "checkpoints").glob(f"*/{sidecar}")):
-        assert started.process.poll() is None, started.finish().explain()
-        assert time.monotonic() < deadline, started.stderr()
-        time.sleep(0.005)
+    started.wait_for_file(directory / "out" / "checkpoints", f"*/step-{epoch * STEPS_PER_EPOCH:010d}.ckpt.sha256")
     children = psutil.Process(started.pid).children(recursive=True)
     started.signal(signal.SIGKILL)
     assert started.finish().returncode == -signal.SIGKILL

@@ -7,7 +7,6 @@ Real processes and a real SIGKILL; the reference run trains beside the killed on
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +34,7 @@ GRID: dict[str, Any] = {
 def _kill_after_epoch(directory: Path, epoch: int) -> int:
     """Start the grid, SIGKILL it as soon as epoch ``epoch``'s checkpoint is complete; the newest epoch on disk."""
     started = start_harness(directory, "run", f"{NAME}.yaml", label="killed")
-    sidecar = f"step-{epoch * STEPS_PER_EPOCH:010d}.ckpt.sha256"
-    deadline = time.monotonic() + 300
-    while not any((directory / "out" / "checkpoints").glob(f"*/{sidecar}")):
-        assert started.process.poll() is None, started.finish().explain()
-        assert time.monotonic() < deadline, started.stderr()
-        time.sleep(0.005)
+    started.wait_for_file(directory / "out" / "checkpoints", f"*/step-{epoch * STEPS_PER_EPOCH:010d}.ckpt.sha256")
     started.signal(signal.SIGKILL)
     assert started.finish().returncode == -signal.SIGKILL
     steps = [int(p.name[5:15]) for p in (directory / "out" / "checkpoints").glob("*/step-*.ckpt.sha256")]

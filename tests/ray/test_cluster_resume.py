@@ -14,12 +14,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness_processes import mlflow_client, mlflow_runs, start_harness, tag, write_experiment
+from harness_processes import Started, mlflow_client, mlflow_runs, start_harness, tag, write_experiment
 from ray_cluster import RAY_TIMEOUT, LocalCluster, node_with_cpus, training_processes
 
 pytestmark = pytest.mark.slow
@@ -46,15 +45,10 @@ DATA_PARALLEL: dict[str, Any] = {**GRID, "training": {**GRID["training"], "devic
 STEPS_PER_EPOCH_DATA_PARALLEL = 4
 
 
-def _kill_worker_after_first_checkpoint(directory: Path, started: object, steps_per_epoch: int) -> int:
+def _kill_worker_after_first_checkpoint(directory: Path, started: Started, steps_per_epoch: int) -> int:
     """SIGKILL the Ray worker training the run once epoch 1's checkpoint is complete; the epochs on disk."""
-    sidecar = f"step-{steps_per_epoch:010d}.ckpt.sha256"
     folder = directory / "out" / "checkpoints"
-    deadline = time.monotonic() + RAY_TIMEOUT
-    while not any(folder.glob(f"*/{sidecar}")):
-        assert started.process.poll() is None, started.finish().explain()  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline, started.stderr()  # type: ignore[attr-defined]
-        time.sleep(0.01)
+    started.wait_for_file(folder, f"*/step-{steps_per_epoch:010d}.ckpt.sha256", timeout=RAY_TIMEOUT)
     workers = training_processes()
     assert workers, "the checkpoint appeared but no Ray worker is training"
     for worker in workers:
@@ -107,12 +101,8 @@ def test_a_rerun_after_the_driver_died_resumes_from_the_checkpoint(ray_cluster: 
     write_experiment(tmp_path, NAME, GRID)
     started = start_harness(tmp_path, "run", f"{NAME}.yaml", "--executor", "ray", "--ray-address",
                             ray_cluster.address, label="driver")
-    folder = tmp_path / "out" / "checkpoints"
-    deadline = time.monotonic() + RAY_TIMEOUT
-    while not any(folder.glob(f"*/step-{STEPS_PER_EPOCH:010d}.ckpt.sha256")):
-        assert started.process.poll() is None, started.finish().explain()
-        assert time.monotonic() < deadline, started.stderr()
-        time.sleep(0.01)
+    started.wait_for_file(tmp_path / "out" / "checkpoints", f"*/step-{STEPS_PER_EPOCH:010d}.ckpt.sha256",
+                          timeout=RAY_TIMEOUT)
     started.signal(signal.SIGKILL)
     assert started.finish().returncode == -signal.SIGKILL
     rerun = start_harness(tmp_path, "run", f"{NAME}.yaml", "--executor", "ray", "--ray-address",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,12 +79,8 @@ def scenario(request: pytest.FixtureRequest, ray_cluster: LocalCluster,
         killed = start_harness(killed_dir, "tune", f"{NAME}.yaml", *ray, label="interrupted")
         checkpoints = killed_dir / "out" / "checkpoints"
         steps_per_epoch = STEPS_PER_EPOCH_DATA_PARALLEL if devices > 1 else STEPS_PER_EPOCH
-        sidecar = f"step-{steps_per_epoch:010d}.ckpt.sha256"
-        deadline = time.monotonic() + RAY_TIMEOUT
-        while not any(checkpoints.glob(f"tuning/**/{sidecar}")):  # written by the Ray task, not the driver
-            assert killed.process.poll() is None, killed.finish().explain()
-            assert time.monotonic() < deadline, killed.stderr()
-            time.sleep(0.005)
+        # Written by the Ray task, not the driver.
+        killed.wait_for_file(checkpoints, f"tuning/**/step-{steps_per_epoch:010d}.ckpt.sha256", timeout=RAY_TIMEOUT)
         killed.signal(signal.SIGINT)
         interrupted = killed.finish(RAY_TIMEOUT)  # the driver cancelled its task before it exited
         killed_at = max(int(p.name[5:15]) for p in checkpoints.glob("tuning/**/step-*.ckpt.sha256")) // steps_per_epoch

@@ -13,7 +13,6 @@ without interruption in another folder, bit for bit.
 from __future__ import annotations
 
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,12 +59,7 @@ def _build(directory: Path, kit: Any, experiment: dict[str, Any]) -> Scenario:
     reference = kit.start_harness(reference_dir, "tune", f"{NAME}.yaml", label="reference")
     killed = kit.start_harness(killed_dir, "tune", f"{NAME}.yaml", label="killed")
     checkpoints = killed_dir / "out" / "checkpoints"
-    sidecar = f"step-{STEPS_PER_EPOCH:010d}.ckpt.sha256"
-    deadline = time.monotonic() + 300
-    while not any(checkpoints.glob(f"tuning/**/{sidecar}")):
-        assert killed.process.poll() is None, killed.finish().explain()
-        assert time.monotonic() < deadline, killed.stderr()
-        time.sleep(0.005)
+    killed.wait_for_file(checkpoints, f"tuning/**/step-{STEPS_PER_EPOCH:010d}.ckpt.sha256")
     killed.signal(signal.SIGKILL)
     assert killed.finish().returncode == -signal.SIGKILL
     killed_at = max(int(p.name[5:15]) for p in checkpoints.glob("tuning/**/step-*.ckpt.sha256")) // STEPS_PER_EPOCH
