@@ -23,11 +23,12 @@ from typing import Any
 
 from harness.training.checkpoints import save_network
 from harness.runs.disk import best_effort, check_free_space, release_reserve, reserve_space, write_failure_reason
-from harness.experiment import LoadedExperiment, ResolvedChoice, content_hash
+from harness.experiment import LoadedExperiment, ResolvedChoice
 from harness.core.errors import BadInputError
 from harness.training.finite import NonFiniteLossError
 from harness.runs.grid import GridSummary, RunSpec
 from harness.runs.grid_clock import GridClock
+from harness.runs.task_data import load_task
 from harness.training.interrupts import Interrupts, RunInterrupted
 from harness.runs.run_states import CLAIMABLE, DEFAULT_LEASE_SECONDS, DONE, FAILED, KILLED, RUNNING, LedgerRow
 from harness.runs.identity import worker_id
@@ -315,14 +316,7 @@ class Runner:
             record_resume(self.tracker, run_id, resumed)
 
     def _load_task(self, choice: ResolvedChoice) -> tuple[Task, TaskData]:
-        cache_key = content_hash({"name": choice.name, "options": choice.options()})
-        if cache_key not in self._task_data:
-            task = choice.plugin_class(choice.config)
-            data = task.load()
-            data.check(choice.name)
-            data.check_declared_input_size(choice.plugin_class)
-            self._task_data[cache_key] = (task, data)
-        return self._task_data[cache_key]
+        return load_task(choice, self._task_data)
 
     def _log_vocabularies(self, run_id: str, data: TaskData) -> None:
         for name, vocab in (("input_vocab", data.input_vocab), ("output_vocab", data.output_vocab)):

@@ -43,11 +43,12 @@ from typing import Any
 import optuna
 import pytorch_lightning as pl
 
-from harness.experiment import LoadedExperiment, content_hash
+from harness.experiment import LoadedExperiment
 from harness.core.errors import BadInputError, HarnessError
 from harness.training.finite import NonFiniteLossError
 from harness.training.interrupts import Interrupts, RunInterrupted
 from harness.runs.grid import RunSpec, expand_grid
+from harness.runs.task_data import load_task
 from harness.core.tasks import Task, TaskData
 from harness.runs.tracking import PRUNED as PRUNED_STATUS
 from harness.runs.tracking import Tracker, run_params
@@ -151,20 +152,6 @@ class PruningCallback(pl.Callback):
         return f"pruned after epoch {epoch}: {self.monitor} {value:.4g}" if prune else None
 
 
-def load_task(spec: RunSpec, loaded: dict[str, tuple[Task, TaskData]]) -> tuple[Task, TaskData]:
-    """``spec``'s task and its checked data, loaded once per task name and options and kept in ``loaded``.
-
-    Raises the task's ``BadInputError`` or ``EmptySplitError`` (exit 2) for a bad or empty data file."""
-    key = content_hash({"name": spec.task.name, "options": spec.task.options()})
-    if key not in loaded:
-        task = spec.task.plugin_class(spec.task.config)
-        data = task.load()
-        data.check(spec.task.name)
-        data.check_declared_input_size(spec.task.plugin_class)
-        loaded[key] = (task, data)
-    return loaded[key]
-
-
 class TrialExecutor:
     """Trains trials of one experiment; the MLflow store and loaded task data are shared by all."""
 
@@ -172,7 +159,7 @@ class TrialExecutor:
                  *, verbose: bool, task_data: dict[str, tuple[Task, TaskData]] | None = None) -> None:
         self.loaded, self.plugins, self.tracker, self.guard, self.verbose = loaded, plugins, tracker, guard, verbose
         self.seed = loaded.experiment.seeds[0]
-        #: Loaded and checked tasks by :func:`load_task`'s key (``tune`` loads the file's before it creates anything).
+        #: Loaded and checked tasks (:func:`harness.runs.task_data.load_task`; ``tune`` reads the file's first).
         self._task_data = task_data if task_data is not None else {}
 
     def open(self) -> None:
@@ -274,7 +261,7 @@ class TrialExecutor:
         pruning.restore(resumed.history)
 
     def _load_task(self, spec: RunSpec) -> tuple[Task, TaskData]:
-        return load_task(spec, self._task_data)
+        return load_task(spec.task, self._task_data)
 
     def _close(self, run_id: str, outcome: TrialOutcome) -> None:
         with self.guard.critical():

@@ -40,11 +40,12 @@ from harness.runs.identity import worker_id
 from harness.runs.grid import GridSummary, RunSpec, expand_grid
 from harness.runs.runner import Runner, RunInterrupted
 from harness.experiment.storage_url import StorageChoice
+from harness.runs.task_data import load_task
 from harness.runs.storage import experiment_storage, initialization_lock, open_journal_backend
 from harness.runs.tracking import Tracker, flatten, tracking_uri_for
 from harness.tuning.space import StudyPlan, apply_params, fixed_settings, plan_studies
 from harness.tuning.study import StudyDriver, StudyResult, Worker, slot_holders
-from harness.tuning.trial import TrialExecutor, load_task
+from harness.tuning.trial import TrialExecutor
 
 __all__ = ["TuneSummary", "describe_storage", "open_storage", "open_study", "quiet_optuna", "slot_holders",
            "trials_experiment", "tune"]
@@ -160,7 +161,7 @@ def tune(loaded: LoadedExperiment, plugins: Any, *, storage: str | None = None,
     for plan in plans:  # every trial's configuration must expand like a grid run
         for spec in expand_grid(apply_params(loaded, plan, {}, loaded.experiment.seeds[:1]), plugins):
             # A bad or empty data file stops here (exit 2, file:line), not in trial after trial.
-            load_task(spec, task_data)
+            load_task(spec.task, task_data)
     tuning = loaded.experiment.tuning
     assert tuning is not None
     choice = experiment_storage(loaded, storage)
