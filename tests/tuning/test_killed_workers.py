@@ -156,9 +156,15 @@ def _checkpointed_trial(worker: Any, checkpoints: Path) -> int | None:
 
 def _freeze(victim: Any, cluster: PostgresCluster | None) -> float:
     """SIGSTOP ``victim`` at a moment it holds no lock; returns when it was stopped."""
+    import psutil
+
     for _ in range(500):
-        stopped_at = time.time()
         victim.signal(signal.SIGSTOP)
+        # The signal lands at the victim's next scheduling point, on a loaded machine some milliseconds
+        # later, and it may renew its lease until then: the stop counts from when it has taken effect.
+        while psutil.Process(victim.pid).status() != psutil.STATUS_STOPPED:
+            time.sleep(0.001)
+        stopped_at = time.time()
         time.sleep(0.05)  # a statement it already sent finishes (or waits for a lock: then not idle)
         if not _holds_a_lock(victim.pid, cluster):
             return stopped_at
